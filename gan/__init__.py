@@ -1,0 +1,10 @@
+"""Pure PyTorch conditional GAN: models, losses, one training step, sampling, checkpoint state.
+
+Knows nothing of files, pandas, DVC or Prefect.
+"""
+from .models import Discriminator, GANConfig, Generator
+from .sample import generate, score
+from .trainer import GANTrainer, NonFiniteLoss, TrainHyper, load_sampler, pick_device
+
+__all__ = ["GANConfig", "Generator", "Discriminator", "GANTrainer", "TrainHyper",
+           "NonFiniteLoss", "load_sampler", "pick_device", "generate", "score"]

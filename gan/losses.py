@@ -1,0 +1,29 @@
+"""Hinge loss and LeCam regularization (Tseng et al. 2021)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def d_hinge(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+
+
+def g_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean()
+
+
+class LeCam:
+    """Keeps D's outputs near the moving averages of their opposite side: helps on tiny data."""
+
+    def __init__(self, decay: float = 0.99):
+        self.decay = decay
+        self.ema_real = 0.0
+        self.ema_fake = 0.0
+
+    def __call__(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        d = self.decay
+        self.ema_real = d * self.ema_real + (1 - d) * real_logits.mean().item()
+        self.ema_fake = d * self.ema_fake + (1 - d) * fake_logits.mean().item()
+        return (F.relu(real_logits - self.ema_fake).pow(2).mean()
+                + F.relu(self.ema_real - fake_logits).pow(2).mean())

@@ -1,0 +1,131 @@
+"""Class-conditional SNGAN pair for small images (16-128 px).
+
+Generator: [z, class embedding] -> linear 4x4 -> residual up-blocks with class-conditional BatchNorm -> conv -> tanh.
+Discriminator: residual down-blocks with spectral norm -> ReLU -> global sum pool ->
+linear + projection of a class embedding (Miyato & Koyama 2018).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Everything needed to rebuild the networks; stored inside every checkpoint."""
+
+    img_size: int
+    channels: int
+    n_classes: int
+    z_dim: int = 128
+    width: int = 32
+
+    def __post_init__(self):
+        n = self.img_size
+        if n < 8 or n & (n - 1):
+            raise ValueError(f"img_size must be a power of two >= 8, got {n}")
+
+    @property
+    def n_resample(self) -> int:
+        """Up-blocks in G (= down-blocks in D) between 4x4 and img_size."""
+        return int(math.log2(self.img_size // 4))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose gain and bias are looked up per class."""
+
+    def __init__(self, num_features: int, n_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.gain = nn.Embedding(n_classes, num_features)
+        self.bias = nn.Embedding(n_classes, num_features)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x, y):
+        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+
+
+class GBlock(nn.Module):
+    def __init__(self, ch: int, n_classes: int):
+        super().__init__()
+        self.bn1 = ConditionalBatchNorm2d(ch, n_classes)
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.bn2 = ConditionalBatchNorm2d(ch, n_classes)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x, y):
+        h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
+        return h + F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        # The class enters twice: concatenated to z for the first layer (as in BigGAN-deep),
+        # which conditions the layout within a few hundred steps, and through every CBN.
+        self.embed = nn.Embedding(cfg.n_classes, cfg.z_dim)
+        self.fc = nn.Linear(2 * cfg.z_dim, 4 * 4 * w)
+        self.blocks = nn.ModuleList(GBlock(w, cfg.n_classes) for _ in range(cfg.n_resample))
+        self.out_bn = nn.BatchNorm2d(w)
+        self.out_conv = nn.Conv2d(w, cfg.channels, 3, padding=1)
+
+    def forward(self, z, y):
+        h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(z.shape[0], -1, 4, 4)
+        for block in self.blocks:
+            h = block(h, y)
+        return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
+
+
+class DBlock(nn.Module):
+    """Residual down-block. The first block skips the leading ReLU (input is an image)."""
+
+    def __init__(self, c_in: int, c_out: int, downsample: bool, first: bool = False):
+        super().__init__()
+        self.first, self.downsample = first, downsample
+        self.conv1 = spectral_norm(nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.conv2 = spectral_norm(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = spectral_norm(nn.Conv2d(c_in, c_out, 1)) if (c_in != c_out or downsample) else None
+
+    def forward(self, x):
+        h = x if self.first else F.relu(x)
+        h = self.conv2(F.relu(self.conv1(h)))
+        s = x
+        if self.first:  # pool before the 1x1 conv: cheaper, as in SNGAN's optimized block
+            s = F.avg_pool2d(s, 2) if self.downsample else s
+            s = self.skip(s) if self.skip is not None else s
+        else:
+            s = self.skip(s) if self.skip is not None else s
+            s = F.avg_pool2d(s, 2) if self.downsample else s
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+        return h + s
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        blocks = [DBlock(cfg.channels, w, downsample=True, first=True)]
+        blocks += [DBlock(w, w, downsample=True) for _ in range(cfg.n_resample - 1)]
+        blocks += [DBlock(w, w, downsample=False)]
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = spectral_norm(nn.Linear(w, 1))
+        self.embed = spectral_norm(nn.Embedding(cfg.n_classes, w))
+
+    def forward(self, x, y):
+        h = F.relu(self.blocks(x)).sum(dim=(2, 3))
+        # Projection: unconditional realness + <class embedding, features>.
+        return self.fc(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)

@@ -1,0 +1,44 @@
+"""Sampling with recorded seeds, and discriminator scores.
+
+An image depends only on (checkpoint, class, seed): each z is drawn from its own seeded
+generator and G runs in eval mode (BatchNorm uses stored statistics), so batching
+never changes a result and any image can be regenerated from its manifest row.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .models import Discriminator, Generator
+
+
+def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s)))
+                        for s in seeds])
+
+
+@torch.no_grad()
+def generate(G: Generator, labels: Sequence[int], seeds: Sequence[int],
+             batch_size: int = 256) -> torch.Tensor:
+    """Images in [-1, 1] as a float32 CPU tensor, one per (label, seed)."""
+    device = next(G.parameters()).device
+    out = []
+    for i in range(0, len(seeds), batch_size):
+        z = latents(seeds[i:i + batch_size], G.cfg.z_dim).to(device)
+        y = torch.as_tensor(labels[i:i + batch_size], dtype=torch.long, device=device)
+        out.append(G(z, y).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, G.cfg.channels, G.cfg.img_size, G.cfg.img_size)
+
+
+@torch.no_grad()
+def score(D: Discriminator, images: torch.Tensor, labels: Sequence[int],
+          batch_size: int = 512) -> torch.Tensor:
+    """D's logit for each image under its class: higher means 'more real'. No augmentation."""
+    device = next(D.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(device)
+        y = torch.as_tensor(labels[i:i + batch_size], dtype=torch.long, device=device)
+        out.append(D(x, y).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)

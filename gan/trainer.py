@@ -1,0 +1,199 @@
+"""One GAN training step (D-step, then G-step), EMA generator, and the checkpoint state.
+
+The loop over steps, the data and the files live in `pipeline.train`; this module only
+knows tensors. A checkpoint is a plain dict of tensors and builtins, so it loads with
+`torch.load(weights_only=True)` and describes itself (config, label map, step, RNG).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .diffaug import diff_augment
+from .losses import LeCam, d_hinge, g_hinge
+from .models import Discriminator, GANConfig, Generator
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainHyper:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.999)
+    n_dis: int = 1
+    ema_decay: float = 0.999
+    diffaug: tuple[str, ...] = ("translation", "cutout")
+    lecam: float = 0.0
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class GANTrainer:
+    cfg: GANConfig
+    hyper: TrainHyper = field(default_factory=TrainHyper)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    compile: bool = False
+
+    def __post_init__(self):
+        self.G = Generator(self.cfg).to(self.device)
+        self.D = Discriminator(self.cfg).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if self.device.type == "cuda":  # tensor cores like NHWC
+            for net in (self.G, self.D, self.G_ema):
+                net.to(memory_format=torch.channels_last)
+        h = self.hyper
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=h.lr_g, betas=h.betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=h.lr_d, betas=h.betas)
+        self.lecam = LeCam() if h.lecam > 0 else None
+        self.step_count = 0
+        self._G, self._D = self.G, self.D
+        if self.compile:
+            self._G, self._D = torch.compile(self.G), torch.compile(self.D)
+
+    # -- one step -------------------------------------------------------------------
+    def _autocast(self):
+        # bf16 on CUDA needs no loss scaling; the CPU runs the same code in fp32.
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def _fake_batch(self, n: int):
+        z = torch.randn(n, self.cfg.z_dim, device=self.device)
+        # Uniform over classes, so rare classes get as much practice as common ones.
+        y = torch.randint(0, self.cfg.n_classes, (n,), device=self.device)
+        return z, y
+
+    def step(self, real: torch.Tensor, real_y: torch.Tensor) -> dict[str, float]:
+        """real: float images in [-1, 1], NCHW on self.device."""
+        policy = self.hyper.diffaug
+        n = real.shape[0]
+
+        # (1) D-step: maximize D(x|y) - D(G(z|y')|y'), hinge form.
+        for _ in range(self.hyper.n_dis):
+            z, fake_y = self._fake_batch(n)
+            with self._autocast():
+                with torch.no_grad():
+                    fake = self._G(z, fake_y)
+                real_logits = self._D(diff_augment(real, policy), real_y).float()
+                fake_logits = self._D(diff_augment(fake, policy), fake_y).float()
+                loss_d = d_hinge(real_logits, fake_logits)
+                if self.lecam is not None:
+                    loss_d = loss_d + self.hyper.lecam * self.lecam(real_logits, fake_logits)
+            self._check(loss_d, "discriminator")
+            self.opt_D.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_D.step()
+
+        # (2) G-step: make D score fresh fakes as real.
+        z, fake_y = self._fake_batch(n)
+        with self._autocast():
+            fake_logits_g = self._D(diff_augment(self._G(z, fake_y), policy), fake_y).float()
+            loss_g = g_hinge(fake_logits_g)
+        self._check(loss_g, "generator")
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_G.step()
+
+        self._update_ema()
+        self.step_count += 1
+        return {
+            "loss_d": loss_d.item(),
+            "loss_g": loss_g.item(),
+            "d_real": real_logits.mean().item(),
+            "d_fake": fake_logits.mean().item(),
+        }
+
+    def _check(self, loss: torch.Tensor, who: str):
+        if not math.isfinite(loss.item()):
+            raise NonFiniteLoss(f"{who} loss became {loss.item()} at step {self.step_count}; "
+                                "lower the learning rate or enable train.lecam")
+
+    @torch.no_grad()
+    def _update_ema(self):
+        # Warm-up: early on, a 0.999 average would mostly remember the random init.
+        decay = min(self.hyper.ema_decay, (1 + self.step_count) / (10 + self.step_count))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.lerp_(p, 1 - decay)
+
+    @torch.no_grad()
+    def refresh_ema_batchnorm(self, n_batches: int = 8, batch_size: int = 128):
+        """Standing statistics: re-estimate G_ema's BatchNorm stats for its own weights."""
+        bns = [m for m in self.G_ema.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the batches below
+        self.G_ema.train()
+        for _ in range(n_batches):
+            with self._autocast():
+                self.G_ema(*self._fake_batch(batch_size))
+        self.G_ema.eval()
+        for bn in bns:
+            bn.momentum = 0.1
+
+    # -- checkpoint -------------------------------------------------------------------
+    def state_dict(self, label_map: dict[str, int], extra: dict | None = None) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_dict(),
+            "hyper": {**asdict(self.hyper), "betas": list(self.hyper.betas),
+                      "diffaug": list(self.hyper.diffaug)},
+            "label_map": dict(label_map),
+            "step": self.step_count,
+            "G": self.G.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "lecam": [self.lecam.ema_real, self.lecam.ema_fake] if self.lecam else None,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            "extra": extra or {},
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device, compile: bool = False,
+                        hyper: TrainHyper | None = None) -> "GANTrainer":
+        check_format(state)
+        saved = state["hyper"]
+        hyper = hyper or TrainHyper(**{**saved, "betas": tuple(saved["betas"]),
+                                       "diffaug": tuple(saved["diffaug"])})
+        trainer = cls(GANConfig(**state["config"]), hyper, device, compile)
+        trainer.G.load_state_dict(state["G"])
+        trainer.G_ema.load_state_dict(state["G_ema"])
+        trainer.D.load_state_dict(state["D"])
+        trainer.opt_G.load_state_dict(state["opt_G"])
+        trainer.opt_D.load_state_dict(state["opt_D"])
+        if trainer.lecam is not None and state.get("lecam"):
+            trainer.lecam.ema_real, trainer.lecam.ema_fake = state["lecam"]
+        trainer.step_count = state["step"]
+        torch.set_rng_state(state["rng_cpu"])
+        if state.get("rng_cuda") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"])
+        return trainer
+
+
+def check_format(state: dict):
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"not a ganaug checkpoint of format {CHECKPOINT_FORMAT} (found {got!r})")
+
+
+def load_sampler(state: dict, device: torch.device) -> tuple[Generator, Discriminator]:
+    """The EMA generator and the discriminator of a checkpoint, in eval mode, for sampling."""
+    check_format(state)
+    cfg = GANConfig(**state["config"])
+    G, D = Generator(cfg).to(device), Discriminator(cfg).to(device)
+    G.load_state_dict(state["G_ema"])
+    D.load_state_dict(state["D"])
+    return G.eval().requires_grad_(False), D.eval().requires_grad_(False)

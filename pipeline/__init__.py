@@ -1,0 +1,1 @@
+"""Stage functions over files: params in, files out. The CLI, DVC and Prefect all call these."""

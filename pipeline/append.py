@@ -1,0 +1,65 @@
+"""append: the augmented training set = real train images + accepted synthetic images + manifest.
+
+Layout (ImageFolder-compatible, so any classifier's loader reads it as is):
+    augmented/<class>/<sample_id>.png        real (hard-linked from prepared where possible)
+    augmented/<class>/syn-<sample_id>.png    synthetic (copied)
+    augmented/manifest.parquet               which is which, with seeds and D scores
+Built aside and renamed into place: an interrupted run leaves the previous set as it was.
+Idempotent: when the set already holds exactly these images, nothing is touched.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import DataError
+from .io import atomic_dir, link_or_copy
+from .manifest import MANIFEST, make_manifest, read_manifest, write_manifest
+from .params import Params
+
+
+def append(params: Params) -> dict:
+    prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
+    prepared = read_manifest(prepared_dir)
+    accepted = read_manifest(accepted_dir)
+    unknown = set(accepted["label"]) - set(prepared["label"])
+    if unknown:
+        raise DataError(f"{accepted_dir}: synthetic images of classes not in the data: {sorted(unknown)}")
+
+    real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
+    target = make_manifest(pd.concat([_relocate(real, ""), _relocate(accepted, "syn-")], ignore_index=True))
+    sources = [prepared_dir / p for p in real["path"]] + [accepted_dir / p for p in accepted["path"]]
+
+    dest = Path(params.paths.augmented)
+    summary = {
+        "real": len(real),
+        "synthetic": int((target["source"] == "synthetic").sum()),
+        "per_class": {str(k): {s: int(n) for s, n in g["source"].value_counts().items()}
+                      for k, g in target.groupby("label")},
+    }
+    if _already_holds(dest, target):
+        return {**summary, "changed": False}
+    with atomic_dir(dest) as tmp:
+        for src, rel, source in zip(sources, target["path"], target["source"]):
+            link_or_copy(src, tmp / rel, params.append.link if source == "real" else "copy")
+        write_manifest(target, tmp)
+    return {**summary, "changed": True}
+
+
+def _relocate(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    rows = rows.copy()
+    rows["path"] = [f"{lab}/{prefix}{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])]
+    return rows
+
+
+def _already_holds(dest: Path, target: pd.DataFrame) -> bool:
+    if not (dest / MANIFEST).is_file():
+        return False
+    try:
+        current = read_manifest(dest, check_files=True)
+    except DataError:
+        return False  # damaged or incomplete: rebuild
+    key = ["sample_id", "path", "label", "source"]
+    return current[key].sort_values("sample_id").reset_index(drop=True).equals(
+        target[key].sort_values("sample_id").reset_index(drop=True))

@@ -1,0 +1,45 @@
+"""Reading checkpoints safely, and checking they belong to the data at hand."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+from .io import atomic_file
+
+
+def save_checkpoint(state: dict, path: str | Path):
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint; run `ganaug train` first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
+    except Exception as e:  # torch raises several types for a damaged or foreign file
+        raise CheckpointError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or "label_map" not in state or "config" not in state:
+        raise CheckpointError(f"{path}: not a ganaug checkpoint")
+    return state
+
+
+def checkpoint_id(path: str | Path) -> str:
+    """Short content hash: the provenance every synthetic image records."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def check_label_map(state: dict, label_map: dict[str, int], where: str):
+    """A checkpoint trained on other classes must never be silently re-indexed."""
+    saved = state["label_map"]
+    if saved != label_map:
+        only_ckpt = sorted(set(saved) - set(label_map))
+        only_data = sorted(set(label_map) - set(saved))
+        detail = (f"classes only in the checkpoint: {only_ckpt}; only in the data: {only_data}"
+                  if only_ckpt or only_data else "same classes, different indices")
+        raise CheckpointError(f"{where}: label map differs from the data's ({detail}); "
+                              "retrain with `ganaug train` on this data")

@@ -1,0 +1,88 @@
+"""`ganaug`: every stage as a command, `ganaug run` for all of them. Thin: parse, call, summarize."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .errors import GanaugError
+from .params import Params, load_params
+from .stages import STAGES, demo_data
+
+
+def _summary(name: str, r: dict) -> str:
+    if name == "demo-data":
+        return f"wrote {sum(r.values())} images in {len(r)} classes: {r}"
+    if name == "ingest":
+        return (f"{r['images']} images in {len(r['classes'])} classes; "
+                f"{len(r['quarantined'])} quarantined, {len(r['duplicates'])} duplicates, "
+                f"{r['skipped_synthetic']} synthetic rows skipped")
+    if name == "train":
+        return (f"{r['steps']} steps ({r['steps_this_run']} this run) on {r['device']}, "
+                f"{r['images_per_s']} img/s, {r['achieved_gflops']} GFLOPS")
+    if name == "generate":
+        return f"needed {r['needed']}; candidates {r['candidates']}"
+    if name == "filter":
+        rates = {k: c["acceptance_rate"] for k, c in r["classes"].items()}
+        return f"accepted {r['accepted']}/{r['needed']} needed; acceptance per class {rates}"
+    if name == "append":
+        state = "updated" if r["changed"] else "already up to date"
+        return f"{r['real']} real + {r['synthetic']} synthetic images ({state})"
+    if name == "evaluate":
+        a, b = r["real_only"], r["augmented"]
+        return (f"balanced accuracy {a['balanced_accuracy']:.4f} real-only -> "
+                f"{b['balanced_accuracy']:.4f} augmented; macro-F1 {a['macro_f1']:.4f} -> {b['macro_f1']:.4f}")
+    return str(r)
+
+
+def _run_stage(name: str, fn, params: Params):
+    t0 = time.perf_counter()
+    result = fn(params)
+    print(f"[{name}] {_summary(name, result)} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default="params.yaml", metavar="FILE",
+                        help="params file (default: params.yaml; missing means all defaults)")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one param, e.g. --set train.steps=100 (repeatable)")
+    parser = argparse.ArgumentParser(prog="ganaug", description="GAN data augmentation for rare classes.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("demo-data", parents=[common], help="write the imbalanced digits demo dataset to paths.raw")
+    for name, fn in STAGES.items():
+        sub.add_parser(name, parents=[common], help=(sys.modules[fn.__module__].__doc__ or "").split("\n")[0])
+    run = sub.add_parser("run", parents=[common], help="all stages in order, no DVC or Prefect needed")
+    run.add_argument("--demo", action="store_true", help="write the demo dataset first")
+    sub.add_parser("params", parents=[common], help="print the validated params (defaults filled in)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = load_params(args.params, args.overrides)
+        if args.command == "params":
+            import yaml
+            print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
+        elif args.command == "demo-data":
+            _run_stage("demo-data", demo_data, params)
+        elif args.command == "run":
+            if args.demo:
+                _run_stage("demo-data", demo_data, params)
+            for name, fn in STAGES.items():
+                _run_stage(name, fn, params)
+        else:
+            _run_stage(args.command, STAGES[args.command], params)
+    except GanaugError as e:
+        print(f"ganaug {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ganaug {args.command}: interrupted; outputs left as they were", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""ingest: the user's images -> validated, converted images + manifest with a stratified split.
+
+Input (paths.raw) is one of:
+- an ImageFolder tree, `raw/<class>/**/*.png|jpg|...`;
+- a CSV or Parquet table with columns `path,label` (paths relative to the table's folder);
+- a folder holding a ganaug `manifest.parquet` (e.g. an augmented set): its real rows.
+Rows whose `source` is `synthetic` are skipped: a GAN never trains on its own output.
+Every file is decoded; bad files are quarantined with the reason (or fail the stage).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .errors import DataError
+from .images import BadImage, convert, decode, resizer, save_png
+from .io import atomic_dir, write_json
+from .manifest import MANIFEST, check_class_name, content_hash, make_manifest, write_manifest
+from .params import Params
+
+TABLE_SUFFIXES = {".csv", ".parquet"}
+
+
+@dataclass
+class Source:
+    path: Path      # absolute or relative to cwd
+    label: str
+    shown: str      # how the report names it (relative to paths.raw)
+
+
+def ingest(params: Params) -> dict:
+    cfg, raw = params.ingest, Path(params.paths.raw)
+    sources, skipped_synthetic, ignored = list_sources(raw)
+    quarantine: list[dict] = []
+
+    def bad(src: Source, reason: str):
+        if cfg.on_bad_file == "fail":
+            raise DataError(f"{src.path}: {reason} (set ingest.on_bad_file=quarantine to skip such files)")
+        quarantine.append({"path": src.shown, "label": src.label, "reason": reason})
+
+    # Pass 1: hash the bytes, drop exact duplicates (the sample_id is the content hash).
+    unique: dict[str, Source] = {}
+    duplicates = []
+    for src in tqdm(sources, desc="ingest: hash", unit="file", leave=False):
+        try:
+            size = src.path.stat().st_size
+            if size > cfg.max_file_mb * 2**20:
+                bad(src, f"oversized: {size / 2**20:.1f} MB > ingest.max_file_mb={cfg.max_file_mb}")
+                continue
+            digest = content_hash(src.path.read_bytes())
+        except OSError as e:
+            bad(src, f"unreadable: {e.strerror or e}")
+            continue
+        if digest in unique:
+            first = unique[digest]
+            conflict = f" with a different label {first.label!r}" if first.label != src.label else ""
+            duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
+                               "conflict": bool(conflict)})
+            continue
+        unique[digest] = src
+
+    # Pass 2: decode, convert, write (threads: PIL and OpenCV release the GIL).
+    transform = resizer(cfg.size, cfg.resize)
+    prepared = Path(params.paths.prepared)
+    with atomic_dir(prepared) as tmp:
+        def prepare(item):
+            sid, src = item
+            try:
+                arr = convert(decode(src.path.read_bytes(), cfg.channels, cfg.max_pixels), transform)
+            except BadImage as e:
+                return sid, src, str(e)
+            except OSError as e:
+                return sid, src, f"unreadable: {e.strerror or e}"
+            rel = f"images/{src.label}/{sid}.png"
+            save_png(arr, tmp / rel)
+            return sid, src, rel
+
+        rows = []
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for sid, src, result in tqdm(pool.map(prepare, unique.items()), total=len(unique),
+                                         desc="ingest: decode", unit="img"):
+                if result.startswith("images/"):
+                    rows.append({"sample_id": sid, "path": result, "label": src.label, "source": "real"})
+                else:
+                    bad(src, result)
+
+        df = make_manifest(rows)
+        df["split"] = stratified_split(df, params, [s.label for s in sources])
+        write_manifest(df, tmp)
+
+    per_class = (df.groupby(["label", "split"]).size().unstack(fill_value=0)
+                 .reindex(columns=["train", "val", "test"], fill_value=0))
+    report = {
+        "source": str(raw),
+        "files_seen": len(sources),
+        "images": len(df),
+        "classes": {label: {k: int(v) for k, v in r.items()} for label, r in per_class.iterrows()},
+        "quarantined": quarantine,
+        "duplicates": duplicates,
+        "skipped_synthetic": skipped_synthetic,
+        "ignored": ignored,
+    }
+    write_json(Path(params.paths.reports) / "ingest.json", report)
+    return report
+
+
+def list_sources(raw: Path) -> tuple[list[Source], int, list[str]]:
+    """(images to ingest, number of synthetic rows skipped, files ignored and why)."""
+    if not raw.exists():
+        raise DataError(f"{raw}: input not found (set paths.raw to an image folder or a path,label table)")
+    if raw.is_file():
+        if raw.suffix.lower() not in TABLE_SUFFIXES:
+            raise DataError(f"{raw}: expected a folder, a .csv or a .parquet table")
+        return _from_table(raw)
+    if (raw / MANIFEST).is_file():
+        return _from_table(raw / MANIFEST)
+    return _from_image_folder(raw)
+
+
+def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
+    try:
+        df = pd.read_csv(table, dtype=str) if table.suffix.lower() == ".csv" else pd.read_parquet(table)
+    except Exception as e:  # pandas/pyarrow raise many kinds; all mean "cannot read this table"
+        raise DataError(f"{table}: cannot read table: {e}") from None
+    missing = {"path", "label"} - set(df.columns)
+    if missing:
+        raise DataError(f"{table}: missing column(s) {sorted(missing)}; expected at least path,label")
+    n_synth = 0
+    if "source" in df.columns:
+        synth = df["source"].astype(str) == "synthetic"
+        n_synth, df = int(synth.sum()), df[~synth]
+    sources = []
+    for i, (path, label) in enumerate(zip(df["path"], df["label"])):
+        where = f"{table} row {i + 2 if table.suffix == '.csv' else i}"
+        if pd.isna(path) or pd.isna(label):
+            raise DataError(f"{where}: empty path or label")
+        check_class_name(str(label), where)
+        p = Path(str(path))
+        sources.append(Source(p if p.is_absolute() else table.parent / p, str(label), str(path)))
+    if not sources:
+        raise DataError(f"{table}: no real images listed")
+    return sources, n_synth, []
+
+
+def _from_image_folder(root: Path) -> tuple[list[Source], int, list[str]]:
+    sources, ignored = [], []
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
+    for f in sorted(root.iterdir()):
+        if f.is_file() and not f.name.startswith("."):
+            ignored.append(f"{f.name}: not inside a class folder")
+    for d in class_dirs:
+        check_class_name(d.name, str(d))
+        files = sorted(p for p in d.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(d).parts))
+        if not files:
+            raise DataError(f"{d}: class folder is empty")
+        sources += [Source(p, d.name, str(p.relative_to(root))) for p in files]
+    return sources, 0, ignored
+
+
+def stratified_split(df: pd.DataFrame, params: Params, all_labels: list[str]) -> list[str]:
+    """Per class: shuffle (seeded, independent of file order), then test, val, rest train.
+
+    Every class gets at least one image in each split, so per-class calibration (val)
+    and per-class recall (test) exist even for the rarest class.
+    """
+    cfg = params.ingest
+    counts = df["label"].value_counts()
+    empty = sorted(set(all_labels) - set(counts.index))
+    if empty:
+        raise DataError(f"class(es) {empty} have no usable image (see the quarantine in the ingest report)")
+    small = {k: int(v) for k, v in counts.items() if v < cfg.min_per_class}
+    if small:
+        raise DataError(f"class(es) with too few images to split into train/val/test: {small}; "
+                        f"need ingest.min_per_class={cfg.min_per_class} (add images, remove the class, "
+                        "or lower ingest.min_per_class to no less than 3)")
+    split = pd.Series("train", index=df.index, dtype="string")
+    for label, group in df.groupby("label"):
+        rng = np.random.default_rng([cfg.seed, int(content_hash(str(label).encode())[:8], 16)])
+        order = rng.permutation(np.sort(group["sample_id"].to_numpy()))
+        n = len(order)
+        n_test = max(1, round(n * cfg.test_fraction))
+        n_val = max(1, round(n * cfg.val_fraction))
+        if n - n_test - n_val < 1:
+            raise DataError(f"class {label!r}: {n} images leave none for train after val/test "
+                            "(lower ingest.val_fraction/test_fraction or add images)")
+        split[group.index[group["sample_id"].isin(order[:n_test])]] = "test"
+        split[group.index[group["sample_id"].isin(order[n_test:n_test + n_val])]] = "val"
+    return split.tolist()

@@ -1,0 +1,109 @@
+"""The manifest: a Parquet table, one row per image; the spine every stage reads and writes.
+
+| sample_id | path | label | split | source | d_score | seed | checkpoint |
+Paths are relative to the manifest's folder, so a folder with its manifest moves as a unit.
+"""
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import DataError
+from .io import atomic_file
+
+MANIFEST = "manifest.parquet"
+SPLITS = ("train", "val", "test")
+SOURCES = ("real", "synthetic")
+COLUMNS = {
+    "sample_id": "string", "path": "string", "label": "string", "split": "string",
+    "source": "string", "d_score": "float64", "seed": "Int64", "checkpoint": "string",
+}
+
+
+def make_manifest(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame with exactly the manifest's columns and dtypes (missing ones null)."""
+    df = pd.DataFrame(rows)
+    for col, dtype in COLUMNS.items():
+        df[col] = (df[col] if col in df else pd.Series([None] * len(df), dtype="object")).astype(dtype)
+    return df[list(COLUMNS)].reset_index(drop=True)
+
+
+def validate(df: pd.DataFrame, where: str, root: Path | None = None) -> pd.DataFrame:
+    """Raise DataError naming `where` and the first problem; with root, check files exist."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{where}: missing columns {missing}")
+    problems = []
+    dup = df["sample_id"][df["sample_id"].duplicated()]
+    if len(dup):
+        problems.append(f"duplicate sample_id {dup.iloc[0]!r}")
+    for col, allowed in (("split", SPLITS), ("source", SOURCES)):
+        bad = df[~df[col].isin(allowed)]
+        if len(bad):
+            problems.append(f"{col} must be one of {allowed}, found {bad[col].iloc[0]!r}")
+    synth = df["source"] == "synthetic"
+    if (synth & (df["split"] != "train")).any():
+        problems.append("synthetic rows outside the train split")
+    if df.loc[synth, ["seed", "checkpoint"]].isna().any(axis=None):
+        problems.append("synthetic rows without seed/checkpoint provenance")
+    for name in df["label"].dropna().unique():
+        try:
+            check_class_name(name)
+        except DataError as e:
+            problems.append(str(e))
+    if df[["sample_id", "path", "label"]].isna().any(axis=None):
+        problems.append("null sample_id, path or label")
+    if root is not None and not problems:
+        absent = [p for p in df["path"] if not (root / p).is_file()]
+        if absent:
+            problems.append(f"{len(absent)} image files missing, e.g. {root / absent[0]}")
+    if problems:
+        raise DataError(f"{where}: invalid manifest: " + "; ".join(problems))
+    return df
+
+
+def read_manifest(folder: str | Path, check_files: bool = False) -> pd.DataFrame:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: no manifest here; run the stage that writes {folder} first")
+    df = make_manifest(pd.read_parquet(path))
+    return validate(df, str(path), Path(folder) if check_files else None)
+
+
+def write_manifest(df: pd.DataFrame, folder: str | Path) -> Path:
+    """Validate, then write atomically. Stages write their manifest last."""
+    path = Path(folder) / MANIFEST
+    df = validate(make_manifest(df), str(path))
+    with atomic_file(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return path
+
+
+def check_class_name(name: str, where: str = "") -> str:
+    """Class names become folder names: refuse anything that could escape or confuse a path."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(name, str) or not name.strip():
+        raise DataError(f"{prefix}empty class name")
+    if "/" in name or "\\" in name or name in (".", "..") or ".." in name.split("/"):
+        raise DataError(f"{prefix}class name {name!r} contains a path separator or '..'")
+    if any(unicodedata.category(ch).startswith("C") for ch in name):
+        raise DataError(f"{prefix}class name {name!r} contains control characters")
+    if name.startswith("."):
+        raise DataError(f"{prefix}class name {name!r} starts with '.' (hidden folder)")
+    return name
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+def synthetic_id(checkpoint: str, label: str, seed: int) -> str:
+    return hashlib.sha256(f"{checkpoint}|{label}|{seed}".encode()).hexdigest()[:20]
+
+
+def label_map_of(df: pd.DataFrame) -> dict[str, int]:
+    """Class name -> index, sorted by name: fixed at ingest, carried in every checkpoint."""
+    return {name: i for i, name in enumerate(sorted(df["label"].unique()))}

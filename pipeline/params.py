@@ -1,0 +1,207 @@
+"""The one typed params object: `params.yaml`, one section per stage plus `paths`.
+
+Loaded with `yaml.safe_load`, overridden with `--set section.key=value`, validated with
+pydantic. Any problem is a `ParamsError` that names the key and what is accepted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ParamsError
+
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(Section):
+    """Every file a stage reads or writes, relative to the working directory."""
+
+    demo: str = "data/demo"                  # demo-data writes the demo dataset here
+    raw: str = "data/demo"                   # the user's images: ImageFolder or a path,label table
+    prepared: str = "data/prepared"          # ingest: images/, manifest.parquet
+    model: str = "models/gan.pt"             # train: the checkpoint
+    train_reports: str = "reports/train"     # train: metrics.json, losses.csv, grids
+    candidates: str = "data/candidates"      # generate: images/, manifest.parquet
+    accepted: str = "data/accepted"          # filter: images/, manifest.parquet
+    augmented: str = "data/augmented"        # append: the augmented training set
+    reports: str = "reports"                 # ingest/filter/evaluate reports and plots
+
+
+class Demo(Section):
+    """`ganaug demo-data`: sklearn's digits as an imbalanced ImageFolder."""
+
+    size: Literal[8, 16, 32] = 16
+    rare_classes: list[int] = [3, 8]
+    rare_fraction: Fraction = 0.1
+    seed: int = 0
+
+
+class Ingest(Section):
+    channels: Literal[1, 3] = 1
+    size: Literal[8, 16, 32, 64, 128] = 16
+    resize: Literal["stretch", "pad", "crop"] = "stretch"
+    val_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.25
+    min_per_class: int = Field(5, ge=3)        # fewer cannot fill train, val and test
+    max_file_mb: float = Field(50.0, gt=0)
+    max_pixels: int = Field(50_000_000, gt=0)  # decompression-bomb guard
+    on_bad_file: Literal["quarantine", "fail"] = "quarantine"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _splits_leave_room_for_train(self):
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be < 1 (the rest is train)")
+        return self
+
+
+class Train(Section):
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(64, ge=2)
+    z_dim: int = Field(128, ge=1)
+    width: int = Field(32, ge=4)
+    lr_g: float = Field(2e-4, gt=0)
+    lr_d: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.0, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    n_dis: int = Field(1, ge=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    diffaug: list[Literal["color", "translation", "cutout"]] = ["translation", "cutout"]
+    lecam: float = Field(0.0, ge=0)
+    device: str = "auto"                     # auto | cpu | cuda | cuda:N
+    compile: bool = False
+    checkpoint_every: int = Field(200, ge=1)
+    resume: bool = True
+    seed: int = 0
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("expected auto, cpu, cuda or cuda:N")
+
+
+SamplingStrategy = Union[
+    Literal["not majority", "minority", "not minority", "all"],
+    Annotated[float, Field(gt=0.0, le=1.0)],
+    dict[str, Annotated[int, Field(ge=0)]],
+]
+
+
+class Generate(Section):
+    sampling_strategy: SamplingStrategy = "not majority"
+    oversample: float = Field(1.5, ge=1.0)     # candidates per needed image, first round
+    batch_size: int = Field(256, ge=1)
+    seed: int = 0
+
+    @field_validator("sampling_strategy", mode="before")
+    @classmethod
+    def _class_names_are_strings(cls, v):
+        # YAML reads `{3: 120}` with an int key; class names are always strings.
+        return {str(k): n for k, n in v.items()} if isinstance(v, dict) else v
+
+
+class Filter(Section):
+    mode: Literal["quantile", "absolute", "none"] = "quantile"
+    quantile: float = Field(0.1, ge=0.0, le=1.0)  # keep if scored >= this quantile of real val images
+    threshold: float = 0.0                        # mode=absolute: keep if d_score >= threshold
+    max_rounds: int = Field(4, ge=1)
+
+
+class Append(Section):
+    link: Literal["hardlink", "copy"] = "hardlink"   # how real images enter the augmented set
+
+
+class Evaluate(Section):
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    width: int = Field(32, ge=4)
+    repeats: int = Field(3, ge=1)            # classifier seeds averaged, to see past noise
+    seed: int = 0
+    min_gain: float | None = None            # quality gate on balanced accuracy; None = report only
+
+
+class Params(Section):
+    paths: Paths = Paths()
+    demo: Demo = Demo()
+    ingest: Ingest = Ingest()
+    train: Train = Train()
+    generate: Generate = Generate()
+    filter: Filter = Filter()
+    append: Append = Append()
+    evaluate: Evaluate = Evaluate()
+
+
+def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = ()) -> Params:
+    """Read params (a missing default file means all defaults), apply `section.key=value`."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if path.exists():
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ParamsError(f"{path}: not valid YAML: {e}") from None
+            if not isinstance(data, dict):
+                raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+        elif path.name != "params.yaml":
+            raise ParamsError(f"params file not found: {path}")
+    for item in overrides:
+        _apply_override(data, item)
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        raise ParamsError(_explain(e, path)) from None
+
+
+def _apply_override(data: dict, item: str):
+    key, sep, raw = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ParamsError(f"--set {item!r}: expected section.key=value, e.g. train.steps=100")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ParamsError(f"--set {item!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+
+
+def _explain(e: ValidationError, path) -> str:
+    lines = [f"invalid params{f' in {path}' if path else ''}:"]
+    for err in e.errors():
+        # Union members add their type names to loc; keep only the user's key path.
+        key = ".".join(str(p) for p in err["loc"] if not _is_type_tag(p))
+        if err["type"] == "extra_forbidden":
+            parent = _section_of(err["loc"])
+            lines.append(f"  {key}: unknown key; accepted keys: {', '.join(parent.model_fields)}")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _is_type_tag(p) -> bool:
+    return isinstance(p, str) and (p.startswith(("literal[", "dict[", "constrained-")) or p in ("float", "int", "str"))
+
+
+def _section_of(loc) -> type[BaseModel]:
+    model: type[BaseModel] = Params
+    for p in loc[:-1]:
+        field = model.model_fields.get(p) if isinstance(p, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        model = field.annotation
+    return model
+
+
+def to_dict(params: Params) -> dict:
+    return params.model_dump(mode="json")

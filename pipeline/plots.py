@@ -1,0 +1,75 @@
+"""Pictures people would rather look at than read: sample grids, loss curves, score histograms."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .io import atomic_file  # noqa: E402
+
+
+def _save(fig, path: Path):
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def class_grid(rows: dict[str, np.ndarray], path: Path, title: str):
+    """One row per class: {class name: uint8 NHWC images}."""
+    ncols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(ncols * 0.6 + 0.8, len(rows) * 0.6 + 0.5),
+                             squeeze=False)
+    for r, (name, imgs) in enumerate(rows.items()):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if c < len(imgs):
+                img = imgs[c]
+                ax.imshow(img[:, :, 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=255)
+        axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, Path(path))
+
+
+def loss_curves(history: pd.DataFrame, path: Path):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+    a.plot(history["step"], history["loss_d"], label="D loss")
+    a.plot(history["step"], history["loss_g"], label="G loss")
+    b.plot(history["step"], history["d_real"], label="D(real)")
+    b.plot(history["step"], history["d_fake"], label="D(fake)")
+    for ax in (a, b):
+        ax.set_xlabel("step"), ax.legend(fontsize=8), ax.grid(alpha=0.3)
+    _save(fig, Path(path))
+
+
+def score_histograms(candidates: pd.DataFrame, real: pd.DataFrame, thresholds: dict[str, float], path: Path):
+    """Per class: D scores of candidates vs held-out real images, with the threshold."""
+    labels = sorted(candidates["label"].unique())
+    ncols = min(5, max(1, len(labels)))
+    nrows = -(-len(labels) // ncols) if labels else 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 2.2 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for ax, label in zip(axes.flat, labels):
+        ax.set_visible(True)
+        c = candidates.loc[candidates["label"] == label, "d_score"]
+        r = real.loc[real["label"] == label, "d_score"]
+        bins = np.histogram_bin_edges(np.concatenate([c, r]) if len(r) else c, bins=20)
+        ax.hist(c, bins=bins, alpha=0.6, label="synthetic", density=True)
+        if len(r):
+            ax.hist(r, bins=bins, alpha=0.6, label="real (val)", density=True)
+        if label in thresholds:
+            ax.axvline(thresholds[label], color="k", ls="--", lw=1)
+        ax.set_title(f"class {label}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("discriminator scores (dashed: acceptance threshold)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, Path(path))

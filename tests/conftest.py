@@ -1,0 +1,90 @@
+"""Fixtures: shapes drawn here (exact, tiny), tiny params, and one shared trained pipeline."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pipeline.params import Params, load_params
+
+SHAPES = ("circle", "square", "cross")
+
+
+def draw_shape(kind: str, rng: np.random.Generator, size: int = 24, rgb: bool = False) -> Image.Image:
+    """A white shape of random position and size on black (colour when rgb)."""
+    im = Image.new("RGB" if rgb else "L", (size, size), 0)
+    d = ImageDraw.Draw(im)
+    r = int(rng.integers(size // 5, size // 3))
+    cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
+    fill = tuple(int(v) for v in rng.integers(128, 256, 3)) if rgb else int(rng.integers(160, 256))
+    if kind == "circle":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    elif kind == "square":
+        d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    else:
+        w = max(1, r // 3)
+        d.rectangle([cx - r, cy - w, cx + r, cy + w], fill=fill)
+        d.rectangle([cx - w, cy - r, cx + w, cy + r], fill=fill)
+    return im
+
+
+def make_shapes(root: Path, counts: dict[str, int], seed: int = 0, rgb: bool = False, ext: str = "png") -> Path:
+    rng = np.random.default_rng(seed)
+    for kind, n in counts.items():
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            draw_shape(kind, rng, rgb=rgb).save(root / kind / f"{kind}-{i:03d}.{ext}")
+    return root
+
+
+def tiny_params(tmp: Path, **sections) -> Params:
+    """Params with every path under tmp and settings small enough for seconds-long stages."""
+    overrides = {
+        "ingest": {"size": 8, "min_per_class": 5},
+        "train": {"steps": 30, "batch_size": 16, "width": 8, "z_dim": 16, "checkpoint_every": 10},
+        "generate": {"batch_size": 64},
+        "evaluate": {"epochs": 2, "repeats": 1, "width": 8, "batch_size": 32},
+    }
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    paths = {k: str(tmp / v) for k, v in Params().paths.model_dump().items()}
+    paths["raw"] = str(tmp / "raw")
+    items = [f"paths.{k}={v}" for k, v in paths.items()]
+    items += [f"{s}.{k}={v}" for s, kv in overrides.items() for k, v in kv.items()]
+    return load_params(None, items)
+
+
+@pytest.fixture
+def shapes(tmp_path) -> Path:
+    """Imbalanced ImageFolder: 30 circles, 30 squares, 8 crosses."""
+    return make_shapes(tmp_path / "raw", {"circle": 30, "square": 30, "cross": 8})
+
+
+@pytest.fixture
+def params(tmp_path, shapes) -> Params:
+    return tiny_params(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory) -> Path:
+    """ingest + train once per session; tests copy it (stages must not see each other's edits)."""
+    from pipeline.ingest import ingest
+    from pipeline.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    make_shapes(root / "raw", {"circle": 30, "square": 30, "cross": 8})
+    p = tiny_params(root)
+    ingest(p)
+    train(p)
+    return root
+
+
+@pytest.fixture
+def trained(tmp_path, trained_template) -> Params:
+    """A private copy of the trained pipeline's folder, with params pointing into it."""
+    dest = tmp_path / "work"
+    shutil.copytree(trained_template, dest)
+    return tiny_params(dest)

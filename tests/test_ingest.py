@@ -1,0 +1,164 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.errors import DataError
+from pipeline.ingest import ingest
+from pipeline.manifest import read_manifest
+from tests.conftest import make_shapes, tiny_params
+
+
+def test_image_folder_becomes_a_validated_stratified_manifest(params):
+    report = ingest(params)
+    df = read_manifest(params.paths.prepared, check_files=True)
+    assert report["images"] == len(df) == 68
+    assert set(df["label"]) == {"circle", "square", "cross"}
+    assert (df["source"] == "real").all()
+    # Every class, even the rare one, has images in every split.
+    per = df.groupby(["label", "split"]).size().unstack(fill_value=0)
+    assert (per[["train", "val", "test"]] >= 1).all(axis=None)
+    assert per.loc["cross"].sum() == 8
+    # Converted to the configured size and channels.
+    with Image.open(Path(params.paths.prepared) / df["path"].iloc[0]) as im:
+        assert im.size == (8, 8) and im.mode == "L"
+    saved = json.loads((Path(params.paths.reports) / "ingest.json").read_text())
+    assert saved["classes"]["cross"] == {"train": 5, "val": 1, "test": 2}
+
+
+def test_split_is_reproducible_and_independent_of_listing(params, tmp_path):
+    ingest(params)
+    first = read_manifest(params.paths.prepared).set_index("sample_id")["split"]
+    # The same files under other names (another listing order) split the same way.
+    for f in sorted(Path(params.paths.raw).rglob("*.png")):
+        f.rename(f.with_name("z" + f.name[::-1]))
+    ingest(params)
+    second = read_manifest(params.paths.prepared).set_index("sample_id")["split"]
+    pd.testing.assert_series_equal(first.sort_index(), second.sort_index())
+
+
+def test_rgb_pad_and_jpeg(tmp_path):
+    make_shapes(tmp_path / "raw", {"circle": 6, "square": 6}, rgb=True, ext="jpg")
+    p = tiny_params(tmp_path, ingest={"channels": 3, "resize": "pad", "size": 16})
+    ingest(p)
+    df = read_manifest(p.paths.prepared)
+    arr = np.asarray(Image.open(Path(p.paths.prepared) / df["path"].iloc[0]))
+    assert arr.shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_table_input_skips_synthetic_rows(tmp_path, suffix):
+    make_shapes(tmp_path / "imgs", {"circle": 6, "square": 6})
+    rows = [{"path": str(p.relative_to(tmp_path)), "label": p.parent.name, "source": "real"}
+            for p in sorted((tmp_path / "imgs").rglob("*.png"))]
+    rows[0]["source"] = "synthetic"  # a GAN output must never be ingested as real
+    table = tmp_path / f"list{suffix}"
+    df = pd.DataFrame(rows)
+    df.to_csv(table, index=False) if suffix == ".csv" else df.to_parquet(table)
+    p = tiny_params(tmp_path, paths={"raw": str(table)})
+    report = ingest(p)
+    assert report["skipped_synthetic"] == 1 and report["images"] == 11
+
+
+def _bad_files(cls: Path):
+    png = (cls / "circle-000.png").read_bytes()
+    (cls / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    (cls / "truncated.png").write_bytes(png[: len(png) // 2])
+    (cls / "empty.png").write_bytes(b"")
+    (cls / "notes.txt").write_text("not an image")
+    Image.new("L", (300, 300)).save(cls / "huge.png")
+
+
+def test_bad_files_are_quarantined_with_reasons(params):
+    _bad_files(Path(params.paths.raw) / "circle")
+    p = tiny_params(Path(params.paths.raw).parent, ingest={"max_pixels": 200 * 200})
+    report = ingest(p)
+    reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
+    assert set(reasons) == {f"circle/{n}" for n in
+                            ("corrupt.png", "truncated.png", "empty.png", "notes.txt", "huge.png")}
+    assert "zero-byte" in reasons["circle/empty.png"]
+    assert "not an image" in reasons["circle/notes.txt"]
+    assert "truncated" in reasons["circle/truncated.png"] or "corrupt" in reasons["circle/truncated.png"]
+    assert "oversized" in reasons["circle/huge.png"]
+    assert report["images"] == 68  # the good ones all made it
+
+
+def test_bad_file_fails_the_stage_when_asked_and_keeps_previous_output(params):
+    ingest(params)
+    before = read_manifest(params.paths.prepared)
+    _bad_files(Path(params.paths.raw) / "circle")
+    p = tiny_params(Path(params.paths.raw).parent, ingest={"on_bad_file": "fail"})
+    with pytest.raises(DataError, match=r"circle/(corrupt|empty|huge|notes|truncated)"):
+        ingest(p)
+    pd.testing.assert_frame_equal(read_manifest(params.paths.prepared), before)
+    leftovers = [d.name for d in Path(params.paths.prepared).parent.iterdir() if ".tmp-" in d.name]
+    assert leftovers == []
+
+
+def test_oversized_file_by_bytes(params):
+    (Path(params.paths.raw) / "square" / "big.png").write_bytes(b"\0" * (2 * 2**20))
+    p = tiny_params(Path(params.paths.raw).parent, ingest={"max_file_mb": 1})
+    reasons = {q["path"]: q["reason"] for q in ingest(p)["quarantined"]}
+    assert "oversized: 2.0 MB" in reasons["square/big.png"]
+
+
+def test_empty_class_folder_is_an_error(params):
+    (Path(params.paths.raw) / "triangle").mkdir()
+    with pytest.raises(DataError, match="triangle: class folder is empty"):
+        ingest(params)
+    assert not Path(params.paths.prepared).exists()
+
+
+def test_class_too_small_to_split(params):
+    for f in sorted((Path(params.paths.raw) / "cross").iterdir())[3:]:
+        f.unlink()
+    with pytest.raises(DataError, match=r"too few images to split.*'cross': 3"):
+        ingest(params)
+
+
+def test_class_whose_images_are_all_bad(params):
+    cls = Path(params.paths.raw) / "blank"
+    cls.mkdir()
+    (cls / "a.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"\['blank'\] have no usable image"):
+        ingest(params)
+
+
+@pytest.mark.parametrize("label,problem", [("../escape", "path separator or '..'"), ("a/b", "path separator"),
+                                           ("..", "path separator or '..'"), ("bad\x07name", "control")])
+def test_unsafe_class_names_are_refused(tmp_path, label, problem):
+    make_shapes(tmp_path / "imgs", {"circle": 6})
+    table = tmp_path / "list.csv"
+    pd.DataFrame({"path": [str(p.relative_to(tmp_path)) for p in (tmp_path / "imgs").rglob("*.png")],
+                  "label": label}).to_csv(table, index=False)
+    with pytest.raises(DataError, match=f"list.csv row 2: class name .* {problem}"):
+        ingest(tiny_params(tmp_path, paths={"raw": str(table)}))
+
+
+def test_control_character_in_folder_name(params):
+    (Path(params.paths.raw) / "cross").rename(Path(params.paths.raw) / "cr\tss")
+    with pytest.raises(DataError, match="control characters"):
+        ingest(params)
+
+
+def test_duplicates_are_kept_once_and_reported(params):
+    raw = Path(params.paths.raw)
+    (raw / "circle" / "copy.png").write_bytes((raw / "circle" / "circle-001.png").read_bytes())
+    (raw / "square" / "mislabelled.png").write_bytes((raw / "circle" / "circle-002.png").read_bytes())
+    report = ingest(params)
+    assert report["images"] == 68
+    dups = {d["path"]: d for d in report["duplicates"]}
+    assert dups["circle/copy.png"]["conflict"] is False
+    assert dups["square/mislabelled.png"]["conflict"] is True
+
+
+def test_missing_input_and_wrong_table(tmp_path):
+    with pytest.raises(DataError, match="input not found"):
+        ingest(tiny_params(tmp_path))
+    (tmp_path / "t.csv").write_text("file,class\na.png,x\n")
+    with pytest.raises(DataError, match=r"missing column\(s\) \['label', 'path'\]"):
+        ingest(tiny_params(tmp_path, paths={"raw": str(tmp_path / "t.csv")}))

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ParamsError
+from pipeline.params import Params, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_file_is_valid_and_complete():
+    p = load_params(REPO / "params.yaml")
+    assert isinstance(p, Params)
+    import yaml
+    written = yaml.safe_load((REPO / "params.yaml").read_text())
+    # Every knob is in the file, so users see what they can turn.
+    for section, fields in Params.model_fields.items():
+        assert set(written[section]) == set(fields.annotation.model_fields), section
+
+
+def test_overrides_are_typed_by_yaml():
+    p = load_params(None, ["train.steps=12", "filter.quantile=0.5", "train.diffaug=[color]",
+                           "evaluate.min_gain=null", "generate.sampling_strategy={3: 40, 8: 40}"])
+    assert p.train.steps == 12 and p.filter.quantile == 0.5 and p.train.diffaug == ["color"]
+    assert p.generate.sampling_strategy == {"3": 40, "8": 40}
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.stepz=3", r"train.stepz: unknown key; accepted keys: steps, batch_size"),
+    ("trian.steps=3", r"trian: unknown key; accepted keys: paths, demo, ingest"),
+    ("train.steps=-1", r"train.steps: Input should be greater than or equal to 1"),
+    ("train.steps=many", r"train.steps: Input should be a valid integer"),
+    ("filter.mode=best", r"filter.mode: Input should be 'quantile', 'absolute' or 'none'"),
+    ("ingest.on_bad_file=skip", r"ingest.on_bad_file: Input should be 'quarantine' or 'fail'"),
+    ("train.device=gpu", r"train.device: .*expected auto, cpu, cuda or cuda:N"),
+    ("ingest.val_fraction=0.8", r"ingest: .*val_fraction \+ test_fraction must be < 1"),
+    ("generate.sampling_strategy=majority", r"generate.sampling_strategy: Input should be 'not majority'"),
+    ("train", r"expected section.key=value"),
+])
+def test_bad_params_name_the_key(override, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(None, [override])
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "mine.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("train:\n  lr_g: fast\n")
+    with pytest.raises(ParamsError, match=f"in {bad}:\n  train.lr_g: Input should be a valid number"):
+        load_params(bad)

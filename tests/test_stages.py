@@ -1,0 +1,237 @@
+"""train, generate, filter, append, evaluate on real files (a shared tiny trained pipeline)."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import gan
+from pipeline import io as pio
+from pipeline.append import append
+from pipeline.checkpoints import load_checkpoint
+from pipeline.errors import CheckpointError, DataError, ParamsError, QualityGateError
+from pipeline.evaluate import evaluate
+from pipeline.filter import filter_candidates
+from pipeline.generate import class_counts, generate, needed_per_class
+from pipeline.ingest import ingest
+from pipeline.manifest import read_manifest
+from pipeline.train import train
+from tests.conftest import make_shapes, tiny_params
+
+
+# -- train ---------------------------------------------------------------------------
+def test_checkpoint_describes_itself(trained):
+    state = torch.load(trained.paths.model, weights_only=True)
+    assert state["label_map"] == {"circle": 0, "cross": 1, "square": 2}
+    assert state["config"] == {"img_size": 8, "channels": 1, "n_classes": 3, "z_dim": 16, "width": 8}
+    assert state["step"] == 30 and state["extra"]["train_params"]["steps"] == 30
+    reports = Path(trained.paths.train_reports)
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["images_per_s"] > 0 and metrics["gflops_per_step"] > 0
+    assert len(pd.read_csv(reports / "losses.csv")) == 30
+    with Image.open(reports / "samples.png") as im:
+        assert im.format == "PNG" and im.size[1] > 50
+
+
+def test_train_resumes_its_own_checkpoint(trained, tmp_path):
+    more = tiny_params(Path(trained.paths.raw).parent, train={"steps": 35})
+    metrics = train(more)
+    assert metrics["resumed_from"] == 30 and metrics["steps_this_run"] == 5
+    assert load_checkpoint(more.paths.model)["step"] == 35
+
+
+def test_train_starts_afresh_on_other_settings(trained):
+    other = tiny_params(Path(trained.paths.raw).parent, train={"lr_g": 1e-3, "steps": 3})
+    assert train(other)["resumed_from"] == 0
+
+
+def test_training_is_reproducible(trained, tmp_path):
+    again = tiny_params(Path(trained.paths.raw).parent, paths={"model": str(tmp_path / "again.pt"),
+                                                             "train_reports": str(tmp_path / "r")})
+    train(again)
+    a, b = load_checkpoint(trained.paths.model), load_checkpoint(again.paths.model)
+    for k in a["G_ema"]:
+        assert torch.equal(a["G_ema"][k], b["G_ema"][k]), k
+
+
+# -- generate ------------------------------------------------------------------------
+def test_sampling_strategy_semantics():
+    counts = {"a": 100, "b": 40, "c": 10}
+    assert needed_per_class(counts, "not majority") == {"b": 60, "c": 90}
+    assert needed_per_class(counts, "minority") == {"c": 90}
+    assert needed_per_class(counts, {"c": 25}) == {"c": 15}
+    with pytest.raises(ParamsError, match="sampling_strategy"):
+        needed_per_class(counts, {"c": 5})  # fewer than it has: not over-sampling
+    with pytest.raises(ParamsError, match="sampling_strategy"):
+        needed_per_class(counts, {"zebra": 50})
+
+
+def test_generate_records_seeds_and_scores(trained):
+    result = generate(trained)
+    cand = read_manifest(trained.paths.candidates, check_files=True)
+    # circle 20 train, square 20, cross 5 -> not majority: cross needs 15, x1.5 candidates.
+    train_counts = class_counts(read_manifest(trained.paths.prepared))
+    assert result["needed"] == {k: max(train_counts.values()) - v for k, v in train_counts.items()
+                                if v < max(train_counts.values())}
+    assert len(cand) == sum(int(np.ceil(n * 1.5)) for n in result["needed"].values())
+    assert (cand["source"] == "synthetic").all() and (cand["split"] == "train").all()
+    assert cand["seed"].notna().all() and cand["d_score"].notna().all()
+
+    # Provenance is enough to regenerate an image exactly, and its score from the file.
+    row = cand.iloc[-1]
+    state = load_checkpoint(trained.paths.model)
+    G, D = gan.load_sampler(state, torch.device("cpu"))
+    y = state["label_map"][row["label"]]
+    again = ((gan.generate(G, [y], [int(row["seed"])]).clamp(-1, 1) + 1) * 127.5).round()
+    on_disk = np.asarray(Image.open(Path(trained.paths.candidates) / row["path"]), dtype=np.float32)
+    assert np.array_equal(again[0, 0].numpy(), on_disk)
+    rescored = gan.score(D, torch.from_numpy(on_disk / 127.5 - 1)[None, None], [y])
+    assert rescored.item() == pytest.approx(row["d_score"], abs=1e-4)
+
+
+def test_label_map_mismatch_is_refused(trained, tmp_path):
+    make_shapes(tmp_path / "other", {"circle": 10, "square": 10, "star": 10})
+    other = tiny_params(Path(trained.paths.raw).parent,
+                        paths={"raw": str(tmp_path / "other"), "prepared": str(tmp_path / "prep")})
+    ingest(other)
+    with pytest.raises(CheckpointError, match=r"label map differs.*only in the checkpoint: \['cross'\]; "
+                                              r"only in the data: \['star'\]"):
+        generate(other)
+    assert not Path(other.paths.candidates).exists()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(trained):
+    Path(trained.paths.model).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        generate(trained)
+
+
+# -- filter --------------------------------------------------------------------------
+def test_filter_quantile_keeps_targets_and_reports(trained):
+    generate(trained)
+    report = filter_candidates(trained)
+    kept = read_manifest(trained.paths.accepted, check_files=True)
+    need = report["classes"]["cross"]["needed"]
+    assert report["classes"]["cross"]["accepted"] == len(kept[kept["label"] == "cross"]) <= need
+    thr = report["classes"]["cross"]["threshold"]
+    assert (kept["d_score"] >= thr - 1e-6).all()
+    assert 0 <= report["classes"]["cross"]["acceptance_rate"] <= 1
+    assert kept["sample_id"].is_unique and kept["seed"].is_unique
+    for name in ("filter.json", "filter_classes.csv", "filter_scores.png"):
+        assert (Path(trained.paths.reports) / name).is_file()
+
+
+def test_filter_tops_up_in_later_rounds(trained):
+    p = tiny_params(Path(trained.paths.raw).parent, generate={"oversample": 1.0})
+    generate(p)
+    first = read_manifest(p.paths.candidates)
+    # A threshold half of the first round fails: the rest must come from later rounds.
+    median = float(first.loc[first["label"] == "cross", "d_score"].median())
+    p = tiny_params(Path(trained.paths.raw).parent, generate={"oversample": 1.0},
+                    filter={"mode": "absolute", "threshold": median, "max_rounds": 8})
+    report = filter_candidates(p)
+    cross = report["classes"]["cross"]
+    assert cross["rounds"] >= 2 and cross["generated"] > cross["needed"]
+    assert cross["reached_target"] and cross["accepted"] == cross["needed"]
+    kept = read_manifest(p.paths.accepted, check_files=True)
+    kept_seeds = set(kept.loc[kept["label"] == "cross", "seed"])
+    first_seeds = set(first.loc[first["label"] == "cross", "seed"])
+    assert kept_seeds & first_seeds and kept_seeds - first_seeds
+    assert min(kept_seeds - first_seeds) > max(first_seeds)  # later rounds never reuse a seed
+    assert (kept["d_score"] >= median).all()
+
+
+def test_filter_absolute_threshold_nobody_passes(trained):
+    p = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "absolute", "threshold": 1e9, "max_rounds": 2})
+    generate(p)
+    report = filter_candidates(p)
+    assert report["accepted"] == 0
+    assert all(not c["reached_target"] and c["rounds"] == 2 for c in report["classes"].values())
+    assert len(read_manifest(p.paths.accepted)) == 0
+
+
+def test_filter_none_keeps_exactly_the_target(trained):
+    p = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"})
+    generate(p)
+    report = filter_candidates(p)
+    assert all(c["accepted"] == c["needed"] for c in report["classes"].values())
+
+
+def test_filter_refuses_candidates_of_another_checkpoint(trained):
+    generate(trained)
+    train(tiny_params(Path(trained.paths.raw).parent, train={"steps": 31}))
+    with pytest.raises(DataError, match="another checkpoint"):
+        filter_candidates(trained)
+
+
+# -- append --------------------------------------------------------------------------
+def _through_filter(p):
+    generate(p)
+    filter_candidates(p)
+    return p
+
+
+def test_append_builds_the_augmented_set_idempotently(trained):
+    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
+    first = append(p)
+    aug = read_manifest(p.paths.augmented, check_files=True)
+    assert first["changed"] and first["synthetic"] > 0
+    assert set(aug.loc[aug["source"] == "synthetic", "split"]) == {"train"}
+    real_train = read_manifest(p.paths.prepared).query("split == 'train'")
+    assert set(real_train["sample_id"]) <= set(aug["sample_id"])
+    counts = aug["label"].value_counts()
+    assert counts["cross"] == counts["circle"] == counts["square"]  # balanced by 'not majority'
+
+    files = sorted(Path(p.paths.augmented).rglob("*.png"))
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    second = append(p)
+    assert not second["changed"]
+    assert sorted(Path(p.paths.augmented).rglob("*.png")) == files
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+
+
+def test_interrupted_append_leaves_the_previous_set(trained, monkeypatch):
+    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
+    append(p)
+    before = read_manifest(p.paths.augmented, check_files=True)
+    Path(p.paths.augmented, "manifest.parquet").unlink()  # force a rebuild
+    calls = []
+
+    def dying_copy(src, dest, link="hardlink"):
+        calls.append(src)
+        if len(calls) == 10:
+            raise KeyboardInterrupt  # as if killed half-way
+        return original(src, dest, link)
+
+    original = pio.link_or_copy
+    monkeypatch.setattr("pipeline.append.link_or_copy", dying_copy)
+    with pytest.raises(KeyboardInterrupt):
+        append(p)
+    # The old folder is untouched (minus the manifest we removed), no temp folder is left.
+    assert len(list(Path(p.paths.augmented).rglob("*.png"))) == len(before)
+    assert not [d for d in Path(p.paths.augmented).parent.iterdir() if ".tmp-" in d.name]
+
+
+# -- evaluate ------------------------------------------------------------------------
+def test_evaluate_reports_both_and_the_gate(trained):
+    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
+    append(p)
+    m = evaluate(p)
+    for side in ("real_only", "augmented"):
+        assert 0 <= m[side]["balanced_accuracy"] <= 1
+        assert set(m[side]["per_class_recall"]) == {"circle", "cross", "square"}
+    assert m["delta"]["macro_f1"] == pytest.approx(m["augmented"]["macro_f1"] - m["real_only"]["macro_f1"], abs=1e-3)
+    assert m["synthetic"]["count"] > 0 and 0 <= m["synthetic"]["label_agreement"] <= 1
+    assert Path(p.paths.reports, "metrics.json").is_file()
+    recall = pd.read_csv(Path(p.paths.reports) / "per_class_recall.csv")
+    assert list(recall.columns) == ["class", "real_only", "augmented"]
+
+    gate = tiny_params(Path(trained.paths.raw).parent, evaluate={"min_gain": 2.0})
+    os.remove(Path(p.paths.reports) / "metrics.json")
+    with pytest.raises(QualityGateError, match="below evaluate.min_gain=2.0"):
+        evaluate(gate)
+    assert Path(p.paths.reports, "metrics.json").is_file()  # the evidence is kept
