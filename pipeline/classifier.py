@@ -5,6 +5,8 @@ penultimate features of this classifier trained on the real data.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -29,16 +31,21 @@ class SmallCNN(nn.Module):
 
 
 def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: float,
-        width: int, seed: int) -> SmallCNN:
-    """Train for a fixed number of steps (not epochs): a bigger training set gets no extra updates."""
+        width: int, seed: int, balanced: bool = False) -> SmallCNN:
+    """Train for a fixed number of steps (not epochs): a bigger training set gets no extra updates.
+
+    balanced: draw batches class-balanced (random over-sampling, the classic baseline).
+    """
     torch.manual_seed(seed)
     model = SmallCNN(x.shape[1], n_classes, width)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     g = torch.Generator().manual_seed(seed)
+    weights = (1.0 / torch.bincount(y, minlength=n_classes).clamp(min=1).float())[y] if balanced \
+        else torch.ones(len(y))
     model.train()
     for _ in range(steps):
-        idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=g)
+        idx = torch.multinomial(weights, batch_size, replacement=True, generator=g)
         loss = F.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -65,7 +72,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     from scipy import linalg
 
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    covmean = covmean.real
+    # A small ridge keeps sqrtm stable when a set has fewer images than feature dimensions.
+    ridge = 1e-6 * np.eye(a.shape[1])
+    cov_a, cov_b = np.cov(a, rowvar=False) + ridge, np.cov(b, rowvar=False) + ridge
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b).real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))

@@ -12,7 +12,7 @@ from .stages import STAGES, demo_data
 
 def _summary(name: str, r: dict) -> str:
     if name == "demo-data":
-        return f"wrote {sum(r.values())} images in {len(r)} classes: {r}"
+        return f"wrote the digits demo; train images per class: {r}"
     if name == "ingest":
         return (f"{r['images']} images in {len(r['classes'])} classes; "
                 f"{len(r['quarantined'])} quarantined, {len(r['duplicates'])} duplicates, "
@@ -29,9 +29,9 @@ def _summary(name: str, r: dict) -> str:
         state = "updated" if r["changed"] else "already up to date"
         return f"{r['real']} real + {r['synthetic']} synthetic images ({state})"
     if name == "evaluate":
-        a, b = r["real_only"], r["augmented"]
-        return (f"balanced accuracy {a['balanced_accuracy']:.4f} real-only -> "
-                f"{b['balanced_accuracy']:.4f} augmented; macro-F1 {a['macro_f1']:.4f} -> {b['macro_f1']:.4f}")
+        a, o, b = r["real_only"], r["real_oversampled"], r["augmented"]
+        return (f"balanced accuracy: real-only {a['balanced_accuracy']:.4f}, over-sampled "
+                f"{o['balanced_accuracy']:.4f}, augmented {b['balanced_accuracy']:.4f}")
     return str(r)
 
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one param, e.g. --set train.steps=100 (repeatable)")
     parser = argparse.ArgumentParser(prog="ganaug", description="GAN data augmentation for rare classes.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("demo-data", parents=[common], help="write the imbalanced digits demo dataset to paths.raw")
+    sub.add_parser("demo-data", parents=[common], help="write the long-tailed digits demo dataset to paths.demo")
     for name, fn in STAGES.items():
         sub.add_parser(name, parents=[common], help=(sys.modules[fn.__module__].__doc__ or "").split("\n")[0])
     run = sub.add_parser("run", parents=[common], help="all stages in order, no DVC or Prefect needed")

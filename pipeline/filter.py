@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from .progress import progress
 
 from .errors import DataError
 from .generate import Sampler, class_counts, needed_per_class, seed_base, seeds_for, write_images
@@ -69,7 +69,7 @@ def filter_candidates(params: Params) -> dict:
             short = {k: need[k] - len(accepted[k]) for k in need if len(accepted[k]) < need[k]}
             if not short:
                 break
-            for k, missing in tqdm(short.items(), desc=f"filter: round {r}", unit="class", leave=False):
+            for k, missing in progress(short.items(), desc=f"filter: round {r}", unit="class", leave=False):
                 rate = len(_passing(seen[k], thresholds[k])) / max(1, len(seen[k]))
                 n = min(math.ceil(missing / max(rate, 0.05) * 1.2), 20 * missing)
                 # Continue after the last seed tried, so no image is generated twice.

@@ -2,7 +2,8 @@
 
 Input (paths.raw) is one of:
 - an ImageFolder tree, `raw/<class>/**/*.png|jpg|...`;
-- a CSV or Parquet table with columns `path,label` (paths relative to the table's folder);
+- a CSV or Parquet table with columns `path,label` (paths relative to the table's folder),
+  and optionally `split` (train/val/test) to fix the split, e.g. a balanced test set;
 - a folder holding a ganaug `manifest.parquet` (e.g. an augmented set): its real rows.
 Rows whose `source` is `synthetic` are skipped: a GAN never trains on its own output.
 Every file is decoded; bad files are quarantined with the reason (or fail the stage).
@@ -16,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from .progress import progress
 
 from .errors import DataError
 from .images import BadImage, convert, decode, resizer, save_png
 from .io import atomic_dir, write_json
-from .manifest import MANIFEST, check_class_name, content_hash, make_manifest, write_manifest
+from .manifest import MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, write_manifest
 from .params import Params
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
@@ -32,6 +33,7 @@ class Source:
     path: Path      # absolute or relative to cwd
     label: str
     shown: str      # how the report names it (relative to paths.raw)
+    split: str | None = None  # fixed by the user's table, else drawn at ingest
 
 
 def ingest(params: Params) -> dict:
@@ -47,7 +49,7 @@ def ingest(params: Params) -> dict:
     # Pass 1: hash the bytes, drop exact duplicates (the sample_id is the content hash).
     unique: dict[str, Source] = {}
     duplicates = []
-    for src in tqdm(sources, desc="ingest: hash", unit="file", leave=False):
+    for src in progress(sources, desc="ingest: hash", unit="file", leave=False):
         try:
             size = src.path.stat().st_size
             if size > cfg.max_file_mb * 2**20:
@@ -83,15 +85,20 @@ def ingest(params: Params) -> dict:
 
         rows = []
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            for sid, src, result in tqdm(pool.map(prepare, unique.items()), total=len(unique),
+            for sid, src, result in progress(pool.map(prepare, unique.items()), total=len(unique),
                                          desc="ingest: decode", unit="img"):
                 if result.startswith("images/"):
-                    rows.append({"sample_id": sid, "path": result, "label": src.label, "source": "real"})
+                    rows.append({"sample_id": sid, "path": result, "label": src.label, "source": "real",
+                                 "split": src.split})
                 else:
                     bad(src, result)
 
         df = make_manifest(rows)
-        df["split"] = stratified_split(df, params, [s.label for s in sources])
+        check_class_sizes(df, params, [s.label for s in sources])
+        if df["split"].isin(["val", "test"]).any():  # the user's table fixes the split
+            check_given_split(df)
+        else:
+            df["split"] = stratified_split(df, params)
         write_manifest(df, tmp)
 
     per_class = (df.groupby(["label", "split"]).size().unstack(fill_value=0)
@@ -135,14 +142,17 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
     if "source" in df.columns:
         synth = df["source"].astype(str) == "synthetic"
         n_synth, df = int(synth.sum()), df[~synth]
+    splits = df["split"] if "split" in df.columns else [None] * len(df)
     sources = []
-    for i, (path, label) in enumerate(zip(df["path"], df["label"])):
+    for i, (path, label, split) in enumerate(zip(df["path"], df["label"], splits)):
         where = f"{table} row {i + 2 if table.suffix == '.csv' else i}"
         if pd.isna(path) or pd.isna(label):
             raise DataError(f"{where}: empty path or label")
         check_class_name(str(label), where)
+        if "split" in df.columns and split not in SPLITS:
+            raise DataError(f"{where}: split must be one of {SPLITS}, found {split!r}")
         p = Path(str(path))
-        sources.append(Source(p if p.is_absolute() else table.parent / p, str(label), str(path)))
+        sources.append(Source(p if p.is_absolute() else table.parent / p, str(label), str(path), split))
     if not sources:
         raise DataError(f"{table}: no real images listed")
     return sources, n_synth, []
@@ -166,12 +176,7 @@ def _from_image_folder(root: Path) -> tuple[list[Source], int, list[str]]:
     return sources, 0, ignored
 
 
-def stratified_split(df: pd.DataFrame, params: Params, all_labels: list[str]) -> list[str]:
-    """Per class: shuffle (seeded, independent of file order), then test, val, rest train.
-
-    Every class gets at least one image in each split, so per-class calibration (val)
-    and per-class recall (test) exist even for the rarest class.
-    """
+def check_class_sizes(df: pd.DataFrame, params: Params, all_labels: list[str]):
     cfg = params.ingest
     counts = df["label"].value_counts()
     empty = sorted(set(all_labels) - set(counts.index))
@@ -182,6 +187,24 @@ def stratified_split(df: pd.DataFrame, params: Params, all_labels: list[str]) ->
         raise DataError(f"class(es) with too few images to split into train/val/test: {small}; "
                         f"need ingest.min_per_class={cfg.min_per_class} (add images, remove the class, "
                         "or lower ingest.min_per_class to no less than 3)")
+
+
+def check_given_split(df: pd.DataFrame):
+    """A split fixed by the user must still give every class train, val and test images."""
+    per = df.groupby(["label", "split"]).size().unstack(fill_value=0).reindex(columns=list(SPLITS), fill_value=0)
+    lacking = {label: [s for s in SPLITS if row[s] == 0] for label, row in per.iterrows() if (row == 0).any()}
+    if lacking:
+        raise DataError(f"the split column leaves class(es) without images in some split: {lacking}; "
+                        "every class needs train, val and test images")
+
+
+def stratified_split(df: pd.DataFrame, params: Params) -> list[str]:
+    """Per class: shuffle (seeded, independent of file order), then test, val, rest train.
+
+    Every class gets at least one image in each split, so per-class calibration (val)
+    and per-class recall (test) exist even for the rarest class.
+    """
+    cfg = params.ingest
     split = pd.Series("train", index=df.index, dtype="string")
     for label, group in df.groupby("label"):
         rng = np.random.default_rng([cfg.seed, int(content_hash(str(label).encode())[:8], 16)])

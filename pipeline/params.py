@@ -24,7 +24,7 @@ class Paths(Section):
     """Every file a stage reads or writes, relative to the working directory."""
 
     demo: str = "data/demo"                  # demo-data writes the demo dataset here
-    raw: str = "data/demo"                   # the user's images: ImageFolder or a path,label table
+    raw: str = "data/demo/index.csv"         # the user's images: ImageFolder or a path,label table
     prepared: str = "data/prepared"          # ingest: images/, manifest.parquet
     model: str = "models/gan.pt"             # train: the checkpoint
     train_reports: str = "reports/train"     # train: metrics.json, losses.csv, grids
@@ -63,7 +63,7 @@ class Ingest(Section):
 
 
 class Train(Section):
-    steps: int = Field(600, ge=1)
+    steps: int = Field(1000, ge=1)
     batch_size: int = Field(64, ge=2)
     z_dim: int = Field(128, ge=1)
     width: int = Field(32, ge=4)
@@ -77,7 +77,7 @@ class Train(Section):
     lecam: float = Field(0.0, ge=0)
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     compile: bool = False
-    checkpoint_every: int = Field(200, ge=1)
+    checkpoint_every: int = Field(250, ge=1)
     resume: bool = True
     seed: int = 0
 
@@ -124,7 +124,7 @@ class Evaluate(Section):
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0)
-    width: int = Field(32, ge=4)
+    width: int = Field(16, ge=4)
     repeats: int = Field(3, ge=1)            # classifier seeds averaged, to see past noise
     seed: int = 0
     min_gain: float | None = None            # quality gate on balanced accuracy; None = report only

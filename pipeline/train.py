@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
+from .progress import progress, write as progress_write
 
 from gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generate, pick_device
 
@@ -66,14 +66,18 @@ def train(params: Params) -> dict:
         extra = {"fingerprint": fingerprint, "history": history, "train_params": cfg.model_dump()}
         save_checkpoint(trainer.state_dict(label_map, extra), params.paths.model)
 
+    # Real images are drawn class-balanced, matching the uniform labels of the fakes: with
+    # the empirical mix D could learn "rare label => fake" instead of what the class looks like.
+    class_sizes = torch.bincount(y.cpu(), minlength=len(label_map)).float()
+    balance = 1.0 / class_sizes[y.cpu()]
     log_every = max(1, cfg.steps // 500)  # loss curves of ~500 points, whatever the length
     start_step, flops_per_step, t0 = trainer.step_count, None, time.perf_counter()
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
+    bar = progress(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
                desc="train", unit="step")
     for step in bar:
         # Batch indices depend only on (seed, step): a resumed run sees the same batches.
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        idx = torch.randint(len(x), (cfg.batch_size,), generator=g).to(device)
+        idx = torch.multinomial(balance, cfg.batch_size, replacement=True, generator=g).to(device)
         try:
             if flops_per_step is None:
                 with FlopCounterMode(display=False) as counter:
@@ -129,13 +133,13 @@ def _resume(params: Params, fingerprint: str, label_map, device):
         return None, []
     state = load_checkpoint(path)
     if state.get("extra", {}).get("fingerprint") != fingerprint:
-        tqdm.write(f"train: {path} was trained on other data or settings; starting afresh")
+        progress_write(f"train: {path} was trained on other data or settings; starting afresh")
         return None, []
     check_label_map(state, label_map, str(path))
     if state["step"] > params.train.steps:
-        tqdm.write(f"train: {path} is at step {state['step']} > train.steps; starting afresh")
+        progress_write(f"train: {path} is at step {state['step']} > train.steps; starting afresh")
         return None, []
-    tqdm.write(f"train: resuming {path} from step {state['step']}")
+    progress_write(f"train: resuming {path} from step {state['step']}")
     trainer = GANTrainer.from_state_dict(state, device, compile=params.train.compile)
     return trainer, list(state["extra"]["history"])
 

@@ -162,3 +162,37 @@ def test_missing_input_and_wrong_table(tmp_path):
     (tmp_path / "t.csv").write_text("file,class\na.png,x\n")
     with pytest.raises(DataError, match=r"missing column\(s\) \['label', 'path'\]"):
         ingest(tiny_params(tmp_path, paths={"raw": str(tmp_path / "t.csv")}))
+
+
+def test_split_column_is_honoured_and_checked(tmp_path):
+    make_shapes(tmp_path / "imgs", {"circle": 6, "square": 6})
+    files = sorted((tmp_path / "imgs").rglob("*.png"))
+    splits = ["train", "train", "train", "val", "test", "test"] * 2
+    table = tmp_path / "list.csv"
+    pd.DataFrame({"path": [str(f.relative_to(tmp_path)) for f in files],
+                  "label": [f.parent.name for f in files], "split": splits}).to_csv(table, index=False)
+    p = tiny_params(tmp_path, paths={"raw": str(table)})
+    ingest(p)
+    df = read_manifest(p.paths.prepared)
+    assert sorted(df["split"].value_counts().items()) == [("test", 4), ("train", 6), ("val", 2)]
+
+    pd.DataFrame({"path": [str(f.relative_to(tmp_path)) for f in files],
+                  "label": [f.parent.name for f in files],
+                  "split": ["train"] * 5 + ["test"] + splits[6:]}).to_csv(table, index=False)
+    with pytest.raises(DataError, match=r"without images in some split: \{'circle': \['val'\]\}"):
+        ingest(p)
+    pd.DataFrame({"path": ["a.png"], "label": ["x"], "split": ["holdout"]}).to_csv(table, index=False)
+    with pytest.raises(DataError, match=r"list.csv row 2: split must be one of"):
+        ingest(p)
+
+
+def test_demo_data_is_long_tailed_with_a_balanced_test_split(tmp_path):
+    from pipeline.demo_data import demo_data
+    p = tiny_params(tmp_path, paths={"raw": str(tmp_path / "data/demo/index.csv")}, demo={"size": 8})
+    train_counts = demo_data(p)
+    assert train_counts["3"] < 20 and train_counts["8"] < 20 and train_counts["0"] > 90
+    ingest(p)
+    df = read_manifest(p.paths.prepared)
+    test = df[df["split"] == "test"]["label"].value_counts()
+    assert test.min() >= 40  # rare classes are rare in train, not in test
+

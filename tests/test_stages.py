@@ -221,14 +221,14 @@ def test_evaluate_reports_both_and_the_gate(trained):
     p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
     append(p)
     m = evaluate(p)
-    for side in ("real_only", "augmented"):
+    for side in ("real_only", "real_oversampled", "augmented"):
         assert 0 <= m[side]["balanced_accuracy"] <= 1
         assert set(m[side]["per_class_recall"]) == {"circle", "cross", "square"}
     assert m["delta"]["macro_f1"] == pytest.approx(m["augmented"]["macro_f1"] - m["real_only"]["macro_f1"], abs=1e-3)
     assert m["synthetic"]["count"] > 0 and 0 <= m["synthetic"]["label_agreement"] <= 1
     assert Path(p.paths.reports, "metrics.json").is_file()
     recall = pd.read_csv(Path(p.paths.reports) / "per_class_recall.csv")
-    assert list(recall.columns) == ["class", "real_only", "augmented"]
+    assert list(recall.columns) == ["class", "real_only", "real_oversampled", "augmented"]
 
     gate = tiny_params(Path(trained.paths.raw).parent, evaluate={"min_gain": 2.0})
     os.remove(Path(p.paths.reports) / "metrics.json")
