@@ -6,6 +6,9 @@ Layout (ImageFolder-compatible, so any classifier's loader reads it as is):
     augmented/manifest.parquet               which is which, with seeds and D scores
 Built aside and renamed into place: an interrupted run leaves the previous set as it was.
 Idempotent: when the set already holds exactly these images, nothing is touched.
+
+With append.target set, the accepted images go in place into that DVC-tracked folder as a
+new version instead (pipeline/versioned.py): the Prefect way.
 """
 from __future__ import annotations
 
@@ -17,9 +20,12 @@ from .errors import DataError
 from .io import atomic_dir, link_or_copy
 from .manifest import MANIFEST, make_manifest, read_manifest, write_manifest
 from .params import Params
+from .versioned import append_in_place
 
 
 def append(params: Params) -> dict:
+    if params.append.target:
+        return append_in_place(params)
     prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
     prepared = read_manifest(prepared_dir)
     accepted = read_manifest(accepted_dir)

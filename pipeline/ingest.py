@@ -24,6 +24,7 @@ from .images import BadImage, convert, decode, resizer, save_png
 from .io import atomic_dir, write_json
 from .manifest import MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, write_manifest
 from .params import Params
+from .versioned import BATCHES_DIR
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
 
@@ -160,7 +161,11 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
 
 def _from_image_folder(root: Path) -> tuple[list[Source], int, list[str]]:
     sources, ignored = [], []
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    # ganaug's own batches inside a tracked training set are synthetic: never ingest them as real.
+    batches = root / BATCHES_DIR
+    n_synth = sum(1 for p in batches.rglob("*.png")) if batches.is_dir() else 0
+    class_dirs = sorted(d for d in root.iterdir()
+                        if d.is_dir() and not d.name.startswith(".") and d.name != BATCHES_DIR)
     if not class_dirs:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
     for f in sorted(root.iterdir()):
@@ -173,7 +178,7 @@ def _from_image_folder(root: Path) -> tuple[list[Source], int, list[str]]:
         if not files:
             raise DataError(f"{d}: class folder is empty")
         sources += [Source(p, d.name, str(p.relative_to(root))) for p in files]
-    return sources, 0, ignored
+    return sources, n_synth, ignored
 
 
 def check_class_sizes(df: pd.DataFrame, params: Params, all_labels: list[str]):

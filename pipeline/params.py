@@ -118,6 +118,10 @@ class Filter(Section):
 
 class Append(Section):
     link: Literal["hardlink", "copy"] = "hardlink"   # how real images enter the augmented set
+    # Set to a DVC-tracked folder to append in place as a new data version (batch folder,
+    # dvc add, git commit + tag, dvc push) instead of building paths.augmented.
+    target: str | None = None
+    lock_timeout_s: float = Field(600.0, ge=0)
 
 
 class Evaluate(Section):

@@ -1,0 +1,150 @@
+"""append in place: accepted images become a new version of a DVC-tracked training set.
+
+The batch lands in `<target>/ganaug-batches/<batch_id>/` (`<class>/<id>.png` + `manifest.parquet`);
+the batch id hashes the generator checkpoint with the generate and filter params, so the
+same batch twice adds nothing. Then a granular `dvc add`, a git commit naming the batch,
+its counts and threshold, a tag, and `dvc push` when a remote is configured.
+
+Nothing half-done survives: the batch is written aside and renamed in; if `dvc add` or the
+commit fails, the batch folder is removed and the `.dvc` file restored. A failed push keeps
+the local commit and says so (push is retried by the caller, or by hand: `dvc push`).
+Two appends never run at once: a file lock in `.git/` (DVC's own lock guards the rest).
+
+Rollback: `git revert --no-edit <tag>` then `dvc checkout <target>.dvc` restores the
+previous set (tests/test_versioned.py does exactly that).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .errors import DataError, GanaugError
+from .io import atomic_dir, link_or_copy
+from .manifest import read_manifest, write_manifest
+from .params import Params
+
+BATCHES_DIR = "ganaug-batches"  # ingest never reads below a folder of this name as real data
+TAG_PREFIX = "ganaug-"
+
+
+class VersioningError(GanaugError):
+    pass
+
+
+def batch_id(params: Params, checkpoint: str) -> str:
+    spec = {"checkpoint": checkpoint, "generate": params.generate.model_dump(mode="json"),
+            "filter": params.filter.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def append_in_place(params: Params) -> dict:
+    target = Path(params.append.target).resolve()
+    accepted_dir = Path(params.paths.accepted)
+    accepted = read_manifest(accepted_dir)
+    repo = _repo_root(target)
+    dvc_file = target.with_name(target.name + ".dvc")
+    _check_tracked_and_clean(repo, target, dvc_file)
+    checkpoints = set(accepted["checkpoint"].dropna())
+    bid = batch_id(params, ",".join(sorted(checkpoints)) or "empty")
+    batch = target / BATCHES_DIR / bid
+    tag = TAG_PREFIX + bid
+    counts = {str(k): int(v) for k, v in accepted["label"].value_counts().sort_index().items()}
+    result = {"batch": bid, "images": len(accepted), "per_class": counts, "tag": tag, "target": str(target)}
+
+    try:
+        lock = FileLock(str(repo / ".git" / "ganaug-append.lock"), timeout=params.append.lock_timeout_s)
+        with lock:
+            if batch.is_dir():
+                return {**result, "changed": False, "commit": _git(repo, "rev-parse", "HEAD").strip(),
+                        "pushed": None}
+            if accepted.empty:
+                return {**result, "changed": False, "commit": None, "pushed": None}
+            before = dvc_file.read_bytes()
+            with atomic_dir(batch) as tmp:
+                rows = accepted.copy()
+                rows["path"] = [f"{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])]
+                for src, rel in zip(accepted["path"], rows["path"]):
+                    link_or_copy(accepted_dir / src, tmp / rel, "copy")
+                write_manifest(rows, tmp)
+            try:
+                _dvc(repo, "add", "-q", str(batch.relative_to(repo)))
+                _git(repo, "add", str(dvc_file.relative_to(repo)))
+                gitignore = target.parent / ".gitignore"
+                if gitignore.exists():
+                    _git(repo, "add", str(gitignore.relative_to(repo)))
+                _git(repo, "commit", "-q", "-m", _message(params, bid, counts))
+                _git(repo, "tag", tag)
+            except BaseException:
+                shutil.rmtree(batch, ignore_errors=True)  # leave the set as it was
+                dvc_file.write_bytes(before)
+                _git(repo, "reset", "-q", "--", str(dvc_file.relative_to(repo)), check=False)
+                raise
+    except Timeout:
+        raise VersioningError(f"another append holds {repo / '.git' / 'ganaug-append.lock'} "
+                              f"(waited append.lock_timeout_s={params.append.lock_timeout_s})") from None
+    commit = _git(repo, "rev-parse", "HEAD").strip()
+    return {**result, "changed": True, "commit": commit, **push(repo, dvc_file)}
+
+
+def push(repo: Path, dvc_file: Path) -> dict:
+    """`dvc push` when a remote is configured; a failure is reported, the commit stays."""
+    if not _dvc(repo, "remote", "list").strip():
+        return {"pushed": None}
+    try:
+        _dvc(repo, "push", "-q", str(dvc_file.relative_to(repo)))
+    except VersioningError as e:
+        return {"pushed": False, "push_error": str(e)}
+    return {"pushed": True}
+
+
+def _message(params: Params, bid: str, counts: dict[str, int]) -> str:
+    f = params.filter
+    rule = {"quantile": f"D score >= q{f.quantile} of held-out real", "absolute": f"D score >= {f.threshold}",
+            "none": "no threshold"}[f.mode]
+    per_class = ", ".join(f"{k}: {v}" for k, v in counts.items())
+    return f"ganaug: append batch {bid} ({sum(counts.values())} synthetic images; {per_class}; {rule})"
+
+
+def _repo_root(target: Path) -> Path:
+    if not target.is_dir():
+        raise DataError(f"{target}: append.target is not a folder")
+    done = subprocess.run(["git", "-C", str(target), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if done.returncode:
+        raise VersioningError(f"{target}: not inside a git repository (append.target must be a DVC-tracked folder)")
+    return Path(done.stdout.strip())
+
+
+def _check_tracked_and_clean(repo: Path, target: Path, dvc_file: Path):
+    if not dvc_file.is_file():
+        raise VersioningError(f"{target}: not DVC-tracked (no {dvc_file.name}); run `dvc add {target.name}` "
+                              "and commit it first")
+    if _git(repo, "status", "--porcelain", "--", str(dvc_file.relative_to(repo))).strip():
+        raise VersioningError(f"{dvc_file}: uncommitted changes in git; commit or revert them first")
+    status = _dvc(repo, "status", "--json", str(dvc_file.relative_to(repo)))
+    if json.loads(status or "{}"):
+        raise VersioningError(f"{target}: the folder differs from {dvc_file.name} (uncommitted changes); "
+                              f"`dvc add {target.name}` and commit, or `dvc checkout {dvc_file.name}`")
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> str:
+    return _run(["git", *args], repo, check)
+
+
+def _dvc(repo: Path, *args: str, check: bool = True) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], repo, check)
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> str:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check and done.returncode:
+        shown = "dvc" if cmd[0] == sys.executable else cmd[0]
+        raise VersioningError(f"`{shown} {' '.join(cmd[3 if shown == 'dvc' else 1:])}` failed in {cwd}: "
+                              f"{(done.stderr or done.stdout).strip()[-800:]}")
+    return done.stdout
+

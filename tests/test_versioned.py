@@ -1,0 +1,143 @@
+"""In-place, versioned append into a DVC-tracked training set: real git, real DVC, a local remote."""
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from pipeline.append import append
+from pipeline.filter import filter_candidates
+from pipeline.generate import generate
+from pipeline.ingest import ingest
+from pipeline.manifest import read_manifest
+from pipeline.versioned import BATCHES_DIR, VersioningError
+from tests.conftest import make_shapes, tiny_params
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    if cmd[0] == "dvc":
+        cmd = (sys.executable, "-m", "dvc", *cmd[1:])
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{cmd}: {done.stderr}"
+    return done.stdout
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def host(tmp_path) -> Path:
+    """A user's repo: train/ tracked by DVC, committed, with a local directory remote."""
+    repo = tmp_path / "host"
+    repo.mkdir()
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "ci@example.com")
+    sh(repo, "git", "config", "user.name", "ci")
+    sh(repo, "dvc", "init", "-q")
+    make_shapes(repo / "train", {"circle": 6, "square": 6, "cross": 6}, seed=3)
+    sh(repo, "dvc", "add", "-q", "train")
+    sh(repo, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "-m", "training set v1")
+    sh(repo, "dvc", "push", "-q")
+    return repo
+
+
+@pytest.fixture
+def accepted(trained):
+    p = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"})
+    generate(p)
+    filter_candidates(p)
+    return p
+
+
+def in_place(p, host, **append):
+    return tiny_params(Path(p.paths.raw).parent, filter={"mode": "none"},
+                       append={"target": str(host / "train"), **append})
+
+
+def test_append_commits_tags_pushes_and_is_idempotent(accepted, host, tmp_path):
+    p = in_place(accepted, host)
+    before = tree_hashes(host / "train")
+    result = append(p)
+    n = len(read_manifest(p.paths.accepted))
+    assert result["changed"] and result["pushed"] is True and result["images"] == n > 0
+    batch = host / "train" / BATCHES_DIR / result["batch"]
+    assert len(read_manifest(batch, check_files=True)) == n
+    # The real images are untouched; the batch is all that was added.
+    after = tree_hashes(host / "train")
+    assert {k: v for k, v in after.items() if not k.startswith(BATCHES_DIR)} == before
+    log = sh(host, "git", "log", "-1", "--format=%s")
+    assert f"append batch {result['batch']} ({n} synthetic images" in log and "no threshold" in log
+    assert sh(host, "git", "tag").split() == [result["tag"]]
+    assert "up to date" in sh(host, "dvc", "status") or sh(host, "dvc", "status").strip() == ""
+    assert sh(host, "git", "status", "--porcelain").strip() == ""
+
+    # The same batch again adds nothing: no new commit, no new files.
+    head = sh(host, "git", "rev-parse", "HEAD")
+    again = append(p)
+    assert not again["changed"] and sh(host, "git", "rev-parse", "HEAD") == head
+    assert tree_hashes(host / "train") == after
+
+    # A fresh clone pulls exactly the same files from the remote.
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(host), str(clone))
+    sh(clone, "dvc", "pull", "-q")
+    assert tree_hashes(clone / "train") == after
+
+    # Ingest of the tracked set never takes the synthetic batch as real data.
+    q = tiny_params(tmp_path / "reingest", paths={"raw": str(host / "train")})
+    report = ingest(q)
+    assert report["skipped_synthetic"] == n and report["images"] == 18
+
+
+def test_rollback_restores_the_previous_set(accepted, host):
+    before = tree_hashes(host / "train")
+    result = append(in_place(accepted, host))
+    sh(host, "git", "revert", "--no-edit", result["tag"])
+    sh(host, "dvc", "checkout", "-q", "train.dvc")
+    assert tree_hashes(host / "train") == before
+    assert not (host / "train" / BATCHES_DIR / result["batch"]).exists()
+
+
+def test_refuses_untracked_or_dirty_sets(accepted, host, tmp_path):
+    plain = tmp_path / "plain"
+    make_shapes(plain, {"circle": 3})
+    with pytest.raises(VersioningError, match="not inside a git repository"):
+        append(tiny_params(Path(accepted.paths.raw).parent, append={"target": str(plain)}))
+    (host / "other").mkdir()
+    with pytest.raises(VersioningError, match=r"other: not DVC-tracked \(no other.dvc\)"):
+        append(tiny_params(Path(accepted.paths.raw).parent, append={"target": str(host / "other")}))
+
+    stray = host / "train" / "circle" / "stray.png"
+    stray.write_bytes((host / "train" / "circle" / "circle-000.png").read_bytes()[::-1])
+    head = sh(host, "git", "rev-parse", "HEAD")
+    with pytest.raises(VersioningError, match="differs from train.dvc"):
+        append(in_place(accepted, host))
+    assert not (host / "train" / BATCHES_DIR).exists() and sh(host, "git", "rev-parse", "HEAD") == head
+    stray.unlink()
+
+    (host / "train.dvc").write_text((host / "train.dvc").read_text() + "# edited\n")
+    with pytest.raises(VersioningError, match="train.dvc: uncommitted changes in git"):
+        append(in_place(accepted, host))
+
+
+def test_unreachable_remote_keeps_the_local_commit(accepted, host, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the remote folder should be")
+    sh(host, "dvc", "remote", "modify", "store", "url", str(blocker / "store"))
+    sh(host, "git", "commit", "-q", "-am", "point the remote somewhere unreachable")
+    result = append(in_place(accepted, host))
+    assert result["changed"] and result["pushed"] is False and "dvc push" in result["push_error"]
+    assert sh(host, "git", "rev-parse", "HEAD").strip() == result["commit"]
+
+
+def test_a_second_append_waits_for_the_lock(accepted, host):
+    with FileLock(str(host / ".git" / "ganaug-append.lock")):
+        with pytest.raises(VersioningError, match="another append holds"):
+            append(in_place(accepted, host, lock_timeout_s=0.2))
+    assert not (host / "train" / BATCHES_DIR).exists()
