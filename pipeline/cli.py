@@ -7,38 +7,13 @@ import time
 
 from .errors import GanaugError
 from .params import Params, load_params
-from .stages import STAGES, demo_data
-
-
-def _summary(name: str, r: dict) -> str:
-    if name == "demo-data":
-        return f"wrote the digits demo; train images per class: {r}"
-    if name == "ingest":
-        return (f"{r['images']} images in {len(r['classes'])} classes; "
-                f"{len(r['quarantined'])} quarantined, {len(r['duplicates'])} duplicates, "
-                f"{r['skipped_synthetic']} synthetic rows skipped")
-    if name == "train":
-        return (f"{r['steps']} steps ({r['steps_this_run']} this run) on {r['device']}, "
-                f"{r['images_per_s']} img/s, {r['achieved_gflops']} GFLOPS")
-    if name == "generate":
-        return f"needed {r['needed']}; candidates {r['candidates']}"
-    if name == "filter":
-        rates = {k: c["acceptance_rate"] for k, c in r["classes"].items()}
-        return f"accepted {r['accepted']}/{r['needed']} needed; acceptance per class {rates}"
-    if name == "append":
-        state = "updated" if r["changed"] else "already up to date"
-        return f"{r['real']} real + {r['synthetic']} synthetic images ({state})"
-    if name == "evaluate":
-        a, o, b = r["real_only"], r["real_oversampled"], r["augmented"]
-        return (f"balanced accuracy: real-only {a['balanced_accuracy']:.4f}, over-sampled "
-                f"{o['balanced_accuracy']:.4f}, augmented {b['balanced_accuracy']:.4f}")
-    return str(r)
+from .stages import STAGES, demo_data, summarize
 
 
 def _run_stage(name: str, fn, params: Params):
     t0 = time.perf_counter()
     result = fn(params)
-    print(f"[{name}] {_summary(name, result)} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    print(f"[{name}] {summarize(name, result)} ({time.perf_counter() - t0:.1f}s)", flush=True)
     return result
 
 

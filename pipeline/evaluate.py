@@ -52,14 +52,19 @@ def _mean(runs: list[dict]) -> dict:
 
 def evaluate(params: Params) -> dict:
     cfg, ch = params.evaluate, params.ingest.channels
-    prepared_dir, aug_dir = Path(params.paths.prepared), Path(params.paths.augmented)
-    prepared, augmented = read_manifest(prepared_dir), read_manifest(aug_dir)
+    prepared_dir = Path(params.paths.prepared)
+    prepared = read_manifest(prepared_dir)
+    # The synthetic images added: from the augmented set (DVC mode), or, when appending in
+    # place to a tracked set, this run's accepted batch. Either way: real train + these.
+    syn_dir = Path(params.paths.accepted if params.append.target else params.paths.augmented)
+    synth = read_manifest(syn_dir).query("source == 'synthetic'")
     label_map = label_map_of(prepared)
     names = list(label_map)
     real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
     test = prepared[prepared["split"] == "test"]
     x_real, y_real = _tensors(real, prepared_dir, label_map, ch)
-    x_aug, y_aug = _tensors(augmented, aug_dir, label_map, ch)
+    x_syn, y_syn = _tensors(synth, syn_dir, label_map, ch)
+    x_aug, y_aug = torch.cat([x_real, x_syn]) if len(synth) else x_real, torch.cat([y_real, y_syn])
     x_test, y_test = _tensors(test, prepared_dir, label_map, ch)
     steps = cfg.epochs * math.ceil(len(real) / cfg.batch_size)
 
@@ -83,8 +88,8 @@ def evaluate(params: Params) -> dict:
         **means,
         "delta": {k: round(aug[k] - real_only[k], 4) for k in keys},
         "delta_vs_oversampled": {k: round(aug[k] - means["real_oversampled"][k], 4) for k in keys},
-        "synthetic": synthetic_quality(judge, augmented, aug_dir, x_real, y_real, x_test, label_map, ch),
-        "train_images": {"real": len(real), "augmented": len(augmented)},
+        "synthetic": synthetic_quality(judge, x_syn, y_syn, x_real, y_real, x_test, label_map),
+        "train_images": {"real": len(real), "augmented": len(real) + len(synth)},
         "classifier": {"steps": steps, "repeats": cfg.repeats, "seeds": [cfg.seed + r for r in range(cfg.repeats)]},
     }
     reports = Path(params.paths.reports)
@@ -101,8 +106,7 @@ def evaluate(params: Params) -> dict:
     return metrics
 
 
-def synthetic_quality(model, augmented: pd.DataFrame, aug_dir: Path, x_real, y_real, x_test,
-                      label_map, channels) -> dict:
+def synthetic_quality(model, x_syn, y_syn, x_real, y_real, x_test, label_map) -> dict:
     """Fidelity and diversity in the feature space of a classifier trained on real images
     (class-balanced, so that it does predict the rare classes).
 
@@ -111,10 +115,8 @@ def synthetic_quality(model, augmented: pd.DataFrame, aug_dir: Path, x_real, y_r
       real test, the distance a perfect generator would be expected to reach.
     - diversity: mean within-class pairwise feature distance, synthetic / real (1 = as varied).
     """
-    synth = augmented[augmented["source"] == "synthetic"]
-    if len(synth) < 2:
-        return {"count": len(synth)}
-    x_syn, y_syn = _tensors(synth, aug_dir, label_map, channels)
+    if len(x_syn) < 2:
+        return {"count": len(x_syn)}
     pred, f_syn = classifier.predict(model, x_syn)
     _, f_real = classifier.predict(model, x_real)
     _, f_test = classifier.predict(model, x_test)
@@ -127,7 +129,7 @@ def synthetic_quality(model, augmented: pd.DataFrame, aug_dir: Path, x_real, y_r
         if mask.sum() >= 2 and (y_real == c).sum() >= 2:
             ratios.append(_spread(f_syn[mask]) / max(_spread(f_real[y_real == c]), 1e-12))
     return {
-        "count": len(synth),
+        "count": len(x_syn),
         "label_agreement": round(float((pred == y_syn).mean()), 4),
         "label_agreement_per_class": per_class,
         "frechet_distance": round(classifier.frechet_distance(f_real, f_syn), 4),

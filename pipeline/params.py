@@ -80,6 +80,9 @@ class Train(Section):
     checkpoint_every: int = Field(250, ge=1)
     resume: bool = True
     seed: int = 0
+    # Prefect: run training as this deployment ("flow-name/deployment-name", e.g. on a GPU
+    # work pool) and wait for it; data travels through the DVC remote. None = in-process.
+    deployment: str | None = None
 
     @field_validator("device")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -27,14 +28,15 @@ from .params import Params
 from .plots import class_grid, loss_curves
 
 GRID_SEEDS = range(8)  # fixed latents: grids from successive runs compare like for like
-_NOT_FINGERPRINTED = {"steps", "checkpoint_every", "resume", "device", "compile"}
+_NOT_FINGERPRINTED = {"steps", "checkpoint_every", "resume", "device", "compile", "deployment"}
 
 
 class TrainingError(GanaugError):
     pass
 
 
-def train(params: Params) -> dict:
+def train(params: Params, on_progress: Callable[[int, int, dict], None] | None = None) -> dict:
+    """on_progress(step, total, losses) is called about 500 times a run (a Prefect artifact uses it)."""
     cfg = params.train
     prepared = Path(params.paths.prepared)
     df = read_manifest(prepared, check_files=True)
@@ -90,6 +92,8 @@ def train(params: Params) -> dict:
                                 f"step {history[-1]['step'] if history else 0}) is kept.") from None
         if (step + 1) % log_every == 0 or step + 1 == cfg.steps:
             history.append({"step": step + 1, **{k: round(v, 5) for k, v in losses.items()}})
+            if on_progress is not None:
+                on_progress(step + 1, cfg.steps, losses)
         elapsed = time.perf_counter() - t0
         bar.set_postfix(img_s=f"{(step + 1 - start_step) * cfg.batch_size / elapsed:.0f}",
                         D=f"{losses['loss_d']:.3f}", G=f"{losses['loss_g']:.3f}")
@@ -99,7 +103,8 @@ def train(params: Params) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
-    save()
+    if trainer.step_count > start_step:  # an already-finished checkpoint stays byte-identical
+        save()
 
     steps_run = cfg.steps - start_step
     metrics = {

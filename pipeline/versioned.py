@@ -19,22 +19,18 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import DataError, GanaugError
+from .errors import DataError
 from .io import atomic_dir, link_or_copy
 from .manifest import read_manifest, write_manifest
 from .params import Params
+from .scm import VersioningError, dvc, git
 
 BATCHES_DIR = "ganaug-batches"  # ingest never reads below a folder of this name as real data
 TAG_PREFIX = "ganaug-"
-
-
-class VersioningError(GanaugError):
-    pass
 
 
 def batch_id(params: Params, checkpoint: str) -> str:
@@ -61,7 +57,7 @@ def append_in_place(params: Params) -> dict:
         lock = FileLock(str(repo / ".git" / "ganaug-append.lock"), timeout=params.append.lock_timeout_s)
         with lock:
             if batch.is_dir():
-                return {**result, "changed": False, "commit": _git(repo, "rev-parse", "HEAD").strip(),
+                return {**result, "changed": False, "commit": git(repo, "rev-parse", "HEAD").strip(),
                         "pushed": None}
             if accepted.empty:
                 return {**result, "changed": False, "commit": None, "pushed": None}
@@ -73,31 +69,31 @@ def append_in_place(params: Params) -> dict:
                     link_or_copy(accepted_dir / src, tmp / rel, "copy")
                 write_manifest(rows, tmp)
             try:
-                _dvc(repo, "add", "-q", str(batch.relative_to(repo)))
-                _git(repo, "add", str(dvc_file.relative_to(repo)))
+                dvc(repo, "add", "-q", str(batch.relative_to(repo)))
+                git(repo, "add", str(dvc_file.relative_to(repo)))
                 gitignore = target.parent / ".gitignore"
                 if gitignore.exists():
-                    _git(repo, "add", str(gitignore.relative_to(repo)))
-                _git(repo, "commit", "-q", "-m", _message(params, bid, counts))
-                _git(repo, "tag", tag)
+                    git(repo, "add", str(gitignore.relative_to(repo)))
+                git(repo, "commit", "-q", "-m", _message(params, bid, counts))
+                git(repo, "tag", tag)
             except BaseException:
                 shutil.rmtree(batch, ignore_errors=True)  # leave the set as it was
                 dvc_file.write_bytes(before)
-                _git(repo, "reset", "-q", "--", str(dvc_file.relative_to(repo)), check=False)
+                git(repo, "reset", "-q", "--", str(dvc_file.relative_to(repo)), check=False)
                 raise
     except Timeout:
         raise VersioningError(f"another append holds {repo / '.git' / 'ganaug-append.lock'} "
                               f"(waited append.lock_timeout_s={params.append.lock_timeout_s})") from None
-    commit = _git(repo, "rev-parse", "HEAD").strip()
+    commit = git(repo, "rev-parse", "HEAD").strip()
     return {**result, "changed": True, "commit": commit, **push(repo, dvc_file)}
 
 
 def push(repo: Path, dvc_file: Path) -> dict:
     """`dvc push` when a remote is configured; a failure is reported, the commit stays."""
-    if not _dvc(repo, "remote", "list").strip():
+    if not dvc(repo, "remote", "list").strip():
         return {"pushed": None}
     try:
-        _dvc(repo, "push", "-q", str(dvc_file.relative_to(repo)))
+        dvc(repo, "push", "-q", str(dvc_file.relative_to(repo)))
     except VersioningError as e:
         return {"pushed": False, "push_error": str(e)}
     return {"pushed": True}
@@ -124,27 +120,9 @@ def _check_tracked_and_clean(repo: Path, target: Path, dvc_file: Path):
     if not dvc_file.is_file():
         raise VersioningError(f"{target}: not DVC-tracked (no {dvc_file.name}); run `dvc add {target.name}` "
                               "and commit it first")
-    if _git(repo, "status", "--porcelain", "--", str(dvc_file.relative_to(repo))).strip():
+    if git(repo, "status", "--porcelain", "--", str(dvc_file.relative_to(repo))).strip():
         raise VersioningError(f"{dvc_file}: uncommitted changes in git; commit or revert them first")
-    status = _dvc(repo, "status", "--json", str(dvc_file.relative_to(repo)))
+    status = dvc(repo, "status", "--json", str(dvc_file.relative_to(repo)))
     if json.loads(status or "{}"):
         raise VersioningError(f"{target}: the folder differs from {dvc_file.name} (uncommitted changes); "
                               f"`dvc add {target.name}` and commit, or `dvc checkout {dvc_file.name}`")
-
-
-def _git(repo: Path, *args: str, check: bool = True) -> str:
-    return _run(["git", *args], repo, check)
-
-
-def _dvc(repo: Path, *args: str, check: bool = True) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], repo, check)
-
-
-def _run(cmd: list[str], cwd: Path, check: bool = True) -> str:
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if check and done.returncode:
-        shown = "dvc" if cmd[0] == sys.executable else cmd[0]
-        raise VersioningError(f"`{shown} {' '.join(cmd[3 if shown == 'dvc' else 1:])}` failed in {cwd}: "
-                              f"{(done.stderr or done.stdout).strip()[-800:]}")
-    return done.stdout
-

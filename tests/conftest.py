@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,11 @@ def make_shapes(root: Path, counts: dict[str, int], seed: int = 0, rgb: bool = F
 
 def tiny_params(tmp: Path, **sections) -> Params:
     """Params with every path under tmp and settings small enough for seconds-long stages."""
+    return load_params(None, tiny_overrides(tmp, **sections))
+
+
+def tiny_overrides(tmp: Path, **sections) -> list[str]:
+    """The same, as `section.key=value` strings (what the CLI and the flows take)."""
     overrides = {
         "ingest": {"size": 8, "min_per_class": 5},
         "train": {"steps": 30, "batch_size": 16, "width": 8, "z_dim": 16, "checkpoint_every": 10},
@@ -54,7 +61,7 @@ def tiny_params(tmp: Path, **sections) -> Params:
     paths["raw"] = str(tmp / "raw")
     items = [f"paths.{k}={v}" for k, v in paths.items()]
     items += [f"{s}.{k}={v}" for s, kv in overrides.items() for k, v in kv.items()]
-    return load_params(None, items)
+    return items
 
 
 @pytest.fixture
@@ -88,3 +95,39 @@ def trained(tmp_path, trained_template) -> Params:
     dest = tmp_path / "work"
     shutil.copytree(trained_template, dest)
     return tiny_params(dest)
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    """Run git/dvc (dvc from this interpreter) and insist it worked."""
+    if cmd[0] == "dvc":
+        cmd = (sys.executable, "-m", "dvc", *cmd[1:])
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{cmd}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def host(tmp_path) -> Path:
+    """A user's repo: train/ tracked by DVC, committed, with a local directory remote."""
+    repo = tmp_path / "host"
+    repo.mkdir()
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.email", "ci@example.com")
+    sh(repo, "git", "config", "user.name", "ci")
+    sh(repo, "dvc", "init", "-q")
+    make_shapes(repo / "train", {"circle": 6, "square": 6, "cross": 6}, seed=3)
+    sh(repo, "dvc", "add", "-q", "train")
+    sh(repo, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-q", "-m", "training set v1")
+    sh(repo, "dvc", "push", "-q")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server for the whole session (it takes 15-30 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

@@ -1,7 +1,5 @@
 """In-place, versioned append into a DVC-tracked training set: real git, real DVC, a local remote."""
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,39 +10,14 @@ from pipeline.filter import filter_candidates
 from pipeline.generate import generate
 from pipeline.ingest import ingest
 from pipeline.manifest import read_manifest
-from pipeline.versioned import BATCHES_DIR, VersioningError
-from tests.conftest import make_shapes, tiny_params
-
-
-def sh(cwd: Path, *cmd: str) -> str:
-    if cmd[0] == "dvc":
-        cmd = (sys.executable, "-m", "dvc", *cmd[1:])
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    assert done.returncode == 0, f"{cmd}: {done.stderr}"
-    return done.stdout
+from pipeline.scm import VersioningError
+from pipeline.versioned import BATCHES_DIR
+from tests.conftest import make_shapes, sh, tiny_params
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def host(tmp_path) -> Path:
-    """A user's repo: train/ tracked by DVC, committed, with a local directory remote."""
-    repo = tmp_path / "host"
-    repo.mkdir()
-    sh(repo, "git", "init", "-q")
-    sh(repo, "git", "config", "user.email", "ci@example.com")
-    sh(repo, "git", "config", "user.name", "ci")
-    sh(repo, "dvc", "init", "-q")
-    make_shapes(repo / "train", {"circle": 6, "square": 6, "cross": 6}, seed=3)
-    sh(repo, "dvc", "add", "-q", "train")
-    sh(repo, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-q", "-m", "training set v1")
-    sh(repo, "dvc", "push", "-q")
-    return repo
 
 
 @pytest.fixture

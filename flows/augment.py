@@ -1,0 +1,112 @@
+"""Prefect flows: `augment` (the whole pipeline) and `train` (deployable on its own, e.g. to a
+GPU work pool). Parameters are JSON-friendly: a params file and `section.key=value` overrides,
+exactly what the CLI takes.
+
+When train.deployment names a deployment, `augment` ships the prepared data through the DVC
+remote, runs that deployment with `run_deployment` and waits; the train flow pulls the data,
+trains, pushes the checkpoint and reports, and returns their `.dvc` texts; `augment` pulls
+them and goes on. No shared filesystem is assumed, but the train flow's result must reach
+the parent: use a result storage both sides can read (PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK)
+on more than one machine.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
+
+from pipeline import exchange
+from pipeline.errors import GanaugError
+from pipeline.manifest import read_manifest
+from pipeline.params import load_params
+
+from . import tasks
+
+
+@flow(name="ganaug-train", persist_result=True)
+def train_flow(params_path: str = "params.yaml", overrides: list[str] | None = None,
+               prepared_dvc: str | None = None, exchange_key: str | None = None) -> dict:
+    """Train the GAN. With prepared_dvc (sent by `augment` on another machine), pull the data
+    first and push the checkpoint after, returning its `.dvc` text."""
+    params = load_params(params_path, overrides or [])
+    if prepared_dvc is None:
+        return {"metrics": tasks.train(params)}
+    key = exchange_key or str(flow_run.get_id())
+    exchange.receive(prepared_dvc, f"{key}-prepared", params.paths.prepared)
+    metrics = tasks.train(params)
+    return {
+        "metrics": metrics,
+        "model_dvc": exchange.send(params.paths.model, f"{key}-model"),
+        "reports_dvc": exchange.send(params.paths.train_reports, f"{key}-reports"),
+    }
+
+
+@flow(name="ganaug-augment")
+def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """ingest -> train (here or on a deployment) -> generate -> filter -> append -> evaluate."""
+    overrides = overrides or []
+    params = load_params(params_path, overrides)
+    log = get_run_logger()
+    ingested = tasks.ingest(params)
+
+    if params.train.deployment:
+        key = str(flow_run.get_id())
+        prepared_dvc = exchange.send(params.paths.prepared, f"{key}-prepared")
+        log.info("train: running deployment %s", params.train.deployment)
+        child = run_deployment(params.train.deployment, timeout=None, parameters={
+            "params_path": params_path, "overrides": overrides,
+            "prepared_dvc": prepared_dvc, "exchange_key": key})
+        if not child.state.is_completed():
+            raise GanaugError(f"training deployment {params.train.deployment} ended {child.state.name}: "
+                              f"{child.state.message}")
+        remote = child.state.result()
+        exchange.receive(remote["model_dvc"], f"{key}-model", params.paths.model)
+        exchange.receive(remote["reports_dvc"], f"{key}-reports", params.paths.train_reports)
+        trained = remote["metrics"]
+    else:
+        trained = tasks.train(params)
+
+    generated = tasks.generate(params)
+    filtered = tasks.filter_candidates(params)
+    appended = tasks.append(params)
+    evaluated = tasks.evaluate(params)
+
+    create_table_artifact(key="ganaug-filter", description="filter: acceptance per class",
+                          table=[{"class": k, **v} for k, v in filtered["classes"].items()])
+    create_markdown_artifact(key="ganaug-summary", description="ganaug augment run",
+                             markdown=summary_markdown(params, ingested, trained, generated, filtered,
+                                                       appended, evaluated))
+    return {"ingest": ingested, "train": trained, "filter": filtered, "append": appended,
+            "evaluate": {k: evaluated[k] for k in ("delta", "delta_vs_oversampled", "synthetic")}}
+
+
+def summary_markdown(params, ingested, trained, generated, filtered, appended, evaluated) -> str:
+    before = {k: v["train"] for k, v in ingested["classes"].items()}
+    accepted = {k: c["accepted"] for k, c in filtered["classes"].items()}
+    lines = ["# ganaug augment run", "",
+             "| class | real train | accepted synthetic | after | acceptance rate |",
+             "|---|---:|---:|---:|---:|"]
+    for k, n in before.items():
+        c = filtered["classes"].get(k, {})
+        rate = "" if c.get("acceptance_rate") is None else f"{c['acceptance_rate']:.0%}"
+        lines.append(f"| {k} | {n} | {accepted.get(k, 0)} | {n + accepted.get(k, 0)} | {rate} |")
+    real, over, aug = (evaluated[k] for k in ("real_only", "real_oversampled", "augmented"))
+    lines += ["", "| metric | real only | real over-sampled | augmented | delta vs real |",
+              "|---|---:|---:|---:|---:|"]
+    for m in ("accuracy", "balanced_accuracy", "macro_f1"):
+        lines.append(f"| {m} | {real[m]:.4f} | {over[m]:.4f} | {aug[m]:.4f} | {evaluated['delta'][m]:+.4f} |")
+    lines += ["", f"GAN: {trained['steps']} steps on {trained['device']}, {trained['images_per_s']} img/s.",
+              f"Filter: mode {filtered['mode']}, {filtered['accepted']}/{filtered['needed']} accepted."]
+    if "batch" in appended:
+        version = (f"commit `{appended['commit'][:10]}`, tag `{appended['tag']}`" if appended["commit"]
+                   else "no change")
+        pushed = {True: "pushed", False: f"push failed: {appended.get('push_error', '')}",
+                  None: "no remote"}[appended["pushed"]]
+        lines.append(f"Data version: batch `{appended['batch']}` in `{appended['target']}`: {version} ({pushed}).")
+    else:
+        n = len(read_manifest(Path(params.paths.augmented)))
+        lines.append(f"Augmented set: `{params.paths.augmented}` ({n} images).")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,30 @@
+"""git and DVC, as their command lines (stable across versions), with errors users can read."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import GanaugError
+
+
+class VersioningError(GanaugError):
+    """git or DVC refused: the message carries their own words."""
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    return _run(["git", *args], repo, check)
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], repo, check)
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> str:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check and done.returncode:
+        shown = "dvc" if cmd[0] == sys.executable else cmd[0]
+        raise VersioningError(f"`{shown} {' '.join(cmd[3 if shown == 'dvc' else 1:])}` failed in {cwd}: "
+                              f"{(done.stderr or done.stdout).strip()[-800:]}")
+    return done.stdout
+

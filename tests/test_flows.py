@@ -1,0 +1,52 @@
+"""The Prefect flows on a real (temporary) Prefect server, appending to a real DVC repo."""
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+from flows import augment_flow
+from pipeline.manifest import read_manifest
+from pipeline.versioned import BATCHES_DIR
+from tests.conftest import make_shapes, sh, tiny_overrides
+
+
+def _artifacts(key: str):
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_augment_flow_appends_a_new_version_with_artifacts(prefect_server, tmp_path, host):
+    make_shapes(tmp_path / "raw", {"circle": 20, "square": 20, "cross": 6})
+    (tmp_path / "params.yaml").write_text("")
+    overrides = tiny_overrides(tmp_path, filter={"mode": "none"}, append={"target": str(host / "train")})
+    result = augment_flow(str(tmp_path / "params.yaml"), overrides)
+
+    appended = result["append"]
+    assert appended["changed"] and appended["pushed"] is True
+    batch = read_manifest(host / "train" / BATCHES_DIR / appended["batch"], check_files=True)
+    assert len(batch) == appended["images"] == result["filter"]["accepted"] > 0
+    assert sh(host, "git", "log", "-1", "--format=%s").startswith(f"ganaug: append batch {appended['batch']}")
+
+    summary = _artifacts("ganaug-summary")[0].data
+    assert "| cross |" in summary and f"batch `{appended['batch']}`" in summary and "(pushed)" in summary
+    table = _artifacts("ganaug-filter")[0].data
+    assert "cross" in table
+    assert [a.data for a in _artifacts("ganaug-training")][0] == 100.0
+
+    # Run again: the same batch, nothing new in the repository.
+    head = sh(host, "git", "rev-parse", "HEAD")
+    again = augment_flow(str(tmp_path / "params.yaml"), overrides)
+    assert not again["append"]["changed"] and sh(host, "git", "rev-parse", "HEAD") == head
+
+
+def test_bad_input_fails_at_once_without_retries(prefect_server, tmp_path):
+    (tmp_path / "params.yaml").write_text("")
+    state = augment_flow(str(tmp_path / "params.yaml"), tiny_overrides(tmp_path), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="input not found"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    ingest_runs = [r for r in runs if r.name.startswith("ingest")]
+    assert len(ingest_runs) == 1 and ingest_runs[0].run_count == 1  # a DataError is not retried
