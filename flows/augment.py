@@ -23,7 +23,7 @@ from pipeline.errors import GanaugError
 from pipeline.manifest import read_manifest
 from pipeline.params import load_params
 
-from . import tasks
+from flows import tasks  # absolute: Prefect loads this file by path as a deployment entrypoint
 
 
 @flow(name="ganaug-train", persist_result=True)

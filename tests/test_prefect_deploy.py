@@ -1,0 +1,133 @@
+"""The whole multi-node path on one machine: a real `prefect server`, a process work pool and
+worker, prefect.yaml deployed, `augment` calling the train deployment with run_deployment.
+The "GPU node" works in its own clone; data crosses only through the DVC remote."""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.manifest import read_manifest
+from pipeline.versioned import BATCHES_DIR
+from tests.conftest import make_shapes, sh
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["ingest.size=8", "train.steps=20", "train.width=8", "train.z_dim=16", "train.batch_size=16",
+        "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8", "filter.mode=none"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _project_clone(dest: Path, remote: Path, raw: Path | None):
+    """A git + DVC checkout of this project, configured with the shared remote."""
+    dest.mkdir()
+    for item in ("gan", "pipeline", "flows", "params.yaml", "dvc.yaml", "prefect.yaml"):
+        src = REPO / item
+        shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() \
+            else shutil.copy(src, dest / item)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    if raw is not None:
+        params["paths"]["raw"] = str(raw)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(dest, "git", "init", "-q")
+    sh(dest, "dvc", "init", "-q")
+    sh(dest, "dvc", "remote", "add", "-d", "store", str(remote))
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_augment_runs_training_on_a_deployment_through_the_dvc_remote(tmp_path, host):
+    remote = tmp_path / "remote"  # the host fixture's remote: one store for every machine here
+    raw = make_shapes(tmp_path / "raw", {"circle": 20, "square": 20, "cross": 6})
+    parent, gpu = tmp_path / "parent", tmp_path / "gpu-node"
+    _project_clone(parent, remote, raw)
+    _project_clone(gpu, remote, raw=None)  # the GPU node never sees the raw images
+
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+           "GANAUG_WORKDIR": str(gpu),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    prefect = [str(Path(sys.executable).with_name("prefect"))]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = subprocess.Popen([*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
+    worker = None
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, (logs / "server.log").read_text()[-3000:]
+                time.sleep(1)
+
+        def run(*cmd, cwd=parent):
+            done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"{cmd}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+            return done.stdout + done.stderr
+
+        for pool in ("local", "cpu", "gpu"):
+            run(*prefect, "work-pool", "create", pool, "--type", "process")
+        out = run(*prefect, "--no-prompt", "deploy", "--all", cwd=gpu)  # prefect.yaml, as a user would
+        for name in ("ganaug-augment/nightly", "ganaug-train/gpu", "ganaug-train/local"):
+            assert name in out
+        nightly = json.loads(run(*prefect, "deployment", "inspect", "ganaug-augment/nightly", "--output", "json"))
+        assert nightly["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+        worker = subprocess.Popen([*prefect, "worker", "start", "--pool", "local", "--type", "process"],
+                                  cwd=gpu, env=env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
+
+        overrides = TINY + ["train.deployment=ganaug-train/local", f"append.target={host / 'train'}"]
+        script = ("import json, sys; from flows import augment_flow; "
+                  "r = augment_flow('params.yaml', json.loads(sys.argv[1])); print('RESULT', json.dumps(r['append']))")
+        out = run(sys.executable, "-c", script, json.dumps(overrides))
+        appended = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
+
+        # The checkpoint was made on the GPU node and came back through the remote.
+        assert (gpu / "models/gan.pt").is_file() and (parent / "models/gan.pt").is_file()
+        assert (gpu / "models/gan.pt").read_bytes() == (parent / "models/gan.pt").read_bytes()
+        assert not (gpu / "data/candidates").exists()  # generating happened on the parent only
+        assert appended["changed"] and appended["pushed"] is True
+        assert sh(host, "git", "tag").split() == [appended["tag"]]
+        batch = host / "train" / BATCHES_DIR / appended["batch"]
+        assert len(read_manifest(batch, check_files=True)) == appended["images"] > 0
+
+        # A fresh clone of the training-set repo pulls identical files.
+        clone = tmp_path / "clone"
+        sh(tmp_path, "git", "clone", "-q", str(host), str(clone))
+        sh(clone, "dvc", "pull", "-q")
+        assert _tree(clone / "train") == _tree(host / "train")
+
+        # A second run adds nothing.
+        head = sh(host, "git", "rev-parse", "HEAD")
+        out = run(sys.executable, "-c", script, json.dumps(overrides))
+        assert json.loads(out.split("RESULT ", 1)[1].splitlines()[0])["changed"] is False
+        assert sh(host, "git", "rev-parse", "HEAD") == head
+    finally:
+        for proc in (worker, server):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
