@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
+from .dvcfile import init_host
 from .errors import GanaugError
 from .params import Params, load_params
 from .stages import STAGES, demo_data, summarize
@@ -15,6 +17,20 @@ def _run_stage(name: str, fn, params: Params):
     result = fn(params)
     print(f"[{name}] {summarize(name, result)} ({time.perf_counter() - t0:.1f}s)", flush=True)
     return result
+
+
+def _init_message(r: dict) -> str:
+    return f"""wrote {r['dir']}/dvc.yaml and params.yaml (reading {r['raw']}, relative to {r['dir']}).
+
+Next:
+  dvc repro {Path(r['dir']).name}/dvc.yaml       # ganaug's stages alone; once your training stage
+                                  # depends on the augmented set, plain `dvc repro` runs them too
+  git add {Path(r['dir']).name} && git commit -m "Add ganaug augmentation stages"
+
+In your training stage (dvc.yaml), train on the augmented set instead of the raw images:
+  deps:   add {r['augmented']}
+  data:   {r['augmented']} is ImageFolder-shaped (<class>/<image>.png); its manifest.parquet
+          marks each image real or synthetic, with the seed and discriminator score."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,12 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="all stages in order, no DVC or Prefect needed")
     run.add_argument("--demo", action="store_true", help="write the demo dataset first")
     sub.add_parser("params", parents=[common], help="print the validated params (defaults filled in)")
+    init = sub.add_parser("init", help="add ganaug's DVC stages to another repository (run in its root)")
+    init.add_argument("--dir", default="augment", help="folder for ganaug's dvc.yaml, params.yaml and outputs")
+    init.add_argument("--data", required=True, help="the repository's image folder or path,label table")
+    init.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="params to write, e.g. --set train.steps=5000")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "init":
+            print(_init_message(init_host(Path.cwd(), args.dir, args.data, args.overrides)))
+            return 0
         params = load_params(args.params, args.overrides)
         if args.command == "params":
             import yaml

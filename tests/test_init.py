@@ -1,0 +1,60 @@
+"""`ganaug init`: ganaug's stages inside someone else's DVC repository, run with `dvc repro` there."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.dvcfile import render
+from pipeline.manifest import read_manifest
+from tests.conftest import make_shapes, sh
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_dvc_yaml_is_the_generated_one():
+    assert (REPO / "dvc.yaml").read_text() == render(code_deps=True, demo=True, how="python -m pipeline.dvcfile")
+
+
+def test_init_refuses_what_it_cannot_wire(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--data", "images"]) == 2
+    assert "not a DVC repository" in capsys.readouterr().err
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "dvc", "init", "-q")
+    assert main(["init", "--data", "images"]) == 2
+    assert "dataset not found" in capsys.readouterr().err
+    (tmp_path / "images").mkdir()
+    assert main(["init", "--data", "images", "--set", "train.stepz=3"]) == 2
+    assert "train.stepz: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "augment").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_init_then_dvc_repro_in_a_host_repository(tmp_path, monkeypatch, capsys):
+    host = tmp_path / "host"
+    host.mkdir()
+    sh(host, "git", "init", "-q")
+    sh(host, "dvc", "init", "-q")
+    make_shapes(host / "data" / "images", {"circle": 20, "square": 20, "cross": 6})
+    sh(host, "dvc", "add", "-q", "data/images")
+    monkeypatch.chdir(host)
+    tiny = ["ingest.size=8", "train.steps=20", "train.width=8", "train.z_dim=16", "train.batch_size=16",
+            "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8"]
+    assert main(["init", "--dir", "augment", "--data", "data/images", *[a for t in tiny for a in ("--set", t)]]) == 0
+    message = capsys.readouterr().out
+    assert "augment/data/augmented" in message and "dvc repro augment/dvc.yaml" in message
+    params = yaml.safe_load((host / "augment" / "params.yaml").read_text())
+    assert params["paths"]["raw"] == "../data/images" and params["train"]["steps"] == 20
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["dvc", "repro", "augment/dvc.yaml"], cwd=host, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = re.findall(r"Running stage '([^']+)'", done.stdout + done.stderr)
+    assert ran == [f"augment/dvc.yaml:{s}" for s in ("ingest", "train", "generate", "filter", "append", "evaluate")]
+    aug = read_manifest(host / "augment" / "data" / "augmented", check_files=True)
+    assert (aug["source"] == "synthetic").any() and set(aug["label"]) == {"circle", "square", "cross"}
