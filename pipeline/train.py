@@ -96,7 +96,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
                 on_progress(step + 1, cfg.steps, losses)
         elapsed = time.perf_counter() - t0
         bar.set_postfix(img_s=f"{(step + 1 - start_step) * cfg.batch_size / elapsed:.0f}",
-                        D=f"{losses['loss_d']:.3f}", G=f"{losses['loss_g']:.3f}")
+                        D=f"{losses['loss_d']:.3f}", G=f"{losses['loss_g']:.3f}", refresh=False)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             save()
     bar.close()
