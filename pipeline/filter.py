@@ -24,7 +24,7 @@ from .images import load_tensor, to_uint8
 from .io import atomic_dir, atomic_file, link_or_copy, write_json
 from .manifest import label_map_of, make_manifest, read_manifest, write_manifest
 from .params import Params
-from .plots import class_grid, score_histograms
+from .plots import class_grid, notice, score_histograms
 
 
 def thresholds_for(params: Params, sampler: Sampler, prepared: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
@@ -93,12 +93,16 @@ def filter_candidates(params: Params) -> dict:
         write_manifest(kept, tmp)
 
     report = _report(params, need, seen, accepted, thresholds, rounds)
-    everything = pd.concat(seen.values(), ignore_index=True) if seen else pd.DataFrame(columns=["label", "d_score"])
-    if len(everything):
-        score_histograms(everything, real_val, {k: v for k, v in thresholds.items() if k in need},
-                         Path(params.paths.reports) / "filter_scores.png")
+    reports = Path(params.paths.reports)
+    if need:
+        score_histograms(pd.concat(seen.values(), ignore_index=True), real_val,
+                         {k: thresholds[k] for k in need}, reports / "filter_scores.png")
+    else:
+        notice(reports / "filter_scores.png", "no class needs synthetic images")
     if len(kept):
         _accepted_grid(params, kept)
+    else:
+        notice(reports / "accepted_samples.png", "no synthetic image passed the filter")
     return report
 
 

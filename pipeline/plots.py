@@ -73,3 +73,11 @@ def score_histograms(candidates: pd.DataFrame, real: pd.DataFrame, thresholds: d
     fig.suptitle("discriminator scores (dashed: acceptance threshold)", fontsize=9)
     fig.tight_layout()
     _save(fig, Path(path))
+
+
+def notice(path: Path, text: str):
+    """A picture that says why there is nothing to show (DVC expects every declared plot)."""
+    fig, ax = plt.subplots(figsize=(4, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    _save(fig, Path(path))

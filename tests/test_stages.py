@@ -152,6 +152,8 @@ def test_filter_absolute_threshold_nobody_passes(trained):
     assert report["accepted"] == 0
     assert all(not c["reached_target"] and c["rounds"] == 2 for c in report["classes"].values())
     assert len(read_manifest(p.paths.accepted)) == 0
+    for name in ("accepted_samples.png", "filter_scores.png"):  # declared DVC outputs exist regardless
+        assert (Path(p.paths.reports) / name).stat().st_size > 0
 
 
 def test_filter_none_keeps_exactly_the_target(trained):
