@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from pipeline.params import load_params
-from pipeline.stages import STAGES, demo_data
+from pipeline.stages import DEMO_DATA, STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,9 +28,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # params.yaml's paths are relative: outputs land here
         t_all = time.perf_counter()
-        for name, fn in {"demo-data": demo_data, **STAGES}.items():
+        for name, ref in {"demo-data": DEMO_DATA, **STAGES}.items():
             t0 = time.perf_counter()
-            results[name] = fn(params)
+            results[name] = ref.load()(params)
             times[name] = time.perf_counter() - t0
         total = time.perf_counter() - t_all
     print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + f"; total {total:.1f}")

@@ -30,7 +30,7 @@ def _transient(task, task_run, state) -> bool:
 
 
 def _run(name: str, params: Params, **kwargs) -> dict:
-    result = STAGES[name](params, **kwargs)
+    result = STAGES[name].load()(params, **kwargs)
     get_run_logger().info("%s: %s", name, summarize(name, result))
     return result
 

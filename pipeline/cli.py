@@ -6,15 +6,14 @@ import sys
 import time
 from pathlib import Path
 
-from .dvcfile import init_host
 from .errors import GanaugError
 from .params import Params, load_params
-from .stages import STAGES, demo_data, summarize
+from .stages import DEMO_DATA, STAGES, summarize
 
 
-def _run_stage(name: str, fn, params: Params):
+def _run_stage(name: str, ref, params: Params):
     t0 = time.perf_counter()
-    result = fn(params)
+    result = ref.load()(params)
     print(f"[{name}] {summarize(name, result)} ({time.perf_counter() - t0:.1f}s)", flush=True)
     return result
 
@@ -41,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one param, e.g. --set train.steps=100 (repeatable)")
     parser = argparse.ArgumentParser(prog="ganaug", description="GAN data augmentation for rare classes.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("demo-data", parents=[common], help="write the long-tailed digits demo dataset to paths.demo")
-    for name, fn in STAGES.items():
-        sub.add_parser(name, parents=[common], help=(sys.modules[fn.__module__].__doc__ or "").split("\n")[0])
+    sub.add_parser("demo-data", parents=[common], help=DEMO_DATA.help)
+    for name, ref in STAGES.items():
+        sub.add_parser(name, parents=[common], help=ref.help)
     run = sub.add_parser("run", parents=[common], help="all stages in order, no DVC or Prefect needed")
     run.add_argument("--demo", action="store_true", help="write the demo dataset first")
     sub.add_parser("params", parents=[common], help="print the validated params (defaults filled in)")
@@ -59,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "init":
+            from .dvcfile import init_host
             print(_init_message(init_host(Path.cwd(), args.dir, args.data, args.overrides)))
             return 0
         params = load_params(args.params, args.overrides)
@@ -66,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
             import yaml
             print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
         elif args.command == "demo-data":
-            _run_stage("demo-data", demo_data, params)
+            _run_stage("demo-data", DEMO_DATA, params)
         elif args.command == "run":
             if args.demo:
-                _run_stage("demo-data", demo_data, params)
-            for name, fn in STAGES.items():
-                _run_stage(name, fn, params)
+                _run_stage("demo-data", DEMO_DATA, params)
+            for name, ref in STAGES.items():
+                _run_stage(name, ref, params)
         else:
             _run_stage(args.command, STAGES[args.command], params)
     except GanaugError as e:

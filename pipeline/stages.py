@@ -1,27 +1,39 @@
-"""The stages in pipeline order: the one registry the CLI, dvc.yaml and the Prefect flows share."""
+"""The stages in pipeline order: the one registry the CLI, dvc.yaml and the Prefect flows share.
+
+Stage modules are imported when a stage runs, not when the CLI starts: torch, scikit-learn
+and matplotlib take seconds to import, and `ganaug params` or a DVC stage should not pay
+for the stages it does not run.
+"""
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from .append import append
-from .demo_data import demo_data
-from .evaluate import evaluate
-from .filter import filter_candidates
-from .generate import generate
-from .ingest import ingest
 from .params import Params
-from .train import train
 
 Stage = Callable[[Params], dict]
 
-STAGES: dict[str, Stage] = {
-    "ingest": ingest,
-    "train": train,
-    "generate": generate,
-    "filter": filter_candidates,
-    "append": append,
-    "evaluate": evaluate,
+
+@dataclass(frozen=True)
+class StageRef:
+    target: str   # "module:function"
+    help: str
+
+    def load(self) -> Stage:
+        module, function = self.target.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+STAGES: dict[str, StageRef] = {
+    "ingest": StageRef("pipeline.ingest:ingest", "validate, convert and split the images into a manifest"),
+    "train": StageRef("pipeline.train:train", "train the conditional GAN; checkpoint, metrics, sample grid"),
+    "generate": StageRef("pipeline.generate:generate", "generate scored candidates for the classes that need them"),
+    "filter": StageRef("pipeline.filter:filter_candidates", "keep candidates D scores as real enough; top up"),
+    "append": StageRef("pipeline.append:append", "build the augmented training set (or append in place)"),
+    "evaluate": StageRef("pipeline.evaluate:evaluate", "real-only vs over-sampled vs augmented classifier"),
 }
+DEMO_DATA = StageRef("pipeline.demo_data:demo_data", "write the long-tailed digits demo dataset to paths.demo")
 
 
 def summarize(name: str, r: dict) -> str:
@@ -55,4 +67,4 @@ def summarize(name: str, r: dict) -> str:
     return str(r)
 
 
-__all__ = ["STAGES", "Stage", "demo_data", "summarize"]
+__all__ = ["STAGES", "DEMO_DATA", "Stage", "StageRef", "summarize"]

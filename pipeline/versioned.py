@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -110,10 +109,10 @@ def _message(params: Params, bid: str, counts: dict[str, int]) -> str:
 def _repo_root(target: Path) -> Path:
     if not target.is_dir():
         raise DataError(f"{target}: append.target is not a folder")
-    done = subprocess.run(["git", "-C", str(target), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    if done.returncode:
+    top = git(target, "rev-parse", "--show-toplevel", check=False).strip()
+    if not top:
         raise VersioningError(f"{target}: not inside a git repository (append.target must be a DVC-tracked folder)")
-    return Path(done.stdout.strip())
+    return Path(top)
 
 
 def _check_tracked_and_clean(repo: Path, target: Path, dvc_file: Path):
