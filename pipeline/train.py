@@ -47,7 +47,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     device = pick_device(cfg.device)
     fingerprint = _fingerprint(real, params)
 
-    trainer, history = _resume(params, fingerprint, label_map, device)
+    trainer, history, last_run = _resume(params, fingerprint, label_map, device)
     if trainer is None:
         torch.manual_seed(cfg.seed)
         gan_cfg = GANConfig(img_size=x.shape[-1], channels=x.shape[1], n_classes=len(label_map),
@@ -63,9 +63,10 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         x = x.contiguous(memory_format=torch.channels_last)
     y = y.to(device)
 
-    def save():
+    def save(run_metrics: dict | None = None):
         trainer.refresh_ema_batchnorm()
-        extra = {"fingerprint": fingerprint, "history": history, "train_params": cfg.model_dump()}
+        extra = {"fingerprint": fingerprint, "history": history, "train_params": cfg.model_dump(),
+                 "last_run": run_metrics or last_run}  # how the checkpoint's last run went
         save_checkpoint(trainer.state_dict(label_map, extra), params.paths.model)
 
     # Real images are drawn class-balanced, matching the uniform labels of the fakes: with
@@ -103,10 +104,8 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
-    if trainer.step_count > start_step:  # an already-finished checkpoint stays byte-identical
-        save()
 
-    steps_run = cfg.steps - start_step
+    steps_run = trainer.step_count - start_step
     metrics = {
         "steps": cfg.steps,
         "steps_this_run": steps_run,
@@ -119,6 +118,10 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         "achieved_gflops": round(flops_per_step * steps_run / elapsed / 1e9, 2) if flops_per_step else None,
         "final": history[-1] if history else None,
     }
+    if steps_run:
+        save(metrics)
+    elif last_run:  # nothing to do: the checkpoint stays byte-identical; report its last run
+        metrics = {**last_run, "steps_this_run": 0, "resumed_from": start_step}
     _write_reports(params, trainer, label_map, history, metrics)
     return metrics
 
@@ -135,18 +138,18 @@ def _fingerprint(real: pd.DataFrame, params: Params) -> str:
 def _resume(params: Params, fingerprint: str, label_map, device):
     path = Path(params.paths.model)
     if not (params.train.resume and path.is_file()):
-        return None, []
+        return None, [], None
     state = load_checkpoint(path)
     if state.get("extra", {}).get("fingerprint") != fingerprint:
         progress_write(f"train: {path} was trained on other data or settings; starting afresh")
-        return None, []
+        return None, [], None
     check_label_map(state, label_map, str(path))
     if state["step"] > params.train.steps:
         progress_write(f"train: {path} is at step {state['step']} > train.steps; starting afresh")
-        return None, []
+        return None, [], None
     progress_write(f"train: resuming {path} from step {state['step']}")
     trainer = GANTrainer.from_state_dict(state, device, compile=params.train.compile)
-    return trainer, list(state["extra"]["history"])
+    return trainer, list(state["extra"]["history"]), state["extra"].get("last_run")
 
 
 def _write_reports(params: Params, trainer: GANTrainer, label_map, history, metrics):

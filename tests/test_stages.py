@@ -44,6 +44,13 @@ def test_train_resumes_its_own_checkpoint(trained, tmp_path):
     assert load_checkpoint(more.paths.model)["step"] == 35
 
 
+def test_finished_checkpoint_is_left_byte_identical(trained):
+    before = Path(trained.paths.model).read_bytes()
+    metrics = train(trained)
+    assert Path(trained.paths.model).read_bytes() == before
+    assert metrics["steps_this_run"] == 0 and metrics["images_per_s"] > 0  # the last run's figures
+
+
 def test_train_starts_afresh_on_other_settings(trained):
     other = tiny_params(Path(trained.paths.raw).parent, train={"lr_g": 1e-3, "steps": 3})
     assert train(other)["resumed_from"] == 0
