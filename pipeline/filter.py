@@ -79,6 +79,10 @@ def filter_candidates(params: Params) -> dict:
                 seen[k] = pd.concat([seen[k], rows], ignore_index=True)
                 accepted[k] = _passing(seen[k], thresholds[k]).head(need[k])
                 rounds[k] = r
+                keep = set(accepted[k]["sample_id"])  # hold only accepted images in memory
+                for sid in rows["sample_id"]:
+                    if sid not in keep:
+                        extra_imgs.pop(sid)
 
         parts = []
         for k, rows in accepted.items():
