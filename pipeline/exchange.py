@@ -3,7 +3,8 @@
 `send` snapshots a file or folder under `.ganaug/exchange/<key>/` (so it never collides
 with a dvc.yaml output), `dvc add`s and `dvc push`es it, and returns the `.dvc` file's text:
 a few lines that travel as a flow parameter or result. `receive` writes that text on the
-other machine, `dvc pull`s, and copies the content to where the stage expects it.
+other machine, `dvc pull`s, and copies the content to where the stage expects it. Both
+remove their snapshot afterwards; the objects stay in the DVC cache (`dvc gc` trims it).
 Both sides must be DVC repositories configured with the same remote.
 """
 from __future__ import annotations
@@ -34,7 +35,9 @@ def send(path: str | Path, key: str, repo: Path = Path(".")) -> str:
     rel = str(slot.relative_to(repo))
     dvc(repo, "add", "-q", rel)
     dvc(repo, "push", "-q", rel + ".dvc")
-    return Path(repo / (rel + ".dvc")).read_text()
+    text = Path(repo / (rel + ".dvc")).read_text()
+    shutil.rmtree(slot.parent)  # the content is in the remote (and the local cache) now
+    return text
 
 
 def receive(dvc_text: str, key: str, dest: str | Path, repo: Path = Path(".")) -> Path:
@@ -52,4 +55,5 @@ def receive(dvc_text: str, key: str, dest: str | Path, repo: Path = Path(".")) -
     src = slot_dir / name
     shutil.copytree(src, tmp) if src.is_dir() else shutil.copy2(src, tmp)
     replace_path(tmp, dest)
+    shutil.rmtree(slot_dir)  # runs must not pile up copies in the workspace
     return dest

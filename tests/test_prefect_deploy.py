@@ -107,6 +107,8 @@ def test_augment_runs_training_on_a_deployment_through_the_dvc_remote(tmp_path, 
         assert (gpu / "models/gan.pt").is_file() and (parent / "models/gan.pt").is_file()
         assert (gpu / "models/gan.pt").read_bytes() == (parent / "models/gan.pt").read_bytes()
         assert not (gpu / "data/candidates").exists()  # generating happened on the parent only
+        for side in (parent, gpu):  # exchange snapshots are removed once they have travelled
+            assert not any((side / ".ganaug" / "exchange").iterdir())
         assert appended["changed"] and appended["pushed"] is True
         assert sh(host, "git", "tag").split() == [appended["tag"]]
         batch = host / "train" / BATCHES_DIR / appended["batch"]
