@@ -5,7 +5,8 @@ with a dvc.yaml output), `dvc add`s and `dvc push`es it, and returns the `.dvc` 
 a few lines that travel as a flow parameter or result. `receive` writes that text on the
 other machine, `dvc pull`s, and copies the content to where the stage expects it. Both
 remove their snapshot afterwards; the objects stay in the DVC cache (`dvc gc` trims it).
-Both sides must be DVC repositories configured with the same remote.
+Both sides must be DVC repositories configured with the same remote. `.ganaug/` must not
+be git-ignored: DVC refuses to write a `.dvc` file git would ignore.
 """
 from __future__ import annotations
 
