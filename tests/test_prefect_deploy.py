@@ -33,7 +33,7 @@ def _free_port() -> int:
 def _project_clone(dest: Path, remote: Path, raw: Path | None):
     """A git + DVC checkout of this project, configured with the shared remote."""
     dest.mkdir()
-    for item in ("gan", "pipeline", "flows", "params.yaml", "dvc.yaml", "prefect.yaml"):
+    for item in ("gan", "pipeline", "flows", "params.yaml", "dvc.yaml", "prefect.yaml", ".gitignore"):
         src = REPO / item
         shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() \
             else shutil.copy(src, dest / item)
