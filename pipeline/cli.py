@@ -32,12 +32,16 @@ In your training stage (dvc.yaml), train on the augmented set instead of the raw
           marks each image real or synthetic, with the seed and discriminator score."""
 
 
+def _add_overrides(parser: argparse.ArgumentParser, help: str):
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", metavar="FILE",
                         help="params file (default: params.yaml; missing means all defaults)")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one param, e.g. --set train.steps=100 (repeatable)")
+    _add_overrides(common, "override one param, e.g. --set train.steps=100 (repeatable)")
     parser = argparse.ArgumentParser(prog="ganaug", description="GAN data augmentation for rare classes.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("demo-data", parents=[common], help=DEMO_DATA.help)
@@ -49,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="add ganaug's DVC stages to another repository (run in its root)")
     init.add_argument("--dir", default="augment", help="folder for ganaug's dvc.yaml, params.yaml and outputs")
     init.add_argument("--data", required=True, help="the repository's image folder or path,label table")
-    init.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                      help="params to write, e.g. --set train.steps=5000")
+    _add_overrides(init, "params to write, e.g. --set train.steps=5000 (repeatable)")
     return parser
 
 

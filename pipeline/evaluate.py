@@ -64,7 +64,7 @@ def evaluate(params: Params) -> dict:
     test = prepared[prepared["split"] == "test"]
     x_real, y_real = _tensors(real, prepared_dir, label_map, ch)
     x_syn, y_syn = _tensors(synth, syn_dir, label_map, ch)
-    x_aug, y_aug = torch.cat([x_real, x_syn]) if len(synth) else x_real, torch.cat([y_real, y_syn])
+    x_aug, y_aug = torch.cat([x_real, x_syn]), torch.cat([y_real, y_syn])
     x_test, y_test = _tensors(test, prepared_dir, label_map, ch)
     steps = cfg.epochs * math.ceil(len(real) / cfg.batch_size)
 

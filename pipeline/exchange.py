@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .io import replace_path
+from .io import atomic_dir, atomic_file
 from .scm import VersioningError, dvc
 
 EXCHANGE = Path(".ganaug/exchange")
@@ -49,12 +49,12 @@ def receive(dvc_text: str, key: str, dest: str | Path, repo: Path = Path(".")) -
     dvc_file = slot_dir / f"{name}.dvc"
     dvc_file.write_text(dvc_text)
     dvc(repo, "pull", "-q", str(dvc_file.relative_to(repo)))
-    tmp = dest.with_name(dest.name + ".tmp-recv")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
     src = slot_dir / name
-    shutil.copytree(src, tmp) if src.is_dir() else shutil.copy2(src, tmp)
-    replace_path(tmp, dest)
+    if src.is_dir():
+        with atomic_dir(dest) as tmp:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+    else:
+        with atomic_file(dest) as tmp:
+            shutil.copy2(src, tmp)
     shutil.rmtree(slot_dir)  # runs must not pile up copies in the workspace
     return dest

@@ -55,9 +55,9 @@ def append_in_place(params: Params) -> dict:
     try:
         lock = FileLock(str(repo / ".git" / "ganaug-append.lock"), timeout=params.append.lock_timeout_s)
         with lock:
-            if batch.is_dir():
-                return {**result, "changed": False, "commit": git(repo, "rev-parse", "HEAD").strip(),
-                        "pushed": None}
+            if batch.is_dir():  # appended before; its push may have failed then, so push again
+                commit = git(repo, "rev-list", "-n", "1", tag, check=False).strip() or None
+                return {**result, "changed": False, "commit": commit, **push(repo, dvc_file)}
             if accepted.empty:
                 return {**result, "changed": False, "commit": None, "pushed": None}
             before = dvc_file.read_bytes()

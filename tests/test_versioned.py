@@ -107,6 +107,10 @@ def test_unreachable_remote_keeps_the_local_commit(accepted, host, tmp_path):
     result = append(in_place(accepted, host))
     assert result["changed"] and result["pushed"] is False and "dvc push" in result["push_error"]
     assert sh(host, "git", "rev-parse", "HEAD").strip() == result["commit"]
+    # Once the remote is back, running the same batch again pushes what was left behind.
+    sh(host, "dvc", "remote", "modify", "store", "url", str(tmp_path / "remote"))
+    again = append(in_place(accepted, host))
+    assert not again["changed"] and again["pushed"] is True and again["commit"] == result["commit"]
 
 
 def test_a_second_append_waits_for_the_lock(accepted, host):
