@@ -45,14 +45,17 @@ def train(params: Params) -> dict:
     """A retry resumes from the last checkpoint (train.resume), so it costs little."""
     artifact = create_progress_artifact(0.0, key="ganaug-training",
                                         description=f"GAN training, {params.train.steps} steps")
-    last = [0.0]
+    last, last_diversity = [0.0], [float("nan")]
 
-    def report(step: int, total: int, losses: dict):
+    def report(step: int, total: int, row: dict):
         pct = round(100.0 * step / total, 1)
+        if "diversity_min" in row:
+            last_diversity[0] = row["diversity_min"]
         if pct - last[0] >= 5 or step == total:  # ~20 updates a run, not one per step
-            update_progress_artifact(artifact, pct,
-                                     description=f"step {step}/{total}: D {losses['loss_d']:.3f}, "
-                                                 f"G {losses['loss_g']:.3f}")
+            update_progress_artifact(artifact, pct, description=(
+                f"step {step}/{total}: D {row['loss_d']:.3f}, G {row['loss_g']:.3f}, "
+                f"D margin {row['margin']:.3f} (dead below 0.05), "
+                f"worst-class diversity {last_diversity[0]:.2f} of real (collapse below 0.3)"))
             last[0] = pct
 
     return _run("train", params, on_progress=report)

@@ -2,9 +2,10 @@
 
 Knows nothing of files, pandas, DVC or Prefect.
 """
+from . import health
 from .models import Discriminator, GANConfig, Generator
 from .sample import generate, score
 from .trainer import GANTrainer, NonFiniteLoss, TrainHyper, load_sampler, pick_device
 
 __all__ = ["GANConfig", "Generator", "Discriminator", "GANTrainer", "TrainHyper",
-           "NonFiniteLoss", "load_sampler", "pick_device", "generate", "score"]
+           "NonFiniteLoss", "health", "load_sampler", "pick_device", "generate", "score"]

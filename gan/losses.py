@@ -1,4 +1,4 @@
-"""Hinge loss and LeCam regularization (Tseng et al. 2021)."""
+"""Hinge loss, LeCam regularization (Tseng et al. 2021), mode seeking (Mao et al. 2019)."""
 from __future__ import annotations
 
 import torch
@@ -27,3 +27,14 @@ class LeCam:
         self.ema_fake = d * self.ema_fake + (1 - d) * fake_logits.mean().item()
         return (F.relu(real_logits - self.ema_fake).pow(2).mean()
                 + F.relu(self.ema_real - fake_logits).pow(2).mean())
+
+
+def mode_seeking(fake: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor:
+    """MSGAN: two latents of the same class should give images as far apart as the latents are.
+
+    fake[:half] and fake[half:2*half] share labels; minimizing 1/ratio pushes G away from
+    mapping different z to one image (within-class mode collapse).
+    """
+    a, b = fake[:half], fake[half:2 * half]
+    ratio = (a - b).abs().mean(dim=(1, 2, 3)) / (z[:half] - z[half:2 * half]).abs().mean(dim=1)
+    return 1.0 / (ratio.mean() + 1e-5)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .diffaug import diff_augment
-from .losses import LeCam, d_hinge, g_hinge
+from .losses import LeCam, d_hinge, g_hinge, mode_seeking
 from .models import Discriminator, GANConfig, Generator
 
 CHECKPOINT_FORMAT = 1
@@ -22,12 +22,13 @@ CHECKPOINT_FORMAT = 1
 @dataclass(frozen=True)
 class TrainHyper:
     lr_g: float = 2e-4
-    lr_d: float = 2e-4
+    lr_d: float = 8e-4
     betas: tuple[float, float] = (0.0, 0.999)
-    n_dis: int = 1
+    n_dis: int = 2
     ema_decay: float = 0.999
-    diffaug: tuple[str, ...] = ("translation", "cutout")
+    diffaug: tuple[str, ...] = ("translation",)
     lecam: float = 0.0
+    mode_seeking: float = 0.1
 
 
 class NonFiniteLoss(RuntimeError):
@@ -59,6 +60,7 @@ class GANTrainer:
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=h.lr_d, betas=h.betas)
         self.lecam = LeCam() if h.lecam > 0 else None
         self.step_count = 0
+        self.best: dict | None = None  # the best-scoring step's G_ema and D (see mark_best)
         self._G, self._D = self.G, self.D
         if self.compile:
             self._G, self._D = torch.compile(self.G), torch.compile(self.D)
@@ -97,9 +99,14 @@ class GANTrainer:
 
         # (2) G-step: make D score fresh fakes as real.
         z, fake_y = self._fake_batch(n)
+        if self.hyper.mode_seeking > 0:  # pairs: the second half repeats the first half's labels
+            fake_y[n // 2: 2 * (n // 2)] = fake_y[: n // 2]
         with self._autocast():
-            fake_logits_g = self._D(diff_augment(self._G(z, fake_y), policy), fake_y).float()
+            fake_g = self._G(z, fake_y)
+            fake_logits_g = self._D(diff_augment(fake_g, policy), fake_y).float()
             loss_g = g_hinge(fake_logits_g)
+            if self.hyper.mode_seeking > 0:
+                loss_g = loss_g + self.hyper.mode_seeking * mode_seeking(fake_g.float(), z, n // 2)
         self._check(loss_g, "generator")
         self.opt_G.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -141,6 +148,14 @@ class GANTrainer:
         for bn in bns:
             bn.momentum = 0.1
 
+    def mark_best(self, metric: float):
+        """Keep this step's sampler (G_ema + D) as the best so far under a validation metric."""
+        def copy(net):
+            return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+        self.best = {"step": self.step_count, "metric": float(metric),
+                     "G_ema": copy(self.G_ema), "D": copy(self.D)}
+
     # -- checkpoint -------------------------------------------------------------------
     def state_dict(self, label_map: dict[str, int], extra: dict | None = None) -> dict:
         return {
@@ -156,6 +171,7 @@ class GANTrainer:
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "lecam": [self.lecam.ema_real, self.lecam.ema_fake] if self.lecam else None,
+            "best": self.best,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "extra": extra or {},
@@ -177,6 +193,7 @@ class GANTrainer:
         if trainer.lecam is not None and state.get("lecam"):
             trainer.lecam.ema_real, trainer.lecam.ema_fake = state["lecam"]
         trainer.step_count = state["step"]
+        trainer.best = state.get("best")
         torch.set_rng_state(state["rng_cpu"])
         if state.get("rng_cuda") is not None and device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"])
@@ -190,10 +207,12 @@ def check_format(state: dict):
 
 
 def load_sampler(state: dict, device: torch.device) -> tuple[Generator, Discriminator]:
-    """The EMA generator and the discriminator of a checkpoint, in eval mode, for sampling."""
+    """The EMA generator and the discriminator of a checkpoint, in eval mode, for sampling:
+    those of its best step when training kept one, else of its last step."""
     check_format(state)
     cfg = GANConfig(**state["config"])
     G, D = Generator(cfg).to(device), Discriminator(cfg).to(device)
-    G.load_state_dict(state["G_ema"])
-    D.load_state_dict(state["D"])
+    nets = state.get("best") or state
+    G.load_state_dict(nets["G_ema"])
+    D.load_state_dict(nets["D"])
     return G.eval().requires_grad_(False), D.eval().requires_grad_(False)

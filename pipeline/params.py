@@ -64,17 +64,21 @@ class Ingest(Section):
 
 class Train(Section):
     steps: int = Field(1000, ge=1)
+    minutes: float | None = Field(None, gt=0)  # wall-clock budget of one run; a re-run resumes
+    patience: int | None = Field(None, ge=1)   # stop after this many evaluations without improvement
+    fail_when_unhealthy: bool = False          # exit non-zero when D died or G collapsed
     batch_size: int = Field(64, ge=2)
     z_dim: int = Field(128, ge=1)
     width: int = Field(32, ge=4)
     lr_g: float = Field(2e-4, gt=0)
-    lr_d: float = Field(2e-4, gt=0)
+    lr_d: float = Field(8e-4, gt=0)            # 4x lr_g with two D steps (BigGAN); see docs/architecture.md
     beta1: float = Field(0.0, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
-    n_dis: int = Field(1, ge=1)
+    n_dis: int = Field(2, ge=1)
     ema_decay: float = Field(0.999, ge=0, lt=1)
-    diffaug: list[Literal["color", "translation", "cutout"]] = ["translation", "cutout"]
+    diffaug: list[Literal["color", "translation", "cutout"]] = ["translation"]
     lecam: float = Field(0.0, ge=0)
+    mode_seeking: float = Field(0.1, ge=0)     # MSGAN weight: keeps different z apart within a class
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     compile: bool = False
     checkpoint_every: int = Field(250, ge=1)

@@ -38,14 +38,32 @@ def class_grid(rows: dict[str, np.ndarray], path: Path, title: str):
     _save(fig, Path(path))
 
 
-def loss_curves(history: pd.DataFrame, path: Path):
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+def loss_curves(history: pd.DataFrame, path: Path, health: dict | None = None):
+    """Losses; D(real), D(fake) and their margin; the generator's diversity and validation FD."""
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3))
     a.plot(history["step"], history["loss_d"], label="D loss")
     a.plot(history["step"], history["loss_g"], label="G loss")
-    b.plot(history["step"], history["d_real"], label="D(real)")
-    b.plot(history["step"], history["d_fake"], label="D(fake)")
-    for ax in (a, b):
-        ax.set_xlabel("step"), ax.legend(fontsize=8), ax.grid(alpha=0.3)
+    a.axhline(2.0, color="grey", ls=":", lw=1, label="D loss of a dead D")
+    b.plot(history["step"], history["d_real"], label="D(real)", lw=0.8)
+    b.plot(history["step"], history["d_fake"], label="D(fake)", lw=0.8)
+    if "margin" in history:
+        b.plot(history["step"], history["margin"].rolling(10, min_periods=1).mean(), color="k",
+               label="margin (smoothed)")
+        b.axhline(0.0, color="grey", ls=":", lw=1)
+    if "diversity_min" in history:
+        d = history.dropna(subset=["diversity_min"])
+        c.plot(d["step"], d["diversity_min"], label="diversity, worst class")
+        c.axhline(1.0, color="grey", ls=":", lw=1, label="real images' diversity")
+        c.set_ylim(bottom=0)
+    if "val_frechet" in history:
+        v = history.dropna(subset=["val_frechet"])
+        c2 = c.twinx()
+        c2.plot(v["step"], v["val_frechet"], "o-", color="tab:red", label="validation FD (right)")
+        c2.legend(fontsize=7, loc="upper right")
+    for ax in (a, b, c):
+        ax.set_xlabel("step"), ax.legend(fontsize=7, loc="upper left"), ax.grid(alpha=0.3)
+    if health and health.get("problems"):
+        fig.suptitle("UNHEALTHY: " + "; ".join(p.split(":")[0] for p in health["problems"]), color="tab:red")
     _save(fig, Path(path))
 
 

@@ -44,11 +44,15 @@ def summarize(name: str, r: dict) -> str:
         return (f"{r['images']} images in {len(r['classes'])} classes; "
                 f"{len(r['quarantined'])} quarantined, {len(r['duplicates'])} duplicates, "
                 f"{r['skipped_synthetic']} synthetic rows skipped")
-    if name == "train" and not r["steps_this_run"]:
-        return f"already trained to {r['steps']} steps (checkpoint unchanged)"
     if name == "train":
-        return (f"{r['steps']} steps ({r['steps_this_run']} this run) on {r['device']}, "
-                f"{r['images_per_s']} img/s, {r['achieved_gflops']} GFLOPS")
+        h = r["health"]
+        verdict = ("healthy" if h["status"] == "ok" else "UNHEALTHY: " + "; ".join(h["problems"]))
+        if not r["steps_this_run"]:
+            return f"already trained to {r['steps_done']} steps (checkpoint unchanged); {verdict}"
+        stop = {"early": ", stopped early", "budget": ", stopped at train.minutes"}.get(r.get("stopped"), "")
+        return (f"{r['steps_done']}/{r['steps']} steps ({r['steps_this_run']} this run{stop}) on {r['device']}, "
+                f"{r['images_per_s']} img/s, {r['achieved_gflops']} GFLOPS; best step {r['best_step']} "
+                f"(validation FD {r['best_val_frechet']}); D margin {h.get('margin_last_fifth')}; {verdict}")
     if name == "generate":
         return f"needed {r['needed']}; candidates {r['candidates']}"
     if name == "filter":

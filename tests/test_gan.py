@@ -4,7 +4,7 @@ import io
 import pytest
 import torch
 
-from gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generate, load_sampler, score
+from gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generate, health, load_sampler, score
 from gan.diffaug import diff_augment
 
 
@@ -81,3 +81,70 @@ def test_conditioning_is_learned():
     _, D = load_sampler(t.state_dict({"black": 0, "white": 1}), torch.device("cpu"))
     s = score(D, torch.cat([x[:1], x[-1:]]), [1, 1])
     assert s[1] > s[0]
+
+
+def _train_on_shapes(hyper: TrainHyper, steps: int = 150) -> dict:
+    """16 px circles/squares/crosses (40, 40, 8 images), class-balanced batches, as train does."""
+    import numpy as np
+
+    from tests.conftest import draw_shape
+
+    rng = np.random.default_rng(0)
+    kinds, counts = ("circle", "square", "cross"), (40, 40, 8)
+    x = torch.from_numpy(np.stack([np.asarray(draw_shape(k, rng, size=16), dtype=np.float32) / 127.5 - 1
+                                   for k, n in zip(kinds, counts) for _ in range(n)]))[:, None]
+    y = torch.tensor([c for c, n in enumerate(counts) for _ in range(n)])
+    torch.manual_seed(0)
+    t = GANTrainer(GANConfig(16, 1, 3, z_dim=32, width=16), hyper)
+    balance = 1.0 / torch.bincount(y).float()[y]
+    history = []
+    for s in range(steps):
+        idx = torch.multinomial(balance, 32, replacement=True, generator=torch.Generator().manual_seed(s))
+        losses = t.step(x[idx], y[idx])
+        history.append({"margin": losses["d_real"] - losses["d_fake"]})
+    real = torch.tensor([health.spread(x[y == c]) for c in range(3)])
+    history[-1]["diversity_per_class"] = (health.class_spreads(t.G) / real).tolist()
+    return health.verdict(history, kinds)
+
+
+def test_default_recipe_keeps_d_alive_and_g_diverse():
+    """The failure that shipped before: D stopped separating real from fake and every class's
+    row was one image repeated. The default recipe must keep D's margin positive and give
+    different images for different z in every class, the 8-image one included."""
+    v = _train_on_shapes(TrainHyper())
+    assert v["status"] == "ok", v["problems"]
+    assert v["margin_last_fifth"] > 0.5
+    assert min(v["diversity_per_class"].values()) > 0.4, v["diversity_per_class"]
+
+
+def test_health_flags_the_collapse_of_the_old_recipe():
+    """One D step at G's learning rate with cutout (the old default) collapses G within a class;
+    the monitor must say so rather than let the run finish as if all were well."""
+    v = _train_on_shapes(TrainHyper(lr_d=2e-4, n_dis=1, diffaug=("translation", "cutout"), mode_seeking=0.0))
+    assert v["status"] == "unhealthy"
+    assert any("generator collapsed" in p for p in v["problems"])
+
+
+def test_health_verdict_names_a_dead_discriminator():
+    rows = [{"margin": 0.01, "diversity_per_class": [0.9, 0.8]}] * 10
+    v = health.verdict(rows, ["a", "b"])
+    assert v["status"] == "unhealthy" and "discriminator dead" in v["problems"][0]
+    assert health.verdict([{"margin": 0.4, "diversity_per_class": [0.9, 0.8]}], ["a", "b"])["status"] == "ok"
+
+
+def test_best_snapshot_is_what_the_sampler_loads():
+    t = GANTrainer(GANConfig(8, 1, 2, z_dim=8, width=8))
+    t.mark_best(1.0)
+    best_w = {k: v.clone() for k, v in t.G_ema.state_dict().items()}
+    x, y = torch.rand(8, 1, 8, 8) * 2 - 1, torch.tensor([0, 1] * 4)
+    for _ in range(3):
+        t.step(x, y)
+    buf = io.BytesIO()
+    torch.save(t.state_dict({"a": 0, "b": 1}), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    assert state["best"]["step"] == 0 and state["step"] == 3
+    G, _ = load_sampler(state, torch.device("cpu"))
+    for k, v in G.state_dict().items():
+        assert torch.equal(v, best_w[k]), k
+    assert GANTrainer.from_state_dict(state, torch.device("cpu")).best["metric"] == 1.0

@@ -65,6 +65,53 @@ def test_training_is_reproducible(trained, tmp_path):
         assert torch.equal(a["G_ema"][k], b["G_ema"][k]), k
 
 
+def test_dead_discriminator_is_reported_and_can_fail_the_run(trained):
+    """A D that cannot learn (learning rate ~0) must be called dead, in metrics.json, in the
+    summary and, with train.fail_when_unhealthy, in the exit status; the checkpoint stays."""
+    from pipeline.stages import summarize
+    from pipeline.train import TrainingError
+
+    root = Path(trained.paths.raw).parent
+    broken = tiny_params(root, train={"lr_d": 1e-12, "steps": 20, "fail_when_unhealthy": True})
+    with pytest.raises(TrainingError, match="discriminator dead"):
+        train(broken)
+    metrics = json.loads((Path(broken.paths.train_reports) / "metrics.json").read_text())
+    assert metrics["health"]["status"] == "unhealthy"
+    assert load_checkpoint(broken.paths.model)["step"] == 20
+    lenient = tiny_params(root, train={"lr_d": 1e-12, "steps": 20})
+    assert "UNHEALTHY: discriminator dead" in summarize("train", train(lenient))
+
+
+def test_best_checkpoint_early_stop_and_resume(trained):
+    """Evaluations every 5 steps; patience 1 stops at the first that does not improve. generate
+    uses the best step's networks; a re-run after an early stop has nothing to do."""
+    root = Path(trained.paths.raw).parent
+    p = tiny_params(root, train={"steps": 60, "checkpoint_every": 5, "patience": 1, "seed": 1})
+    metrics = train(p)
+    history = load_checkpoint(p.paths.model)["extra"]["history"]
+    scores = [(r["step"], r["val_frechet"]) for r in history if "val_frechet" in r]
+    best_step, best = min(scores, key=lambda s: s[1])
+    assert metrics["best_step"] == best_step and metrics["best_val_frechet"] == pytest.approx(best, abs=1e-4)
+    if metrics["stopped"] == "early":
+        assert metrics["steps_done"] < 60 and scores[-1][1] >= best and scores[-1][0] == metrics["steps_done"]
+    else:
+        assert metrics["steps_done"] == 60 and all(b[1] < a[1] for a, b in zip(scores, scores[1:]))
+    state = load_checkpoint(p.paths.model)
+    assert state["best"]["step"] == best_step
+    before = Path(p.paths.model).read_bytes()
+    again = train(p)
+    assert again["steps_this_run"] == 0 and Path(p.paths.model).read_bytes() == before
+
+
+def test_minutes_budget_stops_and_a_rerun_resumes(trained):
+    root = Path(trained.paths.raw).parent
+    p = tiny_params(root, train={"steps": 40, "minutes": 1e-6, "seed": 2})
+    first = train(p)
+    assert first["stopped"] == "budget" and first["steps_done"] == 1
+    rest = train(tiny_params(root, train={"steps": 40, "seed": 2}))
+    assert rest["resumed_from"] == 1 and rest["steps_done"] == 40
+
+
 # -- generate ------------------------------------------------------------------------
 def test_sampling_strategy_semantics():
     counts = {"a": 100, "b": 40, "c": 10}

@@ -1,0 +1,78 @@
+"""Per-class quality of synthetic images, without Inception weights.
+
+Features come from the fixed small CNN (`classifier.py`) trained here on the real train split.
+- frechet: FID's formula per class, synthetic vs real train features of that class;
+- precision / recall: k-NN manifolds (Kynkäänniemi et al. 2019): share of synthetic images
+  inside the real images' k-NN balls, and of real images inside the synthetic ones';
+- diversity: within-class mean pairwise feature distance, synthetic / real (1 = as varied);
+- memorization: share of synthetic images nearer (in pixels) to some real training image
+  than any two real training images of the class are to each other;
+- label_agreement: the real-trained classifier assigns the image to its intended class.
+Used by train (to keep the best checkpoint) and evaluate (the report).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import classifier
+
+K_NEAREST = 3
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return torch.cdist(torch.from_numpy(a).double(), torch.from_numpy(b).double()).numpy()
+
+
+def spread(f: np.ndarray, cap: int = 500) -> float:
+    """Mean pairwise distance; a fixed subsample above `cap` (O(n^2) pairs)."""
+    if len(f) < 2:
+        return 0.0
+    if len(f) > cap:
+        f = f[np.random.default_rng(0).choice(len(f), cap, replace=False)]
+    return float(_pairwise(f, f).sum() / (len(f) * (len(f) - 1)))
+
+
+def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = K_NEAREST) -> tuple[float, float]:
+    def radii(f):
+        d = _pairwise(f, f)
+        return np.sort(d, axis=1)[:, min(k, len(f) - 1)]  # column 0 is the point itself
+
+    if len(real) <= 1 or len(fake) <= 1:
+        return float("nan"), float("nan")
+    d = _pairwise(fake, real)                      # fake x real
+    precision = float((d <= radii(real)[None, :]).any(axis=1).mean())
+    recall = float((d.T <= radii(fake)[None, :]).any(axis=1).mean())
+    return precision, recall
+
+
+def memorization(real_px: np.ndarray, fake_px: np.ndarray) -> float:
+    """Share of fakes closer to a real image than the two closest distinct real images are."""
+    if len(real_px) < 2 or not len(fake_px):
+        return float("nan")
+    rr = _pairwise(real_px, real_px)
+    np.fill_diagonal(rr, np.inf)
+    floor = rr[rr > 0].min() if (rr > 0).any() else 0.0
+    return float((_pairwise(fake_px, real_px).min(axis=1) < floor).mean())
+
+
+def per_class(model, x_real: torch.Tensor, y_real: torch.Tensor, x_syn: torch.Tensor, y_syn: torch.Tensor,
+              names: list[str]) -> dict[str, dict]:
+    """Quality figures for each class that has synthetic images."""
+    pred, f_syn = classifier.predict(model, x_syn)
+    _, f_real = classifier.predict(model, x_real)
+    y_real, y_syn = y_real.numpy(), y_syn.numpy()
+    px_real, px_syn = x_real.flatten(1).numpy(), x_syn.flatten(1).numpy()
+    out = {}
+    for c in np.unique(y_syn):
+        s, r = y_syn == c, y_real == c
+        precision, recall = knn_precision_recall(f_real[r], f_syn[s])
+        out[names[c]] = {
+            "count": int(s.sum()),
+            "label_agreement": float((pred[s] == c).mean()),
+            "frechet": classifier.frechet_distance(f_real[r], f_syn[s]) if r.sum() >= 2 and s.sum() >= 2 else None,
+            "precision": precision, "recall": recall,
+            "diversity": spread(f_syn[s]) / max(spread(f_real[r]), 1e-12) if r.sum() >= 2 else None,
+            "memorization": memorization(px_real[r], px_syn[s]),
+        }
+    return {k: {m: (round(v, 4) if isinstance(v, float) else v) for m, v in d.items()} for k, d in out.items()}
