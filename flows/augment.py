@@ -46,7 +46,7 @@ def train_flow(params_path: str = "params.yaml", overrides: list[str] | None = N
 
 @flow(name="ganaug-augment")
 def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """ingest -> train (here or on a deployment) -> generate -> filter -> append -> evaluate."""
+    """ingest -> train (here or on a deployment) -> generate -> filter -> evaluate -> append."""
     overrides = overrides or []
     params = load_params(params_path, overrides)
     log = get_run_logger()
@@ -71,8 +71,8 @@ def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None =
 
     generated = tasks.generate(params)
     filtered = tasks.filter_candidates(params)
+    evaluated = tasks.evaluate(params)   # decides the gate: a batch that does not help is not appended
     appended = tasks.append(params)
-    evaluated = tasks.evaluate(params)
 
     create_table_artifact(key="ganaug-filter", description="filter: acceptance per class",
                           table=[{"class": k, **v} for k, v in filtered["classes"].items()])
@@ -80,25 +80,32 @@ def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None =
                              markdown=summary_markdown(params, ingested, trained, generated, filtered,
                                                        appended, evaluated))
     return {"ingest": ingested, "train": trained, "filter": filtered, "append": appended,
-            "evaluate": {k: evaluated[k] for k in ("delta", "delta_vs_oversampled", "synthetic")}}
+            "evaluate": {k: evaluated[k] for k in ("gate", "synthetic_quality")}}
 
 
 def summary_markdown(params, ingested, trained, generated, filtered, appended, evaluated) -> str:
     before = {k: v["train"] for k, v in ingested["classes"].items()}
     accepted = {k: c["accepted"] for k, c in filtered["classes"].items()}
+    # In place: {class: images}; a built set: {class: {"real": n, "synthetic": m}}.
+    added = {k: v.get("synthetic", 0) if isinstance(v, dict) else v for k, v in appended["per_class"].items()}
     lines = ["# ganaug augment run", "",
-             "| class | real train | accepted synthetic | after | acceptance rate |",
+             "| class | real train | accepted synthetic | appended synthetic | acceptance rate |",
              "|---|---:|---:|---:|---:|"]
     for k, n in before.items():
         c = filtered["classes"].get(k, {})
         rate = "" if c.get("acceptance_rate") is None else f"{c['acceptance_rate']:.0%}"
-        lines.append(f"| {k} | {n} | {accepted.get(k, 0)} | {n + accepted.get(k, 0)} | {rate} |")
-    real, over, aug = (evaluated[k] for k in ("real_only", "real_oversampled", "augmented"))
-    lines += ["", "| metric | real only | real over-sampled | augmented | delta vs real |",
-              "|---|---:|---:|---:|---:|"]
-    for m in ("accuracy", "balanced_accuracy", "macro_f1"):
-        lines.append(f"| {m} | {real[m]:.4f} | {over[m]:.4f} | {aug[m]:.4f} | {evaluated['delta'][m]:+.4f} |")
-    lines += ["", f"GAN: {trained['steps']} steps on {trained['device']}, {trained['images_per_s']} img/s.",
+        lines.append(f"| {k} | {n} | {accepted.get(k, 0)} | {added.get(k, 0)} | {rate} |")
+    gate = evaluated["gate"]
+    arms = [a for a in ("real_only", "real_oversampled", "smote", "synthetic") if a in evaluated]
+    lines += ["", "| metric | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
+    for m in ("balanced_accuracy", "macro_f1", "rare_recall"):
+        lines.append(f"| {m} | " + " | ".join(f"{evaluated[a][m]:.4f} ± {evaluated[a][m + '_std']:.4f}"
+                                               for a in arms) + " |")
+    health = trained["health"]
+    lines += ["", f"**Gate {'passed' if gate['passed'] else 'closed'}**: {gate['reason']}.",
+              f"GAN: {trained['steps_done']} steps on {trained['device']}, {trained['images_per_s']} img/s, "
+              f"best step {trained['best_step']}; health: "
+              + ("ok" if health["status"] == "ok" else "**UNHEALTHY**: " + "; ".join(health["problems"])),
               f"Filter: mode {filtered['mode']}, {filtered['accepted']}/{filtered['needed']} accepted."]
     if "batch" in appended:
         version = (f"commit `{appended['commit'][:10]}`, tag `{appended['tag']}`" if appended["commit"]

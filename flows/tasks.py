@@ -11,11 +11,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.errors import CheckpointError, DataError, ParamsError, QualityGateError
+from pipeline.errors import CheckpointError, DataError, ParamsError
 from pipeline.params import Params
 from pipeline.stages import STAGES, summarize
 
-USER_ERRORS = (DataError, ParamsError, CheckpointError, QualityGateError)
+USER_ERRORS = (DataError, ParamsError, CheckpointError)
 
 
 def _transient(task, task_run, state) -> bool:
@@ -73,7 +73,7 @@ def filter_candidates(params: Params) -> dict:
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def append(params: Params) -> dict:
-    """Idempotent (a batch id per checkpoint and params), so a retry never appends twice."""
+    """Idempotent (a batch id from its images), so a retry never appends twice."""
     return _run("append", params)
 
 

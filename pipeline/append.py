@@ -1,4 +1,13 @@
-"""append: the augmented training set = real train images + accepted synthetic images + manifest.
+"""append: the augmented training set = every real image the user gave for training + the
+synthetic images evaluate let through + manifest.
+
+Acts on evaluate's gate (reports/gate.json): when the synthetic arm did not beat the best
+other arm, no synthetic image is added (the set holds the real images; the result says why).
+When it did, the accepted images are capped at the share of each class that won on val.
+
+Real images: ganaug's own val/test carve-outs go back in (they were held out only for
+calibration and measurement); images the user's own table marked val or test stay out.
+Each row keeps the split it had in ganaug.
 
 Layout (ImageFolder-compatible, so any classifier's loader reads it as is):
     augmented/<class>/<sample_id>.png        real (hard-linked from prepared where possible)
@@ -7,40 +16,80 @@ Layout (ImageFolder-compatible, so any classifier's loader reads it as is):
 Built aside and renamed into place: an interrupted run leaves the previous set as it was.
 Idempotent: when the set already holds exactly these images, nothing is touched.
 
-With append.target set, the accepted images go in place into that DVC-tracked folder as a
+With append.target set, the synthetic images go in place into that DVC-tracked folder as a
 new version instead (pipeline/versioned.py): the Prefect way.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import DataError
+from .evaluate import GATE_FILE, cap_synthetic
+from .generate import class_counts
 from .io import atomic_dir, link_or_copy
 from .manifest import MANIFEST, make_manifest, read_manifest, write_manifest
 from .params import Params
-from .versioned import append_in_place
 
 
-def append(params: Params) -> dict:
-    if params.append.target:
-        return append_in_place(params)
-    prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
-    prepared = read_manifest(prepared_dir)
+def read_gate(params: Params) -> dict:
+    path = Path(params.paths.reports) / GATE_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: no gate decision; run `ganaug evaluate` before append")
+    try:
+        gate = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a gate decision ({e}); re-run `ganaug evaluate`") from None
+    if not isinstance(gate, dict) or not isinstance(gate.get("passed"), bool):
+        raise DataError(f"{path}: not a gate decision (no boolean 'passed'); re-run `ganaug evaluate`")
+    return gate
+
+
+def gated_synthetic(params: Params, prepared: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The accepted synthetic rows the gate lets through (none when it is closed)."""
+    accepted_dir = Path(params.paths.accepted)
     accepted = read_manifest(accepted_dir)
     unknown = set(accepted["label"]) - set(prepared["label"])
     if unknown:
         raise DataError(f"{accepted_dir}: synthetic images of classes not in the data: {sorted(unknown)}")
+    gate = read_gate(params)
+    if not gate["passed"]:
+        return accepted.head(0), gate
+    share = gate.get("synthetic_share")
+    if share is not None:
+        accepted = cap_synthetic(accepted, class_counts(prepared), float(share))
+    return accepted, gate
 
-    real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
+
+def users_training_images(prepared: pd.DataFrame) -> pd.DataFrame:
+    """Every real image the user gave for training: ganaug's own val/test carve-outs included,
+    the user's own val/test (a split column in their table) excluded."""
+    real = prepared[prepared["source"] == "real"]
+    given = real["split_given"].fillna(False).astype(bool)
+    return real[~given | (real["split"] == "train")]
+
+
+def append(params: Params) -> dict:
+    from .versioned import append_in_place
+
+    if params.append.target:
+        return append_in_place(params)
+    prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
+    prepared = read_manifest(prepared_dir)
+    accepted, gate = gated_synthetic(params, prepared)
+
+    real = users_training_images(prepared)
     target = make_manifest(pd.concat([_relocate(real, ""), _relocate(accepted, "syn-")], ignore_index=True))
     sources = [prepared_dir / p for p in real["path"]] + [accepted_dir / p for p in accepted["path"]]
 
     dest = Path(params.paths.augmented)
     summary = {
         "real": len(real),
+        "real_by_ganaug_split": {str(k): int(v) for k, v in real["split"].value_counts().sort_index().items()},
         "synthetic": int((target["source"] == "synthetic").sum()),
+        "gate": gate,
         "per_class": {str(k): {s: int(n) for s, n in g["source"].value_counts().items()}
                       for k, g in target.groupby("label")},
     }
@@ -51,7 +100,6 @@ def append(params: Params) -> dict:
             link_or_copy(src, tmp / rel, params.append.link if source == "real" else "copy")
         write_manifest(target, tmp)
     return {**summary, "changed": True}
-
 
 def _relocate(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
     rows = rows.copy()

@@ -5,7 +5,9 @@ penultimate features of this classifier trained on the real data.
 """
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -31,10 +33,11 @@ class SmallCNN(nn.Module):
 
 
 def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: float,
-        width: int, seed: int, balanced: bool = False) -> SmallCNN:
+        width: int, seed: int, balanced: bool = False, augment: Callable | None = None) -> SmallCNN:
     """Train for a fixed number of steps (not epochs): a bigger training set gets no extra updates.
 
     balanced: draw batches class-balanced (random over-sampling, the classic baseline).
+    augment: a batch transform (the classic augmentation every arm of evaluate shares).
     """
     torch.manual_seed(seed)
     model = SmallCNN(x.shape[1], n_classes, width)
@@ -46,12 +49,45 @@ def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int, batch_size
     model.train()
     for _ in range(steps):
         idx = torch.multinomial(weights, batch_size, replacement=True, generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        xb = x[idx] if augment is None else augment(x[idx])
+        loss = F.cross_entropy(model(xb), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     return model.eval()
+
+
+def fit_reference(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, seed: int) -> SmallCNN:
+    """The real-data yardstick (class-balanced, evaluate's settings, at least 200 steps): judges
+    class agreement in filter and gives the feature space for train's validation metric."""
+    steps = max(200, cfg.epochs * math.ceil(len(x) / cfg.batch_size))
+    return fit(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed, balanced=True)
+
+
+def classic_augment(shift: float, rotate: float, scale: float, hflip: bool, seed: int) -> Callable | None:
+    """The augmentation a practitioner applies anyway (albumentations), as a batch transform
+    on [-1, 1] tensors; None when every knob is off."""
+    import cv2
+
+    from .images import A  # albumentations, imported with its update check off
+
+    transforms = []
+    if shift or rotate or scale:
+        transforms.append(A.Affine(translate_percent=(-shift, shift), rotate=(-rotate, rotate),
+                                   scale=(1 - scale, 1 + scale), border_mode=cv2.BORDER_REFLECT_101, p=0.8))
+    if hflip:
+        transforms.append(A.HorizontalFlip(p=0.5))
+    if not transforms:
+        return None
+    pipeline = A.Compose(transforms, seed=seed)
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        imgs = ((x.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        out = np.stack([pipeline(image=img)["image"].reshape(img.shape) for img in imgs])
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    return apply
 
 
 @torch.no_grad()

@@ -15,7 +15,3 @@ class DataError(GanaugError):
 
 class CheckpointError(GanaugError):
     pass
-
-
-class QualityGateError(GanaugError):
-    """evaluate refused an augmentation that did not help enough."""

@@ -1,10 +1,18 @@
-"""evaluate: does the augmentation help? Same small CNN trained on real-only, on real
-over-sampled to balance, and on real+synthetic, tested on the real test split; plus
-fidelity and diversity of the synthetic images.
+"""evaluate: do the accepted synthetic images help more than what users would do anyway?
 
-Both classifiers get the same number of optimizer steps (evaluate.epochs over the real
-set), so a gain cannot come from training longer. Results are averaged over
-evaluate.repeats seeds; the per-seed spread is reported next to the mean.
+Runs before append and decides the gate append acts on. One fixed small CNN, the same
+classic augmentation (albumentations, `evaluate.augment`) and the same number of optimizer
+steps for every arm, `evaluate.repeats` seeds each, tested on ganaug's real test split:
+
+- real_only         the real train images as they are;
+- real_oversampled  the same, drawn class-balanced (random over-sampling);
+- smote             SMOTE (imbalanced-learn) on pixels, to balance;
+- synthetic         real + accepted synthetic images, drawn class-balanced, with at most
+                    `share` of a class's images synthetic. The share is chosen on the val
+                    split among `evaluate.synthetic_shares`, never on test.
+
+The gate: the synthetic arm must beat the best other arm on `evaluate.gate_metric` by more
+than `evaluate.min_gain`. Written to reports/gate.json; append reads it.
 """
 from __future__ import annotations
 
@@ -15,131 +23,196 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
-from .progress import progress
 
-from . import classifier
-from .errors import QualityGateError
-from .images import load_tensor
+from . import classifier, quality
 from .io import atomic_file, write_json
 from .manifest import label_map_of, read_manifest
 from .params import Params
+from .progress import progress
+
+OTHER_ARMS = ("real_only", "real_oversampled", "smote")
+GATE_FILE = "gate.json"
 
 
 def _tensors(rows: pd.DataFrame, root: Path, label_map, channels) -> tuple[torch.Tensor, torch.Tensor]:
+    from .images import load_tensor
+
     return (load_tensor([root / p for p in rows["path"]], channels),
             torch.tensor([label_map[v] for v in rows["label"]], dtype=torch.long))
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict:
+def rare_classes(counts: dict[str, int]) -> list[str]:
+    """Classes with at most half the median class's real train images (else the smallest)."""
+    median = float(np.median(list(counts.values())))
+    rare = [k for k, n in counts.items() if n <= 0.5 * median]
+    return rare or [min(counts, key=counts.get)]
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], rare: list[str]) -> dict:
     labels = list(range(len(names)))
-    recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    recall = dict(zip(names, recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0).tolist()))
     return {
         "accuracy": accuracy_score(y_true, y_pred),
         "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
         "macro_f1": f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
-        "per_class_recall": dict(zip(names, recall.tolist())),
+        "rare_recall": float(np.mean([recall[c] for c in rare])),
+        "per_class_recall": recall,
     }
 
 
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "rare_recall")
+
+
 def _mean(runs: list[dict]) -> dict:
-    out = {k: round(float(np.mean([r[k] for r in runs])), 4)
-           for k in ("accuracy", "balanced_accuracy", "macro_f1")}
-    out["balanced_accuracy_std"] = round(float(np.std([r["balanced_accuracy"] for r in runs])), 4)
+    out = {}
+    for k in METRICS:
+        values = [r[k] for r in runs]
+        out[k], out[f"{k}_std"] = round(float(np.mean(values)), 4), round(float(np.std(values)), 4)
     out["per_class_recall"] = {c: round(float(np.mean([r["per_class_recall"][c] for r in runs])), 4)
                                for c in runs[0]["per_class_recall"]}
     return out
 
 
+def smote(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SMOTE on flattened pixels; k shrinks for classes with very few images."""
+    from imblearn.over_sampling import SMOTE
+
+    k = int(min(5, torch.bincount(y).min().item() - 1))
+    if k < 1:
+        return x, y
+    xs, ys = SMOTE(k_neighbors=k, random_state=seed).fit_resample(x.flatten(1).numpy(), y.numpy())
+    return torch.from_numpy(xs).float().view(-1, *x.shape[1:]), torch.from_numpy(ys).long()
+
+
+def cap_synthetic(synth: pd.DataFrame, real_counts: dict[str, int], share: float) -> pd.DataFrame:
+    """At most `share` of each class's images synthetic (the first in seed order)."""
+    if share >= 1.0:
+        return synth
+    keep = []
+    for label, rows in synth.groupby("label", sort=False):
+        n_real = real_counts.get(str(label), 0)
+        limit = math.floor(share * n_real / (1 - share))
+        keep.append(rows.sort_values("seed", kind="stable").head(limit))
+    return pd.concat(keep) if keep else synth.head(0)
+
+
 def evaluate(params: Params) -> dict:
     cfg, ch = params.evaluate, params.ingest.channels
-    prepared_dir = Path(params.paths.prepared)
+    prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
     prepared = read_manifest(prepared_dir)
-    # The synthetic images added: from the augmented set (DVC mode), or, when appending in
-    # place to a tracked set, this run's accepted batch. Either way: real train + these.
-    syn_dir = Path(params.paths.accepted if params.append.target else params.paths.augmented)
-    synth = read_manifest(syn_dir).query("source == 'synthetic'")
+    synth = read_manifest(accepted_dir).query("source == 'synthetic'")
     label_map = label_map_of(prepared)
     names = list(label_map)
     real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
-    test = prepared[prepared["split"] == "test"]
+    counts = {k: int((real["label"] == k).sum()) for k in names}
+    rare = rare_classes(counts)
     x_real, y_real = _tensors(real, prepared_dir, label_map, ch)
-    x_syn, y_syn = _tensors(synth, syn_dir, label_map, ch)
-    x_aug, y_aug = torch.cat([x_real, x_syn]), torch.cat([y_real, y_syn])
-    x_test, y_test = _tensors(test, prepared_dir, label_map, ch)
+    x_val, y_val = _tensors(prepared[prepared["split"] == "val"], prepared_dir, label_map, ch)
+    x_test, y_test = _tensors(prepared[prepared["split"] == "test"], prepared_dir, label_map, ch)
     steps = cfg.epochs * math.ceil(len(real) / cfg.batch_size)
+    seeds = [cfg.seed + r for r in range(cfg.repeats)]
+    aug = cfg.augment
 
-    # Three training sets: the real data as is; the real data over-sampled to balance
-    # (the classic remedy: augmentation should beat it, not just the raw baseline); augmented.
-    arms = {"real_only": (x_real, y_real, False), "real_oversampled": (x_real, y_real, True),
-            "augmented": (x_aug, y_aug, False)}
-    runs = {name: [] for name in arms}
-    judge = None  # the over-sampled real classifier of the first seed: it does predict rare classes
-    for r in progress(range(cfg.repeats), desc="evaluate", unit="seed"):
-        for name, (x, y, balanced) in arms.items():
-            model = classifier.fit(x, y, len(names), steps, cfg.batch_size, cfg.lr, cfg.width, cfg.seed + r,
-                                   balanced=balanced)
-            runs[name].append(scores(y_test.numpy(), classifier.predict(model, x_test)[0], names))
-            if judge is None and name == "real_oversampled":
-                judge = model
-    means = {name: _mean(r) for name, r in runs.items()}
-    real_only, aug = means["real_only"], means["augmented"]
-    keys = ("accuracy", "balanced_accuracy", "macro_f1")
+    def fit(x, y, seed, balanced):
+        augment = classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, seed)
+        return classifier.fit(x, y, len(names), steps, cfg.batch_size, cfg.lr, cfg.width, seed,
+                              balanced=balanced, augment=augment)
+
+    def judge(model, x, y):
+        return scores(y.numpy(), classifier.predict(model, x)[0], names, rare)
+
+    test_runs: dict[str, list[dict]] = {arm: [] for arm in OTHER_ARMS}
+    reference = None  # the first over-sampled real classifier: it does predict the rare classes
+    for seed in progress(seeds, desc="evaluate: baselines", unit="seed"):
+        x_sm, y_sm = smote(x_real, y_real, seed)
+        for arm, (x, y, balanced) in {"real_only": (x_real, y_real, False),
+                                      "real_oversampled": (x_real, y_real, True),
+                                      "smote": (x_sm, y_sm, False)}.items():
+            model = fit(x, y, seed, balanced)
+            test_runs[arm].append(judge(model, x_test, y_test))
+            if reference is None and arm == "real_oversampled":
+                reference = model
+
+    # The synthetic arm, once per candidate share: val picks the share, test reports it.
+    shares: dict[float, dict] = {}
+    if len(synth):
+        x_syn_all, y_syn_all = _tensors(synth, accepted_dir, label_map, ch)
+        for share in progress(sorted(set(cfg.synthetic_shares)), desc="evaluate: synthetic mixes", unit="mix"):
+            kept = cap_synthetic(synth, counts, share)
+            mask = torch.tensor(synth["sample_id"].isin(kept["sample_id"]).to_numpy())
+            x = torch.cat([x_real, x_syn_all[mask]])
+            y = torch.cat([y_real, y_syn_all[mask]])
+            val_runs, runs = [], []
+            for seed in seeds:
+                model = fit(x, y, seed, balanced=True)
+                val_runs.append(judge(model, x_val, y_val))
+                runs.append(judge(model, x_test, y_test))
+            shares[share] = {"images": int(mask.sum()), "val": _mean(val_runs), "test": runs}
+    means = {arm: _mean(r) for arm, r in test_runs.items()}
+    chosen = None
+    if shares:  # ties go to the smaller share: fewer synthetic images for the same result
+        chosen = max(shares, key=lambda s: (shares[s]["val"][cfg.gate_metric], -s))
+        means["synthetic"] = _mean(shares[chosen]["test"])
+
+    gate = decide(means, cfg.gate_metric, cfg.min_gain, chosen, shares.get(chosen, {}).get("images", 0))
     metrics = {
         **means,
-        "delta": {k: round(aug[k] - real_only[k], 4) for k in keys},
-        "delta_vs_oversampled": {k: round(aug[k] - means["real_oversampled"][k], 4) for k in keys},
-        "synthetic": synthetic_quality(judge, x_syn, y_syn, x_real, y_real, x_test, label_map),
-        "train_images": {"real": len(real), "augmented": len(real) + len(synth)},
-        "classifier": {"steps": steps, "repeats": cfg.repeats, "seeds": [cfg.seed + r for r in range(cfg.repeats)]},
+        "gate": gate,
+        "rare_classes": rare,
+        "mixes": {str(s): {"synthetic_images": v["images"], f"val_{cfg.gate_metric}": v["val"][cfg.gate_metric]}
+                  for s, v in shares.items()},
+        "synthetic_quality": _synthetic_quality(reference, synth, accepted_dir, label_map, ch, x_real, y_real,
+                                                x_test, y_test, fit, seeds[0]) if len(synth) else {"count": 0},
+        "train_images": {"real": len(real), "synthetic_accepted": len(synth),
+                         "synthetic_used": gate["synthetic_images"]},
+        "classifier": {"steps": steps, "repeats": cfg.repeats, "seeds": seeds,
+                       "augment": aug.model_dump()},
     }
     reports = Path(params.paths.reports)
     write_json(reports / "metrics.json", metrics)
-    recall = pd.DataFrame({"class": names, **{name: [m["per_class_recall"][c] for c in names]
-                                              for name, m in means.items()}})
+    write_json(reports / GATE_FILE, gate)
+    recall = pd.DataFrame({"class": names, **{arm: [means[arm]["per_class_recall"][c] if arm in means else None
+                                                    for c in names] for arm in (*OTHER_ARMS, "synthetic")}})
     with atomic_file(reports / "per_class_recall.csv") as tmp:
         recall.to_csv(tmp, index=False)
-
-    gain = metrics["delta"]["balanced_accuracy"]
-    if cfg.min_gain is not None and gain < cfg.min_gain:
-        raise QualityGateError(f"quality gate: balanced accuracy moved {gain:+.4f} with augmentation, "
-                               f"below evaluate.min_gain={cfg.min_gain} (see {reports / 'metrics.json'})")
     return metrics
 
 
-def synthetic_quality(model, x_syn, y_syn, x_real, y_real, x_test, label_map) -> dict:
-    """Fidelity and diversity in the feature space of a classifier trained on real images
-    (class-balanced, so that it does predict the rare classes).
-
-    - label_agreement: share of synthetic images that classifier assigns to their intended class.
-    - frechet_distance: real train vs synthetic features; frechet_reference is real train vs
-      real test, the distance a perfect generator would be expected to reach.
-    - diversity: mean within-class pairwise feature distance, synthetic / real (1 = as varied).
-    """
-    if len(x_syn) < 2:
-        return {"count": len(x_syn)}
-    pred, f_syn = classifier.predict(model, x_syn)
-    _, f_real = classifier.predict(model, x_real)
-    _, f_test = classifier.predict(model, x_test)
-    y_syn, y_real = y_syn.numpy(), y_real.numpy()
-    names = {i: n for n, i in label_map.items()}
-    per_class, ratios = {}, []
-    for c in np.unique(y_syn):
-        mask = y_syn == c
-        per_class[names[c]] = round(float((pred[mask] == c).mean()), 4)
-        if mask.sum() >= 2 and (y_real == c).sum() >= 2:
-            ratios.append(_spread(f_syn[mask]) / max(_spread(f_real[y_real == c]), 1e-12))
-    return {
-        "count": len(x_syn),
-        "label_agreement": round(float((pred == y_syn).mean()), 4),
-        "label_agreement_per_class": per_class,
-        "frechet_distance": round(classifier.frechet_distance(f_real, f_syn), 4),
-        "frechet_reference": round(classifier.frechet_distance(f_real, f_test), 4),
-        "diversity": round(float(np.mean(ratios)), 4) if ratios else None,
-    }
+def decide(means: dict, metric: str, min_gain: float | None, share: float | None, images: int) -> dict:
+    """Open the gate only when the synthetic arm beats every other arm by more than min_gain."""
+    best_other = max(OTHER_ARMS, key=lambda a: means[a][metric])
+    gate = {"metric": metric, "min_gain": min_gain, "best_other_arm": best_other,
+            "best_other": means[best_other][metric], "synthetic_share": share, "synthetic_images": images}
+    if "synthetic" not in means:
+        return {**gate, "passed": False, "gain": None, "synthetic_images": 0,
+                "reason": "no synthetic image passed the filter: nothing to append"}
+    gain = round(means["synthetic"][metric] - means[best_other][metric], 4)
+    gate["gain"] = gain
+    if min_gain is None:
+        return {**gate, "passed": True, "reason": f"gate off (evaluate.min_gain=null); {metric} gain {gain:+.4f}"}
+    if gain > min_gain:
+        return {**gate, "passed": True, "reason": f"synthetic beats {best_other} on {metric} by {gain:+.4f} "
+                                                 f"(> {min_gain})"}
+    return {**gate, "passed": False, "synthetic_images": 0,
+            "reason": f"synthetic does not beat {best_other} on {metric}: {gain:+.4f} (needs > {min_gain}); "
+                      "no synthetic image is appended"}
 
 
-def _spread(f: np.ndarray, cap: int = 500) -> float:
-    if len(f) > cap:  # O(n^2) pairs: a fixed subsample is plenty for a mean
-        f = f[np.random.default_rng(0).choice(len(f), cap, replace=False)]
-    d = np.sqrt(((f[:, None, :] - f[None, :, :]) ** 2).sum(-1))
-    return float(d.sum() / (len(f) * (len(f) - 1)))
+def _synthetic_quality(model, synth, accepted_dir, label_map, ch, x_real, y_real, x_test, y_test, fit, seed) -> dict:
+    """Per-class quality (pipeline/quality.py) and CAS: a classifier trained on the synthetic
+    images alone, tested on real test images of those classes, against the real-trained one."""
+    x_syn, y_syn = _tensors(synth, accepted_dir, label_map, ch)
+    names = list(label_map)
+    per_class = quality.per_class(model, x_real, y_real, x_syn, y_syn, names)
+    classes = torch.unique(y_syn)
+    on_test = torch.isin(y_test, classes)
+    out = {"count": len(synth), "per_class": per_class}
+    if len(classes) >= 2 and on_test.any():
+        cas_model = fit(x_syn, y_syn, seed, True)
+        pred = classifier.predict(cas_model, x_test[on_test])[0]
+        ref = classifier.predict(model, x_test[on_test])[0]
+        truth = y_test[on_test].numpy()
+        out["cas"] = round(float((pred == truth).mean()), 4)
+        out["cas_real_reference"] = round(float((ref == truth).mean()), 4)
+        out["cas_classes"] = [names[c] for c in classes.tolist()]
+    return out

@@ -1,13 +1,20 @@
-"""filter: keep candidates the discriminator scores as real enough; top up short classes.
+"""filter: keep candidates that look real, are not copies, are what they claim, and differ.
 
-Thresholds (filter.mode):
-- quantile: per class, the filter.quantile-th quantile of D's scores on that class's
-  held-out real (val) images: keep a candidate that looks at least as real as that.
-- absolute: one filter.threshold for every class.
-- none: keep everything (the ablation).
-Candidates are taken in seed order (not best-first, which would narrow diversity).
-Classes short of their target get more rounds, seeds continuing where they stopped,
-until filter.max_rounds.
+A candidate is accepted when, in seed order (not best-first, which would narrow diversity):
+1. its discriminator score passes the class's threshold (filter.mode):
+   - quantile: the filter.quantile-th quantile of D's scores on the class's held-out real
+     (val) images. A class with fewer than filter.min_val_per_class val images cannot place
+     a quantile on its own: its threshold is shrunk towards the same quantile over every
+     class's val scores, weighted by how many it has;
+   - absolute: one filter.threshold for every class; none: no threshold (the ablation);
+2. (filter.reject_copies) it is not nearer, in pixels, to a real training image of its class
+   than the two closest real training images of that class are to each other;
+3. (filter.require_agreement) a classifier trained on the real train images assigns it to
+   its class;
+4. (filter.dedupe) it is not that near to an image accepted before it.
+Classes short of their target get more rounds, seeds continuing where they stopped, until
+filter.max_rounds; a class whose acceptance rate falls below filter.min_acceptance stops
+(hopeless: more candidates would burn compute for nothing) and the report says so.
 """
 from __future__ import annotations
 
@@ -16,15 +23,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from .progress import progress
+import torch
 
+from . import classifier
 from .errors import DataError
 from .generate import Sampler, class_counts, needed_per_class, seed_base, seeds_for, write_images
 from .images import load_tensor, to_uint8
-from .io import atomic_dir, atomic_file, link_or_copy, write_json
+from .io import atomic_dir, atomic_file, write_json
 from .manifest import label_map_of, make_manifest, read_manifest, write_manifest
 from .params import Params
 from .plots import class_grid, notice, score_histograms
+from .progress import progress
+
+MIN_JUDGED = 50  # candidates of a class seen before its acceptance rate may call it hopeless
 
 
 def thresholds_for(params: Params, sampler: Sampler, prepared: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
@@ -37,13 +48,74 @@ def thresholds_for(params: Params, sampler: Sampler, prepared: pd.DataFrame) -> 
     labels = list(sampler.label_map)
     if cfg.mode == "absolute":
         return {k: cfg.threshold for k in labels}, val
-    if cfg.mode == "none":
+    if cfg.mode == "none" or not len(val):
         return {k: -math.inf for k in labels}, val
-    return {k: float(np.quantile(val.loc[val["label"] == k, "d_score"], cfg.quantile))
-            for k in labels if (val["label"] == k).any()}, val
+    pooled = float(np.quantile(val["d_score"], cfg.quantile))
+    thresholds = {}
+    for k in labels:
+        own = val.loc[val["label"] == k, "d_score"]
+        weight = min(1.0, len(own) / cfg.min_val_per_class)
+        thresholds[k] = weight * float(np.quantile(own, cfg.quantile)) + (1 - weight) * pooled if len(own) else pooled
+    return thresholds, val
+
+
+class Guards:
+    """Per class: the near-copy distance, the real images, and a classifier trained on them."""
+
+    def __init__(self, params: Params, prepared: pd.DataFrame, label_map: dict[str, int]):
+        cfg = params.filter
+        root = Path(params.paths.prepared)
+        real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
+        x = load_tensor([root / p for p in real["path"]], params.ingest.channels)
+        y = torch.tensor([label_map[v] for v in real["label"]])
+        self.label_map = label_map
+        self.real = {k: x[y == i].flatten(1) for k, i in label_map.items()}
+        self.floor = {k: _nearest_pair(v) for k, v in self.real.items()}
+        self.model = (classifier.fit_reference(x, y, len(label_map), params.evaluate, params.evaluate.seed)
+                      if cfg.require_agreement else None)
+        self.reject_copies, self.dedupe = cfg.reject_copies, cfg.dedupe
+
+    def check(self, label: str, imgs: np.ndarray) -> pd.DataFrame:
+        """Columns near_copy and disagrees for uint8 NHWC candidates of one class."""
+        x = _to_float(imgs)
+        near_copy = np.zeros(len(x), dtype=bool)
+        if self.reject_copies and len(self.real[label]):
+            near_copy = (torch.cdist(x.flatten(1), self.real[label]).min(dim=1).values < self.floor[label]).numpy()
+        disagrees = np.zeros(len(x), dtype=bool)
+        if self.model is not None and len(x):
+            disagrees = classifier.predict(self.model, x)[0] != self.label_map[label]
+        return pd.DataFrame({"near_copy": near_copy, "disagrees": disagrees})
+
+    def distinct(self, label: str, imgs: np.ndarray, limit: int) -> list[int]:
+        """Indices (in order) of images kept greedily, none nearer to a kept one than the floor."""
+        if not self.dedupe:
+            return list(range(min(limit, len(imgs))))
+        x = _to_float(imgs).flatten(1)
+        kept: list[int] = []
+        for i in range(len(x)):
+            if len(kept) >= limit:
+                break
+            if not kept or torch.cdist(x[i:i + 1], x[kept]).min() >= self.floor[label]:
+                kept.append(i)
+        return kept
+
+
+def _to_float(imgs: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _nearest_pair(x: torch.Tensor) -> float:
+    """The distance between the two closest distinct real images of a class (0 if < 2)."""
+    if len(x) < 2:
+        return 0.0
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(math.inf)
+    d = d[d > 0]
+    return float(d.min()) if len(d) else 0.0
 
 
 def filter_candidates(params: Params) -> dict:
+    cfg = params.filter
     prepared = read_manifest(params.paths.prepared)
     cand_dir = Path(params.paths.candidates)
     cand = read_manifest(cand_dir)
@@ -58,45 +130,78 @@ def filter_candidates(params: Params) -> dict:
         raise DataError(f"{cand_dir}: candidates come from another checkpoint than {params.paths.model}; "
                         "re-run `ganaug generate`")
     thresholds, real_val = thresholds_for(params, sampler, prepared)
+    guards = Guards(params, prepared, label_map)
 
-    seen = {k: cand[cand["label"] == k] for k in need}       # every candidate scored, per class
-    accepted = {k: _passing(seen[k], thresholds[k]).head(need[k]) for k in need}
-    rounds = {k: 1 for k in need}
-    extra_imgs: dict[str, np.ndarray] = {}                     # images of later rounds, by sample_id
+    seen: dict[str, pd.DataFrame] = {}      # every candidate of a class, scored and checked
+    passing_imgs: dict[str, np.ndarray] = {}  # images of candidates that passed 1-3, by sample_id
+    accepted: dict[str, pd.DataFrame] = {}
+    rounds, hopeless = {}, {}
+
+    def take(k: str, rows: pd.DataFrame, imgs: np.ndarray | None):
+        """Check a round's candidates of class k; keep the images of those that pass."""
+        scored = rows["d_score"].to_numpy() >= thresholds[k]
+        if imgs is None:  # first round: read from the candidates folder only what passed the score
+            paths = [cand_dir / p for p in rows.loc[scored, "path"]]
+            loaded = to_uint8(load_tensor(paths, params.ingest.channels)) if paths else \
+                np.zeros((0, 1, 1, params.ingest.channels), np.uint8)
+        else:
+            loaded = imgs[scored]
+        near_copy, disagrees = np.zeros(len(rows), bool), np.zeros(len(rows), bool)
+        if len(loaded):
+            checks = guards.check(k, loaded)
+            near_copy[scored], disagrees[scored] = checks["near_copy"], checks["disagrees"]
+        rows = rows.reset_index(drop=True).assign(scored=scored, near_copy=near_copy, disagrees=disagrees)
+        ok = rows["scored"] & ~rows["near_copy"] & ~rows["disagrees"]
+        keep_ids = rows.loc[scored, "sample_id"].to_numpy()
+        for sid, img, good in zip(keep_ids, loaded, ok[scored].to_numpy()):
+            if good:
+                passing_imgs[sid] = img
+        seen[k] = pd.concat([seen[k], rows], ignore_index=True) if k in seen else rows
+        passing = seen[k][seen[k]["scored"] & ~seen[k]["near_copy"] & ~seen[k]["disagrees"]]
+        passing = passing.sort_values("seed", kind="stable")
+        chosen = guards.distinct(k, np.stack([passing_imgs[s] for s in passing["sample_id"]]) if len(passing)
+                                 else np.zeros((0, 1, 1, 1), np.uint8), need[k])
+        accepted[k] = passing.iloc[chosen]
+
+    for k in progress(need, desc="filter: round 1", unit="class", leave=False):
+        take(k, cand[cand["label"] == k], None)
+        rounds[k] = 1
 
     with atomic_dir(params.paths.accepted) as tmp:
-        for r in range(2, params.filter.max_rounds + 1):
-            short = {k: need[k] - len(accepted[k]) for k in need if len(accepted[k]) < need[k]}
+        for r in range(2, cfg.max_rounds + 1):
+            short = {k: need[k] - len(accepted[k]) for k in need if len(accepted[k]) < need[k] and k not in hopeless}
             if not short:
                 break
             for k, missing in progress(short.items(), desc=f"filter: round {r}", unit="class", leave=False):
-                rate = len(_passing(seen[k], thresholds[k])) / max(1, len(seen[k]))
-                n = min(math.ceil(missing / max(rate, 0.05) * 1.2), 20 * missing)
+                rate = len(accepted[k]) / max(1, len(seen[k]))
+                if len(seen[k]) >= MIN_JUDGED and rate < cfg.min_acceptance:
+                    hopeless[k] = (f"acceptance rate {rate:.1%} after {len(seen[k])} candidates is below "
+                                   f"filter.min_acceptance={cfg.min_acceptance:.1%}; stopped generating")
+                    continue
+                n = min(math.ceil(missing / max(rate, cfg.min_acceptance, 0.05) * 1.2), 20 * missing)
                 # Continue after the last seed tried, so no image is generated twice.
                 start = int(seen[k]["seed"].max()) + 1 - seed_base(params, k, label_map) if len(seen[k]) else 0
                 rows, imgs = sampler.synthesize(k, seeds_for(params, k, label_map, start, n))
-                extra_imgs.update(zip(rows["sample_id"], imgs))
-                seen[k] = pd.concat([seen[k], rows], ignore_index=True)
-                accepted[k] = _passing(seen[k], thresholds[k]).head(need[k])
+                take(k, rows, imgs)
                 rounds[k] = r
                 keep = set(accepted[k]["sample_id"])  # hold only accepted images in memory
                 for sid in rows["sample_id"]:
                     if sid not in keep:
-                        extra_imgs.pop(sid)
+                        passing_imgs.pop(sid, None)
+        for k in need:  # a class that ended below the floor is hopeless too, whatever the round
+            rate = len(accepted[k]) / max(1, len(seen[k]))
+            if k not in hopeless and len(accepted[k]) < need[k] and rate < cfg.min_acceptance:
+                hopeless[k] = f"acceptance rate {rate:.1%} is below filter.min_acceptance={cfg.min_acceptance:.1%}"
 
         parts = []
         for k, rows in accepted.items():
-            from_first = rows[rows["path"].notna()]
-            for rel in from_first["path"]:
-                link_or_copy(cand_dir / rel, tmp / rel, "copy")
-            later = rows[rows["path"].isna()]
-            if len(later):
-                later = write_images(later, np.stack([extra_imgs[s] for s in later["sample_id"]]), tmp)
-            parts += [from_first, later]
+            rows = rows.drop(columns=["scored", "near_copy", "disagrees"])
+            parts.append(write_images(rows, np.stack([passing_imgs[s] for s in rows["sample_id"]]), tmp)
+                         if len(rows) else rows)
         kept = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(kept, tmp)
 
-    report = _report(params, need, seen, accepted, thresholds, rounds)
+    report = _report(params, need, seen, accepted, thresholds, rounds, hopeless)
     reports = Path(params.paths.reports)
     if need:
         score_histograms(pd.concat(seen.values(), ignore_index=True), real_val,
@@ -110,19 +215,19 @@ def filter_candidates(params: Params) -> dict:
     return report
 
 
-def _passing(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    return rows[rows["d_score"] >= threshold].sort_values("seed", kind="stable")
-
-
-def _report(params, need, seen, accepted, thresholds, rounds) -> dict:
+def _report(params, need, seen, accepted, thresholds, rounds, hopeless) -> dict:
     classes = {}
     for k in need:
-        n_seen, n_pass = len(seen[k]), len(_passing(seen[k], thresholds[k]))
+        s = seen[k]
         classes[k] = {
-            "needed": need[k], "generated": n_seen, "passed": n_pass, "accepted": len(accepted[k]),
-            "acceptance_rate": round(n_pass / n_seen, 4) if n_seen else None,
+            "needed": need[k], "generated": len(s), "passed_score": int(s["scored"].sum()),
+            "near_copies": int((s["scored"] & s["near_copy"]).sum()),
+            "classifier_disagrees": int((s["scored"] & ~s["near_copy"] & s["disagrees"]).sum()),
+            "accepted": len(accepted[k]),
+            "acceptance_rate": round(len(accepted[k]) / len(s), 4) if len(s) else None,
             "threshold": None if math.isinf(thresholds[k]) else round(thresholds[k], 5),
             "rounds": rounds[k], "reached_target": len(accepted[k]) >= need[k],
+            "hopeless": hopeless.get(k),
         }
     total_seen = sum(c["generated"] for c in classes.values())
     report = {
@@ -130,7 +235,8 @@ def _report(params, need, seen, accepted, thresholds, rounds) -> dict:
         "quantile": params.filter.quantile if params.filter.mode == "quantile" else None,
         "accepted": sum(c["accepted"] for c in classes.values()),
         "needed": sum(need.values()),
-        "acceptance_rate": round(sum(c["passed"] for c in classes.values()) / total_seen, 4) if total_seen else None,
+        "acceptance_rate": round(sum(c["accepted"] for c in classes.values()) / total_seen, 4) if total_seen else None,
+        "hopeless": sorted(k for k in classes if classes[k]["hopeless"]),
         "classes": classes,
     }
     reports = Path(params.paths.reports)

@@ -90,7 +90,7 @@ def ingest(params: Params) -> dict:
                                          desc="ingest: decode", unit="img"):
                 if result.startswith("images/"):
                     rows.append({"sample_id": sid, "path": result, "label": src.label, "source": "real",
-                                 "split": src.split})
+                                 "split": src.split, "split_given": src.split is not None})
                 else:
                     bad(src, result)
 
@@ -100,6 +100,7 @@ def ingest(params: Params) -> dict:
             check_given_split(df)
         else:
             df["split"] = stratified_split(df, params)
+            df["split_given"] = False
         write_manifest(df, tmp)
 
     per_class = (df.groupby(["label", "split"]).size().unstack(fill_value=0)

@@ -1,6 +1,8 @@
 """The manifest: a Parquet table, one row per image; the spine every stage reads and writes.
 
-| sample_id | path | label | split | source | d_score | seed | checkpoint |
+| sample_id | path | label | split | source | d_score | seed | checkpoint | split_given |
+split_given: the split came from the user's own table (its val/test images are the user's,
+never put into a training set), rather than drawn by ingest for ganaug's own use.
 Paths are relative to the manifest's folder, so a folder with its manifest moves as a unit.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ SOURCES = ("real", "synthetic")
 COLUMNS = {
     "sample_id": "string", "path": "string", "label": "string", "split": "string",
     "source": "string", "d_score": "float64", "seed": "Int64", "checkpoint": "string",
+    "split_given": "boolean",
 }
 
 

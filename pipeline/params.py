@@ -120,7 +120,12 @@ class Filter(Section):
     mode: Literal["quantile", "absolute", "none"] = "quantile"
     quantile: float = Field(0.1, ge=0.0, le=1.0)  # keep if scored >= this quantile of real val images
     threshold: float = 0.0                        # mode=absolute: keep if d_score >= threshold
+    min_val_per_class: int = Field(10, ge=1)      # fewer val scores: borrow from the pooled val scores
     max_rounds: int = Field(4, ge=1)
+    min_acceptance: float = Field(0.02, ge=0.0, lt=1.0)  # below this a class stops generating: hopeless
+    reject_copies: bool = True                    # no near-copies of a real training image
+    require_agreement: bool = True                # a classifier trained on real images must agree on the class
+    dedupe: bool = True                           # no near-duplicates among the accepted images
 
 
 class Append(Section):
@@ -131,6 +136,15 @@ class Append(Section):
     lock_timeout_s: float = Field(600.0, ge=0)
 
 
+class ClassicAugment(Section):
+    """The augmentation every arm of evaluate gets (albumentations): what users do anyway."""
+
+    shift: float = Field(0.1, ge=0, lt=0.5)   # translate by up to this share of the size
+    rotate: float = Field(10.0, ge=0, le=180)  # degrees
+    scale: float = Field(0.1, ge=0, lt=1)     # zoom by up to +-this
+    hflip: bool = False                        # only where a mirrored image keeps its class
+
+
 class Evaluate(Section):
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -138,7 +152,13 @@ class Evaluate(Section):
     width: int = Field(16, ge=4)
     repeats: int = Field(3, ge=1)            # classifier seeds averaged, to see past noise
     seed: int = 0
-    min_gain: float | None = None            # quality gate on balanced accuracy; None = report only
+    augment: ClassicAugment = ClassicAugment()
+    # Mixes tried: the most a class's training images may be synthetic; val picks one.
+    synthetic_shares: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field([0.5, 1.0], min_length=1)
+    gate_metric: Literal["macro_f1", "balanced_accuracy", "rare_recall"] = "macro_f1"
+    # Append synthetic images only when they beat the best other arm by more than this;
+    # null turns the gate off (append whatever passed the filter).
+    min_gain: float | None = 0.0
 
 
 class Params(Section):

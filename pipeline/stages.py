@@ -30,8 +30,10 @@ STAGES: dict[str, StageRef] = {
     "train": StageRef("pipeline.train:train", "train the conditional GAN; checkpoint, metrics, sample grid"),
     "generate": StageRef("pipeline.generate:generate", "generate scored candidates for the classes that need them"),
     "filter": StageRef("pipeline.filter:filter_candidates", "keep candidates D scores as real enough; top up"),
-    "append": StageRef("pipeline.append:append", "build the augmented training set (or append in place)"),
-    "evaluate": StageRef("pipeline.evaluate:evaluate", "real-only vs over-sampled vs augmented classifier"),
+    "evaluate": StageRef("pipeline.evaluate:evaluate",
+                         "real-only vs over-sampled vs SMOTE vs synthetic classifier; decide the gate"),
+    "append": StageRef("pipeline.append:append",
+                       "build the augmented training set (or append in place), as the gate allows"),
 }
 DEMO_DATA = StageRef("pipeline.demo_data:demo_data", "write the long-tailed digits demo dataset to paths.demo")
 
@@ -57,17 +59,23 @@ def summarize(name: str, r: dict) -> str:
         return f"needed {r['needed']}; candidates {r['candidates']}"
     if name == "filter":
         rates = {k: c["acceptance_rate"] for k, c in r["classes"].items()}
-        return f"accepted {r['accepted']}/{r['needed']} needed; acceptance per class {rates}"
+        hopeless = f"; HOPELESS, stopped generating for {r['hopeless']}" if r.get("hopeless") else ""
+        return f"accepted {r['accepted']}/{r['needed']} needed; acceptance per class {rates}{hopeless}"
     if name == "append" and "batch" in r:
+        if not r["gate"]["passed"]:
+            return f"no new version of {r['target']}: gate closed ({r['gate']['reason']})"
         state = f"commit {r['commit'][:8]}, tag {r['tag']}" if r["changed"] else "already appended"
         return f"batch {r['batch']}: {r['images']} synthetic images into {r['target']} ({state})"
     if name == "append":
         state = "updated" if r["changed"] else "already up to date"
-        return f"{r['real']} real + {r['synthetic']} synthetic images ({state})"
+        gate = "" if r["gate"]["passed"] else f"; gate closed, no synthetic image added: {r['gate']['reason']}"
+        return f"{r['real']} real + {r['synthetic']} synthetic images ({state}){gate}"
     if name == "evaluate":
-        a, o, b = r["real_only"], r["real_oversampled"], r["augmented"]
-        return (f"balanced accuracy: real-only {a['balanced_accuracy']:.4f}, over-sampled "
-                f"{o['balanced_accuracy']:.4f}, augmented {b['balanced_accuracy']:.4f}")
+        g = r["gate"]
+        m = g["metric"]
+        arms = ", ".join(f"{arm} {r[arm][m]:.4f}" for arm in ("real_only", "real_oversampled", "smote", "synthetic")
+                         if arm in r)
+        return f"{m}: {arms}; gate {'PASSED' if g['passed'] else 'CLOSED'}: {g['reason']}"
     return str(r)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -204,10 +203,7 @@ class ValidationJudge:
     PER_CLASS = 32
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, names: list[str], params: Params):
-        ev = params.evaluate
-        steps = max(200, ev.epochs * math.ceil(len(x) / ev.batch_size))
-        self.model = classifier.fit(x, y, len(names), steps, ev.batch_size, ev.lr, ev.width,
-                                    seed=params.train.seed, balanced=True)
+        self.model = classifier.fit_reference(x, y, len(names), params.evaluate, params.train.seed)
         _, feats = classifier.predict(self.model, x)
         self.real = [feats[(y == c).numpy()] for c in range(len(names))]
         self.n_classes = len(names)

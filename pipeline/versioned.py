@@ -1,8 +1,8 @@
 """append in place: accepted images become a new version of a DVC-tracked training set.
 
 The batch lands in `<target>/ganaug-batches/<batch_id>/` (`<class>/<id>.png` + `manifest.parquet`);
-the batch id hashes the generator checkpoint with the generate and filter params, so the
-same batch twice adds nothing. Then a granular `dvc add`, a git commit naming the batch,
+the batch id hashes the sample ids of its images (which hash checkpoint, class and seed),
+so the same images twice add nothing, whatever params changed around them. Then a granular `dvc add`, a git commit naming the batch,
 its counts and threshold, a tag, and `dvc push` when a remote is configured.
 
 Nothing half-done survives: the batch is written aside and renamed in; if `dvc add` or the
@@ -32,25 +32,27 @@ BATCHES_DIR = "ganaug-batches"  # ingest never reads below a folder of this name
 TAG_PREFIX = "ganaug-"
 
 
-def batch_id(params: Params, checkpoint: str) -> str:
-    spec = {"checkpoint": checkpoint, "generate": params.generate.model_dump(mode="json"),
-            "filter": params.filter.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+def batch_id(sample_ids) -> str:
+    return hashlib.sha256("\n".join(sorted(sample_ids)).encode()).hexdigest()[:12]
 
 
 def append_in_place(params: Params) -> dict:
+    from .append import gated_synthetic
+
     target = Path(params.append.target).resolve()
     accepted_dir = Path(params.paths.accepted)
-    accepted = read_manifest(accepted_dir)
+    accepted, gate = gated_synthetic(params, read_manifest(params.paths.prepared))
     repo = _repo_root(target)
     dvc_file = target.with_name(target.name + ".dvc")
     _check_tracked_and_clean(repo, target, dvc_file)
-    checkpoints = set(accepted["checkpoint"].dropna())
-    bid = batch_id(params, ",".join(sorted(checkpoints)) or "empty")
+    bid = batch_id(accepted["sample_id"])
     batch = target / BATCHES_DIR / bid
     tag = TAG_PREFIX + bid
     counts = {str(k): int(v) for k, v in accepted["label"].value_counts().sort_index().items()}
-    result = {"batch": bid, "images": len(accepted), "per_class": counts, "tag": tag, "target": str(target)}
+    result = {"batch": bid, "images": len(accepted), "per_class": counts, "tag": tag, "target": str(target),
+              "gate": gate}
+    if not gate["passed"]:  # evaluate said the batch does not help: no new version
+        return {**result, "changed": False, "commit": None, "pushed": None}
 
     try:
         lock = FileLock(str(repo / ".git" / "ganaug-append.lock"), timeout=params.append.lock_timeout_s)

@@ -44,7 +44,7 @@ def test_init_then_dvc_repro_in_a_host_repository(tmp_path, monkeypatch, capsys)
     sh(host, "dvc", "add", "-q", "data/images")
     monkeypatch.chdir(host)
     tiny = ["ingest.size=8", "train.steps=20", "train.width=8", "train.z_dim=16", "train.batch_size=16",
-            "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8"]
+            "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8", *['filter.require_agreement=false', 'filter.reject_copies=false', 'filter.dedupe=false', 'evaluate.min_gain=null', 'evaluate.synthetic_shares=[1.0]']]
     assert main(["init", "--dir", "augment", "--data", "data/images", *[a for t in tiny for a in ("--set", t)]]) == 0
     message = capsys.readouterr().out
     assert "augment/data/augmented" in message and "dvc repro augment/dvc.yaml" in message
@@ -55,6 +55,6 @@ def test_init_then_dvc_repro_in_a_host_repository(tmp_path, monkeypatch, capsys)
     done = subprocess.run(["dvc", "repro", "augment/dvc.yaml"], cwd=host, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     ran = re.findall(r"Running stage '([^']+)'", done.stdout + done.stderr)
-    assert ran == [f"augment/dvc.yaml:{s}" for s in ("ingest", "train", "generate", "filter", "append", "evaluate")]
+    assert ran == [f"augment/dvc.yaml:{s}" for s in ("ingest", "train", "generate", "filter", "evaluate", "append")]
     aug = read_manifest(host / "augment" / "data" / "augmented", check_files=True)
     assert (aug["source"] == "synthetic").any() and set(aug["label"]) == {"circle", "square", "cross"}

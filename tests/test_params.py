@@ -26,7 +26,7 @@ def test_overrides_are_typed_by_yaml():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("train.stepz=3", r"train.stepz: unknown key; accepted keys: steps, batch_size"),
+    ("train.stepz=3", r"train.stepz: unknown key; accepted keys: steps, minutes, patience"),
     ("trian.steps=3", r"trian: unknown key; accepted keys: paths, demo, ingest"),
     ("train.steps=-1", r"train.steps: Input should be greater than or equal to 1"),
     ("train.steps=many", r"train.steps: Input should be a valid integer"),

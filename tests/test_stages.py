@@ -13,7 +13,7 @@ import gan
 from pipeline import io as pio
 from pipeline.append import append
 from pipeline.checkpoints import load_checkpoint
-from pipeline.errors import CheckpointError, DataError, ParamsError, QualityGateError
+from pipeline.errors import CheckpointError, DataError, ParamsError
 from pipeline.evaluate import evaluate
 from pipeline.filter import filter_candidates
 from pipeline.generate import class_counts, generate, needed_per_class
@@ -210,6 +210,56 @@ def test_filter_absolute_threshold_nobody_passes(trained):
         assert (Path(p.paths.reports) / name).stat().st_size > 0
 
 
+def test_filter_stops_a_hopeless_class_early(trained):
+    """Nothing passes: after enough candidates to judge, the class stops, well before max_rounds,
+    and the report says why (instead of generating for minutes and exiting as if all were well)."""
+    from pipeline.stages import summarize
+
+    p = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "absolute", "threshold": 1e9, "max_rounds": 8})
+    generate(p)
+    report = filter_candidates(p)
+    cross = report["classes"]["cross"]
+    assert cross["rounds"] == 2 and cross["accepted"] == 0 and cross["generated"] < 400
+    assert "below filter.min_acceptance" in cross["hopeless"] and report["hopeless"] == ["cross"]
+    assert "HOPELESS" in summarize("filter", report)
+
+
+def test_filter_guards_reject_copies_wrong_classes_and_duplicates(trained):
+    from pipeline.filter import Guards
+
+    p = tiny_params(Path(trained.paths.raw).parent, filter={"require_agreement": True, "reject_copies": True,
+                                                            "dedupe": True}, evaluate={"epochs": 30})
+    prepared = read_manifest(p.paths.prepared)
+    label_map = {"circle": 0, "cross": 1, "square": 2}
+    guards = Guards(p, prepared, label_map)
+    root = Path(p.paths.prepared)
+    train_rows = prepared[prepared["split"] == "train"]
+
+    def imgs(label, split="train"):
+        rows = prepared[(prepared["split"] == split) & (prepared["label"] == label)]
+        return np.stack([np.asarray(Image.open(root / r))[:, :, None] for r in rows["path"]])
+
+    assert guards.check("circle", imgs("circle"))["near_copy"].all()      # copies of training images
+    assert not guards.check("circle", imgs("circle", "test"))["near_copy"].all()  # unseen real ones pass
+    assert guards.check("cross", imgs("square", "test"))["disagrees"].mean() > 0.5  # a square is no cross
+    assert guards.check("circle", imgs("circle", "test"))["disagrees"].mean() < 0.5
+    batch = imgs("square", "test")
+    doubled = np.concatenate([batch[:3], batch[:3]])
+    assert guards.distinct("square", doubled, limit=10) == [0, 1, 2]
+    assert guards.distinct("square", doubled, limit=2) == [0, 1]
+    assert len(train_rows)  # the fixture's data is there
+
+
+def test_few_val_images_borrow_the_pooled_threshold(trained):
+    generate(trained)
+    own = filter_candidates(tiny_params(Path(trained.paths.raw).parent, filter={"min_val_per_class": 1}))
+    pooled = filter_candidates(tiny_params(Path(trained.paths.raw).parent, filter={"min_val_per_class": 10_000}))
+    val = read_manifest(trained.paths.prepared).query("split == 'val'")
+    assert (val["label"] == "cross").sum() < 10  # the rare class has too few to place a quantile
+    t_own, t_pooled = own["classes"]["cross"]["threshold"], pooled["classes"]["cross"]["threshold"]
+    assert t_own != pytest.approx(t_pooled, abs=1e-6)
+
+
 def test_filter_none_keeps_exactly_the_target(trained):
     p = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"})
     generate(p)
@@ -231,16 +281,28 @@ def _through_filter(p):
     return p
 
 
+def _gated(p):
+    _through_filter(p)
+    evaluate(p)
+    return p
+
+
 def test_append_builds_the_augmented_set_idempotently(trained):
-    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
+    p = _gated(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
     first = append(p)
     aug = read_manifest(p.paths.augmented, check_files=True)
     assert first["changed"] and first["synthetic"] > 0
     assert set(aug.loc[aug["source"] == "synthetic", "split"]) == {"train"}
-    real_train = read_manifest(p.paths.prepared).query("split == 'train'")
-    assert set(real_train["sample_id"]) <= set(aug["sample_id"])
-    counts = aug["label"].value_counts()
-    assert counts["cross"] == counts["circle"] == counts["square"]  # balanced by 'not majority'
+    # Every real image the user gave (an ImageFolder: all of them), ganaug's val/test carve-outs
+    # included, each with the split it had in ganaug: the user's classifier loses none.
+    prepared = read_manifest(p.paths.prepared)
+    real = aug[aug["source"] == "real"].set_index("sample_id")
+    assert set(real.index) == set(prepared["sample_id"])
+    assert (real.loc[prepared["sample_id"], "split"].to_numpy() == prepared["split"].to_numpy()).all()
+    assert first["real_by_ganaug_split"]["val"] > 0 and first["real_by_ganaug_split"]["test"] > 0
+    train_counts = prepared.query("split == 'train'")["label"].value_counts()
+    synth = aug[aug["source"] == "synthetic"]["label"].value_counts()
+    assert synth["cross"] == train_counts["circle"] - train_counts["cross"]  # balanced by 'not majority'
 
     files = sorted(Path(p.paths.augmented).rglob("*.png"))
     mtimes = [f.stat().st_mtime_ns for f in files]
@@ -251,7 +313,7 @@ def test_append_builds_the_augmented_set_idempotently(trained):
 
 
 def test_interrupted_append_leaves_the_previous_set(trained, monkeypatch):
-    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
+    p = _gated(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
     append(p)
     before = read_manifest(p.paths.augmented, check_files=True)
     Path(p.paths.augmented, "manifest.parquet").unlink()  # force a rebuild
@@ -273,21 +335,69 @@ def test_interrupted_append_leaves_the_previous_set(trained, monkeypatch):
 
 
 # -- evaluate ------------------------------------------------------------------------
-def test_evaluate_reports_both_and_the_gate(trained):
-    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
-    append(p)
+def test_evaluate_reports_every_arm_and_decides_the_gate(trained):
+    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"},
+                                    generate={"sampling_strategy": "{circle: 25, square: 25, cross: 25}"},
+                                    evaluate={"repeats": 2, "synthetic_shares": [0.5, 1.0]}))
     m = evaluate(p)
-    for side in ("real_only", "real_oversampled", "augmented"):
-        assert 0 <= m[side]["balanced_accuracy"] <= 1
-        assert set(m[side]["per_class_recall"]) == {"circle", "cross", "square"}
-    assert m["delta"]["macro_f1"] == pytest.approx(m["augmented"]["macro_f1"] - m["real_only"]["macro_f1"], abs=1e-3)
-    assert m["synthetic"]["count"] > 0 and 0 <= m["synthetic"]["label_agreement"] <= 1
-    assert Path(p.paths.reports, "metrics.json").is_file()
+    for arm in ("real_only", "real_oversampled", "smote", "synthetic"):
+        assert 0 <= m[arm]["macro_f1"] <= 1 and m[arm]["macro_f1_std"] >= 0
+        assert set(m[arm]["per_class_recall"]) == {"circle", "cross", "square"}
+        assert m[arm]["rare_recall"] == pytest.approx(m[arm]["per_class_recall"]["cross"], abs=1e-3)
+    assert m["rare_classes"] == ["cross"]
+    assert set(m["mixes"]) == {"0.5", "1.0"} and m["gate"]["synthetic_share"] in (0.5, 1.0)
+    gate = m["gate"]
+    best = max(("real_only", "real_oversampled", "smote"), key=lambda a: m[a]["macro_f1"])
+    assert gate["best_other_arm"] == best and gate["metric"] == "macro_f1"
+    assert gate["gain"] == pytest.approx(m["synthetic"]["macro_f1"] - m[best]["macro_f1"], abs=1e-3)
+    assert gate["passed"]  # min_gain=null in tiny params: the gate is off
+    q = m["synthetic_quality"]["per_class"]["cross"]
+    assert 0 <= q["memorization"] <= 1 and 0 <= q["label_agreement"] <= 1 and q["count"] > 0
+    cas = m["synthetic_quality"]
+    assert 0 <= cas["cas"] <= 1 and 0 <= cas["cas_real_reference"] <= 1
+    assert cas["cas_classes"] == ["circle", "cross", "square"]
     recall = pd.read_csv(Path(p.paths.reports) / "per_class_recall.csv")
-    assert list(recall.columns) == ["class", "real_only", "real_oversampled", "augmented"]
+    assert list(recall.columns) == ["class", "real_only", "real_oversampled", "smote", "synthetic"]
+    assert json.loads((Path(p.paths.reports) / "gate.json").read_text()) == gate
 
-    gate = tiny_params(Path(trained.paths.raw).parent, evaluate={"min_gain": 2.0})
-    os.remove(Path(p.paths.reports) / "metrics.json")
-    with pytest.raises(QualityGateError, match="below evaluate.min_gain=2.0"):
-        evaluate(gate)
-    assert Path(p.paths.reports, "metrics.json").is_file()  # the evidence is kept
+
+def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
+    """The default gate (beat the best other arm) on by default: a junk GAN's images stay out,
+    the augmented set holds the real images, and the result says why."""
+    from pipeline.stages import summarize
+
+    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"},
+                                    evaluate={"min_gain": 10.0}))
+    assert not evaluate(p)["gate"]["passed"]
+    result = append(p)
+    aug = read_manifest(p.paths.augmented, check_files=True)
+    assert (aug["source"] == "real").all() and result["synthetic"] == 0
+    assert "gate closed, no synthetic image added" in summarize("append", result)
+    opened = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}, evaluate={"min_gain": -10.0})
+    assert evaluate(opened)["gate"]["passed"]
+    assert append(opened)["synthetic"] > 0
+
+
+def test_append_without_a_gate_decision_is_a_clear_error(trained):
+    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
+    with pytest.raises(DataError, match="gate.json: no gate decision; run `ganaug evaluate` before append"):
+        append(p)
+
+
+def test_users_own_val_and_test_stay_out_of_the_augmented_set(tmp_path):
+    """A table with a split column: the user's val/test images are theirs; never trained on."""
+    make_shapes(tmp_path / "imgs", {"circle": 12, "square": 12, "cross": 6})
+    rows = []
+    for i, f in enumerate(sorted((tmp_path / "imgs").rglob("*.png"))):
+        rows.append({"path": str(f.relative_to(tmp_path)), "label": f.parent.name,
+                     "split": ("train", "train", "val", "test")[i % 4]})
+    pd.DataFrame(rows).to_csv(tmp_path / "table.csv", index=False)
+    p = tiny_params(tmp_path, paths={"raw": str(tmp_path / "table.csv")}, filter={"mode": "none"},
+                    train={"steps": 4})
+    ingest(p)
+    train(p)
+    _gated(p)
+    append(p)
+    aug = read_manifest(p.paths.augmented, check_files=True)
+    real = aug[aug["source"] == "real"]
+    assert len(real) == sum(r["split"] == "train" for r in rows) and set(real["split"]) == {"train"}

@@ -6,6 +6,7 @@ import pytest
 from filelock import FileLock
 
 from pipeline.append import append
+from pipeline.evaluate import evaluate
 from pipeline.filter import filter_candidates
 from pipeline.generate import generate
 from pipeline.ingest import ingest
@@ -25,6 +26,7 @@ def accepted(trained):
     p = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"})
     generate(p)
     filter_candidates(p)
+    evaluate(p)  # the gate append acts on (off in tiny params: every accepted image goes in)
     return p
 
 
@@ -118,3 +120,15 @@ def test_a_second_append_waits_for_the_lock(accepted, host):
         with pytest.raises(VersioningError, match="another append holds"):
             append(in_place(accepted, host, lock_timeout_s=0.2))
     assert not (host / "train" / BATCHES_DIR).exists()
+
+
+def test_closed_gate_creates_no_version(accepted, host):
+    """evaluate decided the batch does not help: no batch folder, no commit, no tag; success."""
+    closed = tiny_params(Path(accepted.paths.raw).parent, filter={"mode": "none"},
+                         evaluate={"min_gain": 5.0}, append={"target": str(host / "train")})
+    assert not evaluate(closed)["gate"]["passed"]
+    head, files = sh(host, "git", "rev-parse", "HEAD"), tree_hashes(host / "train")
+    result = append(closed)
+    assert not result["changed"] and result["commit"] is None and "does not beat" in result["gate"]["reason"]
+    assert sh(host, "git", "rev-parse", "HEAD") == head and sh(host, "git", "tag") == ""
+    assert tree_hashes(host / "train") == files
