@@ -11,7 +11,7 @@ A candidate is accepted when, in seed order (not best-first, which would narrow 
    than the two closest real training images of that class are to each other;
 3. (filter.require_agreement) a classifier trained on the real train images assigns it to
    its class;
-4. (filter.dedupe) it is not that near to an image accepted before it.
+4. (filter.dedupe) it is not within half that distance of an image accepted before it.
 Classes short of their target get more rounds, seeds continuing where they stopped, until
 filter.max_rounds; a class whose acceptance rate falls below filter.min_acceptance stops
 (hopeless: more candidates would burn compute for nothing) and the report says so.
@@ -35,7 +35,8 @@ from .params import Params
 from .plots import class_grid, notice, score_histograms
 from .progress import progress
 
-MIN_JUDGED = 50  # candidates of a class seen before its acceptance rate may call it hopeless
+MIN_JUDGED = 50     # candidates of a class seen before its acceptance rate may call it hopeless
+DEDUPE_SHARE = 0.5  # accepted images are at least this share of the near-copy distance apart
 
 
 def thresholds_for(params: Params, sampler: Sampler, prepared: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
@@ -86,16 +87,19 @@ class Guards:
             disagrees = classifier.predict(self.model, x)[0] != self.label_map[label]
         return pd.DataFrame({"near_copy": near_copy, "disagrees": disagrees})
 
-    def distinct(self, label: str, imgs: np.ndarray, limit: int) -> list[int]:
-        """Indices (in order) of images kept greedily, none nearer to a kept one than the floor."""
+    def distinct(self, label: str, imgs: np.ndarray, limit: int, prior: np.ndarray | None = None) -> list[int]:
+        """Indices (in order) of images kept greedily: none nearer than the class's floor to one
+        kept before it or to an image accepted earlier (prior)."""
         if not self.dedupe:
             return list(range(min(limit, len(imgs))))
         x = _to_float(imgs).flatten(1)
+        others = _to_float(prior).flatten(1) if prior is not None and len(prior) else x[:0]
         kept: list[int] = []
         for i in range(len(x)):
             if len(kept) >= limit:
                 break
-            if not kept or torch.cdist(x[i:i + 1], x[kept]).min() >= self.floor[label]:
+            pool = torch.cat([others, x[kept]])
+            if not len(pool) or torch.cdist(x[i:i + 1], pool).min() >= DEDUPE_SHARE * self.floor[label]:
                 kept.append(i)
         return kept
 
@@ -133,35 +137,35 @@ def filter_candidates(params: Params) -> dict:
     guards = Guards(params, prepared, label_map)
 
     seen: dict[str, pd.DataFrame] = {}      # every candidate of a class, scored and checked
-    passing_imgs: dict[str, np.ndarray] = {}  # images of candidates that passed 1-3, by sample_id
-    accepted: dict[str, pd.DataFrame] = {}
+    accepted: dict[str, pd.DataFrame] = {k: cand.head(0) for k in need}
+    accepted_imgs: dict[str, np.ndarray] = {}  # only accepted images stay in memory
     rounds, hopeless = {}, {}
 
     def take(k: str, rows: pd.DataFrame, imgs: np.ndarray | None):
-        """Check a round's candidates of class k; keep the images of those that pass."""
+        """Check one round's candidates of class k (seeds above every earlier round's, so taking
+        them in seed order after the earlier accepted ones is the same greedy pass over all)."""
+        rows = rows.sort_values("seed", kind="stable").reset_index(drop=True)
         scored = rows["d_score"].to_numpy() >= thresholds[k]
         if imgs is None:  # first round: read from the candidates folder only what passed the score
             paths = [cand_dir / p for p in rows.loc[scored, "path"]]
-            loaded = to_uint8(load_tensor(paths, params.ingest.channels)) if paths else \
-                np.zeros((0, 1, 1, params.ingest.channels), np.uint8)
+            loaded = to_uint8(load_tensor(paths, params.ingest.channels)) if paths else None
         else:
             loaded = imgs[scored]
         near_copy, disagrees = np.zeros(len(rows), bool), np.zeros(len(rows), bool)
-        if len(loaded):
+        if loaded is not None and len(loaded):
             checks = guards.check(k, loaded)
             near_copy[scored], disagrees[scored] = checks["near_copy"], checks["disagrees"]
-        rows = rows.reset_index(drop=True).assign(scored=scored, near_copy=near_copy, disagrees=disagrees)
-        ok = rows["scored"] & ~rows["near_copy"] & ~rows["disagrees"]
-        keep_ids = rows.loc[scored, "sample_id"].to_numpy()
-        for sid, img, good in zip(keep_ids, loaded, ok[scored].to_numpy()):
-            if good:
-                passing_imgs[sid] = img
+        rows = rows.assign(scored=scored, near_copy=near_copy, disagrees=disagrees)
         seen[k] = pd.concat([seen[k], rows], ignore_index=True) if k in seen else rows
-        passing = seen[k][seen[k]["scored"] & ~seen[k]["near_copy"] & ~seen[k]["disagrees"]]
-        passing = passing.sort_values("seed", kind="stable")
-        chosen = guards.distinct(k, np.stack([passing_imgs[s] for s in passing["sample_id"]]) if len(passing)
-                                 else np.zeros((0, 1, 1, 1), np.uint8), need[k])
-        accepted[k] = passing.iloc[chosen]
+        ok = (rows["scored"] & ~rows["near_copy"] & ~rows["disagrees"]).to_numpy()
+        if not ok.any():
+            return
+        good_imgs = loaded[ok[scored]]
+        prior = accepted_imgs.get(k)
+        chosen = guards.distinct(k, good_imgs, need[k] - len(accepted[k]), prior)
+        accepted[k] = pd.concat([accepted[k], rows[ok].iloc[chosen]], ignore_index=True)
+        new = good_imgs[chosen]
+        accepted_imgs[k] = new if prior is None else np.concatenate([prior, new])
 
     for k in progress(need, desc="filter: round 1", unit="class", leave=False):
         take(k, cand[cand["label"] == k], None)
@@ -181,13 +185,8 @@ def filter_candidates(params: Params) -> dict:
                 n = min(math.ceil(missing / max(rate, cfg.min_acceptance, 0.05) * 1.2), 20 * missing)
                 # Continue after the last seed tried, so no image is generated twice.
                 start = int(seen[k]["seed"].max()) + 1 - seed_base(params, k, label_map) if len(seen[k]) else 0
-                rows, imgs = sampler.synthesize(k, seeds_for(params, k, label_map, start, n))
-                take(k, rows, imgs)
+                take(k, *sampler.synthesize(k, seeds_for(params, k, label_map, start, n)))
                 rounds[k] = r
-                keep = set(accepted[k]["sample_id"])  # hold only accepted images in memory
-                for sid in rows["sample_id"]:
-                    if sid not in keep:
-                        passing_imgs.pop(sid, None)
         for k in need:  # a class that ended below the floor is hopeless too, whatever the round
             rate = len(accepted[k]) / max(1, len(seen[k]))
             if k not in hopeless and len(accepted[k]) < need[k] and rate < cfg.min_acceptance:
@@ -195,9 +194,8 @@ def filter_candidates(params: Params) -> dict:
 
         parts = []
         for k, rows in accepted.items():
-            rows = rows.drop(columns=["scored", "near_copy", "disagrees"])
-            parts.append(write_images(rows, np.stack([passing_imgs[s] for s in rows["sample_id"]]), tmp)
-                         if len(rows) else rows)
+            rows = rows.drop(columns=["scored", "near_copy", "disagrees"], errors="ignore")
+            parts.append(write_images(rows, accepted_imgs[k], tmp) if len(rows) else rows)
         kept = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(kept, tmp)
 

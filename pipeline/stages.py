@@ -68,7 +68,7 @@ def summarize(name: str, r: dict) -> str:
         return f"batch {r['batch']}: {r['images']} synthetic images into {r['target']} ({state})"
     if name == "append":
         state = "updated" if r["changed"] else "already up to date"
-        gate = "" if r["gate"]["passed"] else f"; gate closed, no synthetic image added: {r['gate']['reason']}"
+        gate = "" if r["gate"]["passed"] else f"; gate closed: {r['gate']['reason']}"
         return f"{r['real']} real + {r['synthetic']} synthetic images ({state}){gate}"
     if name == "evaluate":
         g = r["gate"]

@@ -186,7 +186,7 @@ def test_filter_tops_up_in_later_rounds(trained):
     # A threshold half of the first round fails: the rest must come from later rounds.
     median = float(first.loc[first["label"] == "cross", "d_score"].median())
     p = tiny_params(Path(trained.paths.raw).parent, generate={"oversample": 1.0},
-                    filter={"mode": "absolute", "threshold": median, "max_rounds": 8})
+                    filter={"mode": "absolute", "threshold": median, "max_rounds": 8, "dedupe": True})
     report = filter_candidates(p)
     cross = report["classes"]["cross"]
     assert cross["rounds"] >= 2 and cross["generated"] > cross["needed"]
@@ -372,7 +372,7 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     result = append(p)
     aug = read_manifest(p.paths.augmented, check_files=True)
     assert (aug["source"] == "real").all() and result["synthetic"] == 0
-    assert "gate closed, no synthetic image added" in summarize("append", result)
+    assert "gate closed: synthetic does not beat" in summarize("append", result)
     opened = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}, evaluate={"min_gain": -10.0})
     assert evaluate(opened)["gate"]["passed"]
     assert append(opened)["synthetic"] > 0
