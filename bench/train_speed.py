@@ -1,18 +1,29 @@
-"""Training speed of the conditional GAN, against this machine's measured conv peak.
+"""Training speed of the conditional GAN: `ganaug train`'s loop against a bare loop of the same
+networks, batch and optimizer steps, and both against this machine's measured conv peak.
 
-    python bench/train_speed.py [--steps 100] [--size 16] [--width 32] [--batch 64]
+    python bench/train_speed.py [--steps 200] [--size 16] [--width 32] [--batch 64]
 
-Prints images/s, GFLOPS per step (counted by torch's FlopCounterMode), achieved GFLOPS,
-and the ratio to a 3x3-convolution peak measured in the same run (the baseline).
+Baselines measured in the same run:
+- bare: GANTrainer.step on in-memory batches, nothing else (no data pipeline, logging, health
+  probes, validation, checkpoints);
+- peak: a large 3x3 convolution's GFLOPS (what the hardware does at its best here).
+`ganaug train` runs on the digits demo at the same size, width and batch; its images/s counts
+the whole loop (health probes, validation of G_ema, checkpoints), not the one-off set-up.
+FLOPs are counted by torch's FlopCounterMode on one real step.
 """
 import argparse
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from gan import GANConfig, GANTrainer, pick_device
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gan import GANConfig, GANTrainer, pick_device  # noqa: E402
 
 
 def conv_peak(device, seconds: float = 3.0) -> float:
@@ -30,35 +41,64 @@ def conv_peak(device, seconds: float = 3.0) -> float:
     return flops * n / (time.perf_counter() - t0) / 1e9
 
 
+def bare_loop(args, device) -> tuple[float, float]:
+    """(images/s, GFLOP per step) of GANTrainer.step alone, default hyper-parameters."""
+    torch.manual_seed(0)
+    trainer = GANTrainer(GANConfig(args.size, 1, 10, width=args.width), device=device)
+    x = torch.rand(1024, 1, args.size, args.size, device=device) * 2 - 1
+    y = torch.randint(0, 10, (1024,), device=device)
+    with FlopCounterMode(display=False) as counter:
+        trainer.step(x[:args.batch], y[:args.batch])
+    for _ in range(5):  # warm-up
+        trainer.step(x[:args.batch], y[:args.batch])
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        idx = torch.randint(0, 1024, (args.batch,), device=device)
+        trainer.step(x[idx], y[idx])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return args.steps * args.batch / (time.perf_counter() - t0), counter.get_total_flops() / 1e9
+
+
+def ganaug_train(args) -> dict:
+    from pipeline.demo_data import demo_data
+    from pipeline.ingest import ingest
+    from pipeline.params import load_params
+    from pipeline.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = load_params(None, [f"paths.{k}={Path(tmp) / k}" for k in
+                               ("demo", "prepared", "model", "train_reports", "reports")] +
+                        [f"paths.raw={Path(tmp) / 'demo' / 'index.csv'}", f"demo.size={args.size}",
+                         f"ingest.size={args.size}", f"train.steps={args.steps}", f"train.width={args.width}",
+                         f"train.batch_size={args.batch}", f"train.checkpoint_every={max(1, args.steps // 4)}"])
+        demo_data(p)
+        ingest(p)
+        t0 = time.perf_counter()
+        metrics = train(p)
+        metrics["wall_s"] = time.perf_counter() - t0
+        return metrics
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--size", type=int, default=16)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
-    torch.manual_seed(0)
     device = pick_device()
-    trainer = GANTrainer(GANConfig(args.size, 1, 10, width=args.width), device=device)
-    x = torch.rand(args.batch, 1, args.size, args.size, device=device) * 2 - 1
-    y = torch.randint(0, 10, (args.batch,), device=device)
-    with FlopCounterMode(display=False) as counter:
-        trainer.step(x, y)
-    flops = counter.get_total_flops()
-    for _ in range(5):  # warm-up
-        trainer.step(x, y)
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        trainer.step(x, y)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    achieved = flops * args.steps / dt / 1e9
+    bare, gflop = bare_loop(args, device)
+    m = ganaug_train(args)
     peak = conv_peak(device)
-    print(f"device={device} threads={torch.get_num_threads()} size={args.size} width={args.width} batch={args.batch}")
-    print(f"images/s={args.steps * args.batch / dt:.1f}  GFLOP/step={flops / 1e9:.3f}  "
-          f"GFLOP/image={flops / 1e9 / args.batch:.4f}")
-    print(f"achieved={achieved:.1f} GFLOPS  conv3x3 peak (baseline)={peak:.1f} GFLOPS  ratio={achieved / peak:.2f}")
+    print(f"device={device} threads={torch.get_num_threads()} size={args.size} width={args.width} "
+          f"batch={args.batch} steps={args.steps} (2 D-steps per G-step, default recipe)")
+    print(f"GFLOP/step={gflop:.3f}  GFLOP/image={gflop / args.batch:.4f}  conv3x3 peak={peak:.1f} GFLOPS")
+    for name, ips in (("bare loop (baseline)", bare), ("ganaug train loop", m["images_per_s"])):
+        print(f"{name:<22} images/s={ips:.1f}  achieved={ips / args.batch * gflop:.1f} GFLOPS  "
+              f"of peak={ips / args.batch * gflop / peak:.2f}")
+    print(f"ganaug train / bare = {m['images_per_s'] / bare:.3f}   (whole stage incl. set-up: "
+          f"{m['wall_s']:.1f} s for {m['steps_this_run']} steps)")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ steps for every arm, `evaluate.repeats` seeds each, tested on ganaug's real test
                     split among `evaluate.synthetic_shares`, never on test.
 
 The gate: the synthetic arm must beat the best other arm on `evaluate.gate_metric` by more
-than `evaluate.min_gain`. Written to reports/gate.json; append reads it.
+than `evaluate.min_gain` and by more than the seed spread (the larger std of the two). Written to reports/gate.json; append reads it.
 """
 from __future__ import annotations
 
@@ -179,23 +179,27 @@ def evaluate(params: Params) -> dict:
 
 
 def decide(means: dict, metric: str, min_gain: float | None, share: float | None, images: int) -> dict:
-    """Open the gate only when the synthetic arm beats every other arm by more than min_gain."""
+    """Open the gate only when the synthetic arm beats every other arm by more than min_gain
+    and by more than the seed spread (a gain the classifier's own seed noise could make is
+    no gain: appending then would change the user's data for nothing)."""
     best_other = max(OTHER_ARMS, key=lambda a: means[a][metric])
     gate = {"metric": metric, "min_gain": min_gain, "best_other_arm": best_other,
             "best_other": means[best_other][metric], "synthetic_share": share, "synthetic_images": images}
     if "synthetic" not in means:
-        return {**gate, "passed": False, "gain": None, "synthetic_images": 0,
+        return {**gate, "passed": False, "gain": None, "spread": None, "synthetic_images": 0,
                 "reason": "no synthetic image passed the filter: nothing to append"}
     gain = round(means["synthetic"][metric] - means[best_other][metric], 4)
-    gate["gain"] = gain
+    spread = max(means["synthetic"][f"{metric}_std"], means[best_other][f"{metric}_std"])
+    gate |= {"gain": gain, "spread": spread}
     if min_gain is None:
         return {**gate, "passed": True, "reason": f"gate off (evaluate.min_gain=null); {metric} gain {gain:+.4f}"}
-    if gain > min_gain:
+    needed = max(min_gain, spread)
+    if gain > needed:
         return {**gate, "passed": True, "reason": f"synthetic beats {best_other} on {metric} by {gain:+.4f} "
-                                                 f"(> {min_gain})"}
+                                                 f"(> min_gain {min_gain} and seed spread {spread:.4f})"}
     return {**gate, "passed": False, "synthetic_images": 0,
-            "reason": f"synthetic does not beat {best_other} on {metric}: {gain:+.4f} (needs > {min_gain}); "
-                      "no synthetic image is appended"}
+            "reason": f"synthetic does not beat {best_other} on {metric}: {gain:+.4f}, needs > {needed:.4f} "
+                      f"(min_gain {min_gain}, seed spread {spread:.4f}); no synthetic image is appended"}
 
 
 def _synthetic_quality(model, synth, accepted_dir, label_map, ch, x_real, y_real, x_test, y_test, fit, seed) -> dict:

@@ -373,9 +373,26 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     aug = read_manifest(p.paths.augmented, check_files=True)
     assert (aug["source"] == "real").all() and result["synthetic"] == 0
     assert "gate closed: synthetic does not beat" in summarize("append", result)
-    opened = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}, evaluate={"min_gain": -10.0})
+    opened = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"})  # min_gain=null: gate off
     assert evaluate(opened)["gate"]["passed"]
     assert append(opened)["synthetic"] > 0
+
+
+def test_gate_needs_more_than_min_gain_and_the_seed_spread():
+    from pipeline.evaluate import decide
+
+    def arms(synthetic, std):
+        base = {"macro_f1": 0.80, "macro_f1_std": 0.01}
+        return {"real_only": {"macro_f1": 0.5, "macro_f1_std": 0.0}, "real_oversampled": base,
+                "smote": {"macro_f1": 0.7, "macro_f1_std": 0.0},
+                "synthetic": {"macro_f1": synthetic, "macro_f1_std": std}}
+
+    assert decide(arms(0.85, 0.02), "macro_f1", 0.0, 0.5, 10)["passed"]           # +0.05 > spread 0.02
+    closed = decide(arms(0.805, 0.002), "macro_f1", 0.0, 0.5, 10)                  # +0.005 < spread 0.01
+    assert not closed["passed"] and closed["synthetic_images"] == 0 and "seed spread 0.0100" in closed["reason"]
+    assert not decide(arms(0.85, 0.0), "macro_f1", 0.1, 0.5, 10)["passed"]         # +0.05 < min_gain 0.1
+    assert decide(arms(0.70, 0.0), "macro_f1", None, 0.5, 10)["passed"]            # gate off
+    assert decide(arms(0.85, 0.0), "macro_f1", 0.0, 0.5, 10)["best_other_arm"] == "real_oversampled"
 
 
 def test_append_without_a_gate_decision_is_a_clear_error(trained):
