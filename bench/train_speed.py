@@ -71,7 +71,7 @@ def ganaug_train(args) -> dict:
                                ("demo", "prepared", "model", "train_reports", "reports")] +
                         [f"paths.raw={Path(tmp) / 'demo' / 'index.csv'}", f"demo.size={args.size}",
                          f"ingest.size={args.size}", f"train.steps={args.steps}", f"train.width={args.width}",
-                         f"train.batch_size={args.batch}", f"train.checkpoint_every={max(1, args.steps // 4)}"])
+                         f"train.batch_size={args.batch}"])  # checkpoint_every as in params: 250
         demo_data(p)
         ingest(p)
         t0 = time.perf_counter()

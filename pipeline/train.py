@@ -81,7 +81,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     class_sizes = torch.bincount(y.cpu(), minlength=len(label_map)).float()
     balance = 1.0 / class_sizes[y.cpu()]
     log_every = max(1, cfg.steps // 500)      # loss curves of ~500 points, whatever the length
-    health_every = max(1, cfg.steps // 50)    # the diversity probe: ~50 points a run
+    health_every = max(10, cfg.steps // 50)   # the diversity probe: ~50 points a run, at most 1 step in 10
     start_step, flops_per_step, t0 = trainer.step_count, None, time.perf_counter()
     since_best = _evaluations_since_best(history)
     worst_diversity = float("nan")
