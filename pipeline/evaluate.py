@@ -25,6 +25,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from . import classifier, quality
+from .images import load_tensor
 from .io import atomic_file, write_json
 from .manifest import label_map_of, read_manifest
 from .params import Params
@@ -35,8 +36,6 @@ GATE_FILE = "gate.json"
 
 
 def _tensors(rows: pd.DataFrame, root: Path, label_map, channels) -> tuple[torch.Tensor, torch.Tensor]:
-    from .images import load_tensor
-
     return (load_tensor([root / p for p in rows["path"]], channels),
             torch.tensor([label_map[v] for v in rows["label"]], dtype=torch.long))
 
