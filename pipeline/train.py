@@ -68,7 +68,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
                            lecam=cfg.lecam, mode_seeking=cfg.mode_seeking)
         trainer = GANTrainer(gan_cfg, hyper, device, compile=cfg.compile)
         history = []
-    judge = ValidationJudge(x, y, names, params)
+    judge = ValidationJudge(x, y, names, params) if trainer.step_count < end else None  # none when done
     real_spread = torch.tensor([health.spread(x[y == c]) for c in range(len(names))]).clamp(min=1e-6)
 
     x = x.to(device)
