@@ -44,6 +44,10 @@ def read_gate(params: Params) -> dict:
         raise DataError(f"{path}: not a gate decision ({e}); re-run `ganaug evaluate`") from None
     if not isinstance(gate, dict) or not isinstance(gate.get("passed"), bool):
         raise DataError(f"{path}: not a gate decision (no boolean 'passed'); re-run `ganaug evaluate`")
+    share = gate.get("synthetic_share")
+    if share is not None and not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share <= 1):
+        raise DataError(f"{path}: synthetic_share must be a number in (0, 1], found {share!r}; "
+                        "re-run `ganaug evaluate`")
     return gate
 
 

@@ -399,6 +399,14 @@ def test_append_without_a_gate_decision_is_a_clear_error(trained):
     p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
     with pytest.raises(DataError, match="gate.json: no gate decision; run `ganaug evaluate` before append"):
         append(p)
+    gate = Path(p.paths.reports) / "gate.json"
+    for text, why in (("[1, 2]", "no boolean 'passed'"), ('{"passed": "yes"}', "no boolean 'passed'"),
+                      ('{"passed": true, "synthetic_share": "all"}', "synthetic_share must be a number"),
+                      ("\xff", "not a gate decision")):
+        gate.write_text(text)
+        with pytest.raises(DataError, match=why):
+            append(p)
+    assert not Path(p.paths.augmented).exists()  # nothing written on a bad decision
 
 
 def test_users_own_val_and_test_stay_out_of_the_augmented_set(tmp_path):
