@@ -2,6 +2,7 @@
 
     python bench/gan_quality.py --data demo [--steps 1000] [--minutes M] [--per-class 100]
     python bench/gan_quality.py --data animal --minutes 7 --width 16   # pip install --no-deps animal-mnist
+    python bench/gan_quality.py --data demo --recipes ganaug --set train.lecam=0.3   # one variant alone
 
 Baseline, measured in the same run: the recipe ganaug shipped before (one D step per G step at
 G's learning rate, DiffAugment translation + cutout, no mode seeking). Both train on the same
@@ -95,6 +96,7 @@ def main():
     ap.add_argument("--width", type=int, default=None)
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--recipes", default="ganaug,previous")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="params for every recipe")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -106,6 +108,7 @@ def main():
             base.append(f"train.minutes={args.minutes}")
         if args.width:
             base.append(f"train.width={args.width}")
+        base += args.overrides
         ingest(load_params(None, base))
         results = {}
         for name in args.recipes.split(","):
