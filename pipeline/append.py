@@ -21,34 +21,15 @@ new version instead (pipeline/versioned.py): the Prefect way.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from .errors import DataError
-from .evaluate import GATE_FILE, cap_synthetic
-from .generate import class_counts
+from .gate import cap_synthetic, read_gate
 from .io import atomic_dir, link_or_copy
-from .manifest import MANIFEST, make_manifest, read_manifest, write_manifest
+from .manifest import MANIFEST, class_counts, make_manifest, read_manifest, write_manifest
 from .params import Params
-
-
-def read_gate(params: Params) -> dict:
-    path = Path(params.paths.reports) / GATE_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: no gate decision; run `ganaug evaluate` before append")
-    try:
-        gate = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a gate decision ({e}); re-run `ganaug evaluate`") from None
-    if not isinstance(gate, dict) or not isinstance(gate.get("passed"), bool):
-        raise DataError(f"{path}: not a gate decision (no boolean 'passed'); re-run `ganaug evaluate`")
-    share = gate.get("synthetic_share")
-    if share is not None and not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share <= 1):
-        raise DataError(f"{path}: synthetic_share must be a number in (0, 1], found {share!r}; "
-                        "re-run `ganaug evaluate`")
-    return gate
 
 
 def gated_synthetic(params: Params, prepared: pd.DataFrame) -> tuple[pd.DataFrame, dict]:

@@ -63,12 +63,12 @@ def pipeline_stages(code_deps: bool, demo: bool) -> dict:
         plots=[_uncached(f"{p % 'reports'}/filter_classes.csv")])
     stages["evaluate"] = _stage(
         "ganaug evaluate", [p % "prepared", p % "accepted",
-                            *code("pipeline/evaluate.py", "pipeline/classifier.py", "pipeline/quality.py")],
+                            *code("pipeline/evaluate.py", "pipeline/gate.py", "pipeline/classifier.py", "pipeline/quality.py")],
         ["evaluate", "ingest.channels"],
         metrics=[_uncached(f"{p % 'reports'}/metrics.json"), _uncached(f"{p % 'reports'}/gate.json")],
         plots=[_uncached(f"{p % 'reports'}/per_class_recall.csv")])
     stages["append"] = _stage(
-        "ganaug append", [p % "prepared", p % "accepted", f"{p % 'reports'}/gate.json", *code("pipeline/append.py")],
+        "ganaug append", [p % "prepared", p % "accepted", f"{p % 'reports'}/gate.json", *code("pipeline/append.py", "pipeline/gate.py")],
         ["append"], outs=[p % "augmented"])
     plots = [
         {f"{p % 'train_reports'}/losses.csv": {"x": "step", "y": ["loss_d", "loss_g", "d_real", "d_fake"]}},

@@ -11,8 +11,9 @@ steps for every arm, `evaluate.repeats` seeds each, tested on ganaug's real test
                     `share` of a class's images synthetic. The share is chosen on the val
                     split among `evaluate.synthetic_shares`, never on test.
 
-The gate: the synthetic arm must beat the best other arm on `evaluate.gate_metric` by more
-than `evaluate.min_gain` and by more than the seed spread (the larger std of the two). Written to reports/gate.json; append reads it.
+The gate (pipeline/gate.py): the synthetic arm must beat the best other arm on
+`evaluate.gate_metric` by more than `evaluate.min_gain` and by more than the seed spread (the
+larger std of the two). Written to reports/gate.json; append reads it.
 """
 from __future__ import annotations
 
@@ -25,14 +26,13 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from . import classifier, quality
+from .gate import GATE_FILE, OTHER_ARMS, cap_synthetic, decide
 from .images import load_tensor
 from .io import atomic_file, write_json
 from .manifest import label_map_of, read_manifest
 from .params import Params
 from .progress import progress
 
-OTHER_ARMS = ("real_only", "real_oversampled", "smote")
-GATE_FILE = "gate.json"
 
 
 def _tensors(rows: pd.DataFrame, root: Path, label_map, channels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,18 +81,6 @@ def smote(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, to
         return x, y
     xs, ys = SMOTE(k_neighbors=k, random_state=seed).fit_resample(x.flatten(1).numpy(), y.numpy())
     return torch.from_numpy(xs).float().view(-1, *x.shape[1:]), torch.from_numpy(ys).long()
-
-
-def cap_synthetic(synth: pd.DataFrame, real_counts: dict[str, int], share: float) -> pd.DataFrame:
-    """At most `share` of each class's images synthetic (the first in seed order)."""
-    if share >= 1.0:
-        return synth
-    keep = []
-    for label, rows in synth.groupby("label", sort=False):
-        n_real = real_counts.get(str(label), 0)
-        limit = math.floor(share * n_real / (1 - share))
-        keep.append(rows.sort_values("seed", kind="stable").head(limit))
-    return pd.concat(keep) if keep else synth.head(0)
 
 
 def evaluate(params: Params) -> dict:
@@ -175,30 +163,6 @@ def evaluate(params: Params) -> dict:
     with atomic_file(reports / "per_class_recall.csv") as tmp:
         recall.to_csv(tmp, index=False)
     return metrics
-
-
-def decide(means: dict, metric: str, min_gain: float | None, share: float | None, images: int) -> dict:
-    """Open the gate only when the synthetic arm beats every other arm by more than min_gain
-    and by more than the seed spread (a gain the classifier's own seed noise could make is
-    no gain: appending then would change the user's data for nothing)."""
-    best_other = max(OTHER_ARMS, key=lambda a: means[a][metric])
-    gate = {"metric": metric, "min_gain": min_gain, "best_other_arm": best_other,
-            "best_other": means[best_other][metric], "synthetic_share": share, "synthetic_images": images}
-    if "synthetic" not in means:
-        return {**gate, "passed": False, "gain": None, "spread": None, "synthetic_images": 0,
-                "reason": "no synthetic image passed the filter: nothing to append"}
-    gain = round(means["synthetic"][metric] - means[best_other][metric], 4)
-    spread = max(means["synthetic"][f"{metric}_std"], means[best_other][f"{metric}_std"])
-    gate |= {"gain": gain, "spread": spread}
-    if min_gain is None:
-        return {**gate, "passed": True, "reason": f"gate off (evaluate.min_gain=null); {metric} gain {gain:+.4f}"}
-    needed = max(min_gain, spread)
-    if gain > needed:
-        return {**gate, "passed": True, "reason": f"synthetic beats {best_other} on {metric} by {gain:+.4f} "
-                                                 f"(> min_gain {min_gain} and seed spread {spread:.4f})"}
-    return {**gate, "passed": False, "synthetic_images": 0,
-            "reason": f"synthetic does not beat {best_other} on {metric}: {gain:+.4f}, needs > {needed:.4f} "
-                      f"(min_gain {min_gain}, seed spread {spread:.4f}); no synthetic image is appended"}
 
 
 def _synthetic_quality(model, synth, accepted_dir, label_map, ch, x_real, y_real, x_test, y_test, fit, seed) -> dict:

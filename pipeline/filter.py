@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import classifier
+from . import classifier, quality
 from .errors import DataError
-from .generate import Sampler, class_counts, needed_per_class, seed_base, seeds_for, write_images
+from .generate import Sampler, needed_per_class, seed_base, seeds_for, write_images
 from .images import load_tensor, to_uint8
 from .io import atomic_dir, atomic_file, write_json
-from .manifest import label_map_of, make_manifest, read_manifest, write_manifest
+from .manifest import class_counts, label_map_of, make_manifest, read_manifest, write_manifest
 from .params import Params
 from .plots import class_grid, notice, score_histograms
 from .progress import progress
@@ -70,8 +70,8 @@ class Guards:
         x = load_tensor([root / p for p in real["path"]], params.ingest.channels)
         y = torch.tensor([label_map[v] for v in real["label"]])
         self.label_map = label_map
-        self.real = {k: x[y == i].flatten(1) for k, i in label_map.items()}
-        self.floor = {k: _nearest_pair(v) for k, v in self.real.items()}
+        self.real = {k: x[y == i].flatten(1).numpy() for k, i in label_map.items()}
+        self.floor = {k: quality.nearest_pair(v) for k, v in self.real.items()}
         self.model = (classifier.fit_reference(x, y, len(label_map), params.evaluate, params.evaluate.seed)
                       if cfg.require_agreement else None)
         self.reject_copies, self.dedupe = cfg.reject_copies, cfg.dedupe
@@ -80,8 +80,8 @@ class Guards:
         """Columns near_copy and disagrees for uint8 NHWC candidates of one class."""
         x = _to_float(imgs)
         near_copy = np.zeros(len(x), dtype=bool)
-        if self.reject_copies and len(self.real[label]):
-            near_copy = (torch.cdist(x.flatten(1), self.real[label]).min(dim=1).values < self.floor[label]).numpy()
+        if self.reject_copies:
+            near_copy = quality.near_copies(self.real[label], x.flatten(1).numpy(), self.floor[label])
         disagrees = np.zeros(len(x), dtype=bool)
         if self.model is not None and len(x):
             disagrees = classifier.predict(self.model, x)[0] != self.label_map[label]
@@ -106,16 +106,6 @@ class Guards:
 
 def _to_float(imgs: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def _nearest_pair(x: torch.Tensor) -> float:
-    """The distance between the two closest distinct real images of a class (0 if < 2)."""
-    if len(x) < 2:
-        return 0.0
-    d = torch.cdist(x, x)
-    d.fill_diagonal_(math.inf)
-    d = d[d > 0]
-    return float(d.min()) if len(d) else 0.0
 
 
 def filter_candidates(params: Params) -> dict:

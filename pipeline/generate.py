@@ -21,15 +21,10 @@ from .checkpoints import check_label_map, checkpoint_id, load_checkpoint
 from .errors import ParamsError
 from .images import save_png, to_uint8
 from .io import atomic_dir
-from .manifest import label_map_of, make_manifest, read_manifest, synthetic_id, write_manifest
+from .manifest import class_counts, label_map_of, make_manifest, read_manifest, synthetic_id, write_manifest
 from .params import Params
 
 SEED_STRIDE = 1_000_000_000  # seeds of one class and one generate.seed never meet another's
-
-
-def class_counts(df: pd.DataFrame) -> dict[str, int]:
-    real = df[(df["split"] == "train") & (df["source"] == "real")]
-    return {k: int(v) for k, v in real["label"].value_counts().sort_index().items()}
 
 
 def needed_per_class(counts: dict[str, int], strategy) -> dict[str, int]:

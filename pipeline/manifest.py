@@ -107,6 +107,11 @@ def synthetic_id(checkpoint: str, label: str, seed: int) -> str:
     return hashlib.sha256(f"{checkpoint}|{label}|{seed}".encode()).hexdigest()[:20]
 
 
+def class_counts(df: pd.DataFrame) -> dict[str, int]:
+    real = df[(df["split"] == "train") & (df["source"] == "real")]
+    return {k: int(v) for k, v in real["label"].value_counts().sort_index().items()}
+
+
 def label_map_of(df: pd.DataFrame) -> dict[str, int]:
     """Class name -> index, sorted by name: fixed at ingest, carried in every checkpoint."""
     return {name: i for i, name in enumerate(sorted(df["label"].unique()))}

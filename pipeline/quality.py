@@ -8,12 +8,14 @@ Features come from the fixed small CNN (`classifier.py`) trained here on the rea
 - memorization: share of synthetic images nearer (in pixels) to some real training image
   than any two real training images of the class are to each other;
 - label_agreement: the real-trained classifier assigns the image to its intended class.
-Used by train (to keep the best checkpoint) and evaluate (the report).
+Used by evaluate (the report) and filter (the near-copy guard is `near_copies`).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from gan.health import spread as _spread
 
 from . import classifier
 
@@ -25,12 +27,10 @@ def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def spread(f: np.ndarray, cap: int = 500) -> float:
-    """Mean pairwise distance; a fixed subsample above `cap` (O(n^2) pairs)."""
-    if len(f) < 2:
-        return 0.0
+    """Mean pairwise distance (gan.health's); a fixed subsample above `cap` (O(n^2) pairs)."""
     if len(f) > cap:
         f = f[np.random.default_rng(0).choice(len(f), cap, replace=False)]
-    return float(_pairwise(f, f).sum() / (len(f) * (len(f) - 1)))
+    return _spread(torch.from_numpy(f).double())
 
 
 def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = K_NEAREST) -> tuple[float, float]:
@@ -46,14 +46,29 @@ def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = K_NEAREST)
     return precision, recall
 
 
+def nearest_pair(real_px: np.ndarray) -> float:
+    """The distance between the two closest distinct real images (0 with fewer than two)."""
+    if len(real_px) < 2:
+        return 0.0
+    d = _pairwise(real_px, real_px)
+    np.fill_diagonal(d, np.inf)
+    d = d[d > 0]
+    return float(d.min()) if len(d) else 0.0
+
+
+def near_copies(real_px: np.ndarray, fake_px: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """Per fake: nearer to some real image than the two closest distinct real images are."""
+    floor = nearest_pair(real_px) if floor is None else floor
+    if not len(real_px) or not len(fake_px):
+        return np.zeros(len(fake_px), dtype=bool)
+    return _pairwise(fake_px, real_px).min(axis=1) < floor
+
+
 def memorization(real_px: np.ndarray, fake_px: np.ndarray) -> float:
-    """Share of fakes closer to a real image than the two closest distinct real images are."""
+    """Share of fakes that are near copies of a real image."""
     if len(real_px) < 2 or not len(fake_px):
         return float("nan")
-    rr = _pairwise(real_px, real_px)
-    np.fill_diagonal(rr, np.inf)
-    floor = rr[rr > 0].min() if (rr > 0).any() else 0.0
-    return float((_pairwise(fake_px, real_px).min(axis=1) < floor).mean())
+    return float(near_copies(real_px, fake_px).mean())
 
 
 def per_class(model, x_real: torch.Tensor, y_real: torch.Tensor, x_syn: torch.Tensor, y_syn: torch.Tensor,
