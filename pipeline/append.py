@@ -27,7 +27,7 @@ import pandas as pd
 
 from .errors import DataError
 from .gate import cap_synthetic, read_gate
-from .io import atomic_dir, link_or_copy
+from .files import atomic_dir, link_or_copy
 from .manifest import MANIFEST, class_counts, make_manifest, read_manifest, write_manifest
 from .params import Params
 
@@ -102,3 +102,14 @@ def _already_holds(dest: Path, target: pd.DataFrame) -> bool:
     key = ["sample_id", "path", "label", "source"]
     return current[key].sort_values("sample_id").reset_index(drop=True).equals(
         target[key].sort_values("sample_id").reset_index(drop=True))
+
+
+def summarize(r: dict) -> str:
+    if "batch" in r:  # in place: a new version of append.target
+        if not r["gate"]["passed"]:
+            return f"no new version of {r['target']}: gate closed ({r['gate']['reason']})"
+        state = f"commit {r['commit'][:8]}, tag {r['tag']}" if r["changed"] else "already appended"
+        return f"batch {r['batch']}: {r['images']} synthetic images into {r['target']} ({state})"
+    state = "updated" if r["changed"] else "already up to date"
+    gate = "" if r["gate"]["passed"] else f"; gate closed: {r['gate']['reason']}"
+    return f"{r['real']} real + {r['synthetic']} synthetic images ({state}){gate}"

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import torch
 
+from ganaug import gan
+
 from .errors import CheckpointError
-from .io import atomic_file
+from .files import atomic_file
 
 
 def save_checkpoint(state: dict, path: str | Path):
@@ -43,3 +45,28 @@ def check_label_map(state: dict, label_map: dict[str, int], where: str):
                   if only_ckpt or only_data else "same classes, different indices")
         raise CheckpointError(f"{where}: label map differs from the data's ({detail}); "
                               "retrain with `ganaug train` on this data")
+
+
+# What torch and gan raise for a file that loads but does not fit the models: another
+# checkpoint format, other widths (size mismatch), missing or extra tensors or keys.
+_MISFIT = (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def _misfit(where, e: Exception) -> CheckpointError:
+    detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+    return CheckpointError(f"{where}: checkpoint does not fit ganaug's models ({detail}); "
+                           "retrain with `ganaug train`, or point paths.model at a checkpoint ganaug wrote")
+
+
+def restore_sampler(state: dict, device: torch.device, where) -> tuple[gan.Generator, gan.Discriminator]:
+    try:
+        return gan.load_sampler(state, device)
+    except _MISFIT as e:
+        raise _misfit(where, e) from None
+
+
+def restore_trainer(state: dict, device: torch.device, where, compile: bool = False) -> gan.GANTrainer:
+    try:
+        return gan.GANTrainer.from_state_dict(state, device, compile=compile)
+    except _MISFIT as e:
+        raise _misfit(where, e) from None

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from .errors import GanaugError
 from .params import Params, load_params
-from .stages import DEMO_DATA, STAGES, summarize
+from .stages import DEMO_DATA, STAGES, run, summarize
 
 
-def _run_stage(name: str, ref, params: Params):
+def _run_stage(name: str, params: Params):
     t0 = time.perf_counter()
-    result = ref.load()(params)
+    result = run(name, params)
     print(f"[{name}] {summarize(name, result)} ({time.perf_counter() - t0:.1f}s)", flush=True)
     return result
 
@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganaug", description="GAN data augmentation for rare classes.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("demo-data", parents=[common], help=DEMO_DATA.help)
-    for name, ref in STAGES.items():
-        sub.add_parser(name, parents=[common], help=ref.help)
+    for name, stage in STAGES.items():
+        sub.add_parser(name, parents=[common], help=stage.help)
     run = sub.add_parser("run", parents=[common], help="all stages in order, no DVC or Prefect needed")
     run.add_argument("--demo", action="store_true", help="write the demo dataset first")
     sub.add_parser("params", parents=[common], help="print the validated params (defaults filled in)")
@@ -69,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
             import yaml
             print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
         elif args.command == "demo-data":
-            _run_stage("demo-data", DEMO_DATA, params)
+            _run_stage("demo-data", params)
         elif args.command == "run":
             if args.demo:
-                _run_stage("demo-data", DEMO_DATA, params)
-            for name, ref in STAGES.items():
-                _run_stage(name, ref, params)
+                _run_stage("demo-data", params)
+            for name in STAGES:
+                _run_stage(name, params)
         else:
-            _run_stage(args.command, STAGES[args.command], params)
+            _run_stage(args.command, params)
     except GanaugError as e:
         print(f"ganaug {args.command}: error: {e}", file=sys.stderr)
         return 2

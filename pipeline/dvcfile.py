@@ -9,8 +9,9 @@ from pathlib import Path
 import yaml
 
 from .errors import DataError
-from .io import atomic_file
+from .files import atomic_file
 from .params import load_params
+from .stages import DEMO_DATA, STAGES, P, Stage
 
 HEADER = """\
 # ingest -> train -> generate -> filter -> evaluate -> append (evaluate decides the gate append acts on).
@@ -20,65 +21,30 @@ HEADER = """\
 """
 
 
-def _stage(cmd: str, deps: list[str], params: list[str], outs=(), metrics=(), plots=()) -> dict:
-    stage: dict = {"cmd": cmd, "deps": deps, "params": params}
-    for key, items in (("outs", outs), ("metrics", metrics), ("plots", plots)):
+def _entry(p: P):
+    """A dvc.yaml path entry: the bare path, or {path: options}."""
+    options = {k: v for k, v in (("cache", p.cache), ("persist", p.persist)) if v != (k == "cache")}
+    return {p.dvc(): options} if options else p.dvc()
+
+
+def _stage(stage: Stage, code_deps: bool) -> dict:
+    entry: dict = {
+        "cmd": f"ganaug {stage.name}",
+        "deps": [p.dvc() for p in stage.reads if p.in_dvc] + (list(stage.code) if code_deps else []),
+        "params": list(stage.params),
+    }
+    for key, items in (("outs", stage.outs + stage.pictures), ("metrics", stage.metrics), ("plots", stage.plots)):
+        items = [_entry(p) for p in items if p.in_dvc]
         if items:
-            stage[key] = list(items)
-    return stage
-
-
-def _uncached(path: str) -> dict:
-    return {path: {"cache": False}}
+            entry[key] = items
+    return entry
 
 
 def pipeline_stages(code_deps: bool, demo: bool) -> dict:
-    def code(*files: str) -> list[str]:
-        return list(files) if code_deps else []
-
-    p = "${paths.%s}"
-    stages = {}
-    if demo:
-        stages["demo_data"] = _stage("ganaug demo-data", code("pipeline/demo_data.py"), ["demo"],
-                                     outs=[p % "demo"])
-    stages["ingest"] = _stage(
-        "ganaug ingest", [p % "raw", *code("pipeline/ingest.py", "pipeline/images.py", "pipeline/manifest.py")],
-        ["ingest"], outs=[p % "prepared"], metrics=[_uncached(f"{p % 'reports'}/ingest.json")])
-    stages["train"] = _stage(
-        "ganaug train", [p % "prepared", *code("gan", "pipeline/train.py")], ["train"],
-        # persist: train resumes a checkpoint of the same data and settings.
-        outs=[{p % "model": {"persist": True}}, _uncached(f"{p % 'train_reports'}/samples.png"),
-              _uncached(f"{p % 'train_reports'}/losses.png")],
-        metrics=[_uncached(f"{p % 'train_reports'}/metrics.json")],
-        plots=[_uncached(f"{p % 'train_reports'}/losses.csv")])
-    stages["generate"] = _stage(
-        "ganaug generate", [p % "prepared", p % "model", *code("gan", "pipeline/generate.py")],
-        ["generate", "train.device"], outs=[p % "candidates"])
-    stages["filter"] = _stage(
-        "ganaug filter", [p % "prepared", p % "candidates", p % "model", *code("pipeline/filter.py")],
-        ["filter", "generate", "ingest.channels", "train.device"],
-        outs=[p % "accepted", _uncached(f"{p % 'reports'}/filter_scores.png"),
-              _uncached(f"{p % 'reports'}/accepted_samples.png")],
-        metrics=[_uncached(f"{p % 'reports'}/filter.json")],
-        plots=[_uncached(f"{p % 'reports'}/filter_classes.csv")])
-    stages["evaluate"] = _stage(
-        "ganaug evaluate", [p % "prepared", p % "accepted",
-                            *code("pipeline/evaluate.py", "pipeline/gate.py", "pipeline/classifier.py", "pipeline/quality.py")],
-        ["evaluate", "ingest.channels"],
-        metrics=[_uncached(f"{p % 'reports'}/metrics.json"), _uncached(f"{p % 'reports'}/gate.json")],
-        plots=[_uncached(f"{p % 'reports'}/per_class_recall.csv")])
-    stages["append"] = _stage(
-        "ganaug append", [p % "prepared", p % "accepted", f"{p % 'reports'}/gate.json", *code("pipeline/append.py", "pipeline/gate.py")],
-        ["append"], outs=[p % "augmented"])
-    plots = [
-        {f"{p % 'train_reports'}/losses.csv": {"x": "step", "y": ["loss_d", "loss_g", "d_real", "d_fake"]}},
-        {f"{p % 'reports'}/per_class_recall.csv": {"x": "class", "y": ["real_only", "real_oversampled", "smote", "synthetic"],
-                                                   "template": "bar_horizontal"}},
-        {f"{p % 'reports'}/filter_classes.csv": {"x": "label", "y": "acceptance_rate", "template": "bar_horizontal"}},
-        f"{p % 'train_reports'}/samples.png", f"{p % 'reports'}/accepted_samples.png",
-        f"{p % 'reports'}/filter_scores.png",
-    ]
-    return {"stages": stages, "plots": plots}
+    stages = [DEMO_DATA, *STAGES.values()] if demo else list(STAGES.values())
+    plots = [{p.dvc(): {k: v for k, v in p.style.items()}} for s in stages for p in s.plots if p.style]
+    plots += [p.dvc() for s in stages for p in s.pictures if p.file.endswith(".png")]
+    return {"stages": {s.name.replace("-", "_"): _stage(s, code_deps) for s in stages}, "plots": plots}
 
 
 def render(code_deps: bool, demo: bool, how: str) -> str:
@@ -110,4 +76,4 @@ def init_host(host: Path, folder: str, data: str, overrides: list[str]) -> dict:
 
 if __name__ == "__main__":  # regenerate this repository's dvc.yaml
     Path(__file__).resolve().parents[1].joinpath("dvc.yaml").write_text(
-        render(code_deps=True, demo=True, how="python -m pipeline.dvcfile"))
+        render(code_deps=True, demo=True, how="python -m ganaug.pipeline.dvcfile"))

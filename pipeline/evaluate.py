@@ -28,7 +28,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 from . import classifier, quality
 from .gate import GATE_FILE, OTHER_ARMS, cap_synthetic, decide
 from .images import load_tensor
-from .io import atomic_file, write_json
+from .files import atomic_file, write_json
 from .manifest import label_map_of, read_manifest
 from .params import Params
 from .progress import progress
@@ -183,3 +183,11 @@ def _synthetic_quality(model, synth, accepted_dir, label_map, ch, x_real, y_real
         out["cas_real_reference"] = round(float((ref == truth).mean()), 4)
         out["cas_classes"] = [names[c] for c in classes.tolist()]
     return out
+
+
+def summarize(r: dict) -> str:
+    g = r["gate"]
+    m = g["metric"]
+    arms = ", ".join(f"{arm} {r[arm][m]:.4f}" for arm in ("real_only", "real_oversampled", "smote", "synthetic")
+                     if arm in r)
+    return f"{m}: {arms}; gate {'PASSED' if g['passed'] else 'CLOSED'}: {g['reason']}"

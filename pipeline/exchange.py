@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .io import atomic_dir, atomic_file
+from .files import atomic_dir, atomic_file
 from .scm import VersioningError, dvc
 
 EXCHANGE = Path(".ganaug/exchange")

@@ -27,9 +27,9 @@ import torch
 
 from . import classifier, quality
 from .errors import DataError
-from .generate import Sampler, needed_per_class, seed_base, seeds_for, write_images
+from .sampler import Sampler, needed_per_class, seed_base, seeds_for, write_images
 from .images import load_tensor, to_uint8
-from .io import atomic_dir, atomic_file, write_json
+from .files import atomic_dir, atomic_file, write_json
 from .manifest import class_counts, label_map_of, make_manifest, read_manifest, write_manifest
 from .params import Params
 from .plots import class_grid, notice, score_histograms
@@ -243,3 +243,9 @@ def _accepted_grid(params: Params, kept: pd.DataFrame, per_class: int = 8):
         rows[str(label)] = to_uint8(x)
     class_grid(rows, Path(params.paths.reports) / "accepted_samples.png",
                "accepted synthetic images: one row per class")
+
+
+def summarize(r: dict) -> str:
+    rates = {k: c["acceptance_rate"] for k, c in r["classes"].items()}
+    hopeless = f"; HOPELESS, stopped generating for {r['hopeless']}" if r.get("hopeless") else ""
+    return f"accepted {r['accepted']}/{r['needed']} needed; acceptance per class {rates}{hopeless}"

@@ -8,87 +8,13 @@ generate.oversample: the filter stage rejects some and tops up in later rounds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
-import gan
-
-from .checkpoints import check_label_map, checkpoint_id, load_checkpoint
-from .errors import ParamsError
-from .images import save_png, to_uint8
-from .io import atomic_dir
-from .manifest import class_counts, label_map_of, make_manifest, read_manifest, synthetic_id, write_manifest
+from .files import atomic_dir
+from .manifest import class_counts, label_map_of, make_manifest, read_manifest, write_manifest
 from .params import Params
-
-SEED_STRIDE = 1_000_000_000  # seeds of one class and one generate.seed never meet another's
-
-
-def needed_per_class(counts: dict[str, int], strategy) -> dict[str, int]:
-    """Images to add per class, with imbalanced-learn's over-sampling semantics."""
-    from imblearn.utils import check_sampling_strategy
-
-    y = np.repeat(np.array(list(counts), dtype=object), list(counts.values()))
-    try:
-        need = check_sampling_strategy(strategy, y, "over-sampling")
-    except ValueError as e:
-        raise ParamsError(f"generate.sampling_strategy={strategy!r}: {e}") from None
-    return {str(k): int(v) for k, v in need.items() if v > 0}
-
-
-@dataclass
-class Sampler:
-    """The checkpoint's EMA generator and discriminator, ready to synthesize and score."""
-
-    G: gan.Generator
-    D: gan.Discriminator
-    label_map: dict[str, int]
-    ckpt_id: str
-    batch_size: int
-
-    @classmethod
-    def load(cls, params: Params, label_map: dict[str, int]) -> "Sampler":
-        state = load_checkpoint(params.paths.model)
-        check_label_map(state, label_map, params.paths.model)
-        G, D = gan.load_sampler(state, gan.pick_device(params.train.device))
-        return cls(G, D, label_map, checkpoint_id(params.paths.model), params.generate.batch_size)
-
-    def synthesize(self, label: str, seeds: list[int]) -> tuple[pd.DataFrame, np.ndarray]:
-        """Rows (synthetic manifest, no path yet) and uint8 NHWC images for one class."""
-        y = [self.label_map[label]] * len(seeds)
-        imgs = to_uint8(gan.generate(self.G, y, seeds, self.batch_size))
-        # Score what is saved (8-bit), so a score can be reproduced from the file.
-        scores = self.score(imgs, y)
-        rows = pd.DataFrame({
-            "sample_id": [synthetic_id(self.ckpt_id, label, s) for s in seeds],
-            "label": label, "split": "train", "source": "synthetic",
-            "d_score": scores, "seed": seeds, "checkpoint": self.ckpt_id,
-        })
-        return rows, imgs
-
-    def score(self, imgs: np.ndarray, y: list[int]) -> np.ndarray:
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return gan.score(self.D, x, y).numpy().astype(np.float64)
-
-
-def seed_base(params: Params, label: str, label_map: dict[str, int]) -> int:
-    return (params.generate.seed * len(label_map) + label_map[label]) * SEED_STRIDE
-
-
-def seeds_for(params: Params, label: str, label_map: dict[str, int], start: int, n: int) -> list[int]:
-    base = seed_base(params, label, label_map)
-    return list(range(base + start, base + start + n))
-
-
-def write_images(rows: pd.DataFrame, imgs: np.ndarray, folder: Path) -> pd.DataFrame:
-    rows = rows.copy()
-    rows["path"] = [f"images/{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])]
-    for rel, img in zip(rows["path"], imgs):
-        save_png(img, folder / rel)
-    return rows
+from .sampler import Sampler, needed_per_class, seeds_for, write_images
 
 
 def generate(params: Params) -> dict:
@@ -106,3 +32,7 @@ def generate(params: Params) -> dict:
         write_manifest(cand, tmp)
     return {"needed": need, "candidates": {k: int(v) for k, v in cand["label"].value_counts().items()},
             "checkpoint": sampler.ckpt_id}
+
+
+def summarize(r: dict) -> str:
+    return f"needed {r['needed']}; candidates {r['candidates']}"

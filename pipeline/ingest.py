@@ -21,10 +21,9 @@ from .progress import progress
 
 from .errors import DataError
 from .images import BadImage, convert, decode, resizer, save_png
-from .io import atomic_dir, write_json
-from .manifest import MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, write_manifest
+from .files import atomic_dir, write_json
+from .manifest import BATCHES_DIR, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, write_manifest
 from .params import Params
-from .versioned import BATCHES_DIR
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
 
@@ -224,3 +223,9 @@ def stratified_split(df: pd.DataFrame, params: Params) -> list[str]:
         split[group.index[group["sample_id"].isin(order[:n_test])]] = "test"
         split[group.index[group["sample_id"].isin(order[n_test:n_test + n_val])]] = "val"
     return split.tolist()
+
+
+def summarize(r: dict) -> str:
+    return (f"{r['images']} images in {len(r['classes'])} classes; "
+            f"{len(r['quarantined'])} quarantined, {len(r['duplicates'])} duplicates, "
+            f"{r['skipped_synthetic']} synthetic rows skipped")

@@ -14,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DataError
-from .io import atomic_file
+from .files import atomic_file
 
 MANIFEST = "manifest.parquet"
+BATCHES_DIR = "ganaug-batches"  # synthetic batches appended in place; ingest never reads them as real
 SPLITS = ("train", "val", "test")
 SOURCES = ("real", "synthetic")
 COLUMNS = {

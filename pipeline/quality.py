@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gan.health import spread as _spread
+from ganaug.gan.health import spread as _spread
 
 from . import classifier
 

@@ -1,82 +1,168 @@
-"""The stages in pipeline order: the one registry the CLI, dvc.yaml and the Prefect flows share.
+"""The stages in pipeline order, each with its whole contract: the one registry that dvc.yaml,
+the CLI, the Prefect tasks and the path checks all derive from.
 
-Stage modules are imported when a stage runs, not when the CLI starts: torch, scikit-learn
-and matplotlib take seconds to import, and `ganaug params` or a DVC stage should not pay
-for the stages it does not run.
+A stage declares the paths it reads and writes (as params keys), the params it reads, its
+metrics, plots and pictures, the code it runs (this repository's dvc.yaml re-runs it when
+that changes), its one-line summary and its retry policy. `run` is how every entry point
+starts a stage: the outputs are checked against every path of the pipeline and for
+writability, then the stage function (params in, files out) runs.
+
+A new stage is one module (a `stage(params) -> dict` function and a `summarize(result)`)
+plus one entry here. Stage modules are imported when a stage runs, not when the CLI starts:
+torch, scikit-learn and matplotlib take seconds to import.
 """
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .params import Params
-
-Stage = Callable[[Params], dict]
+from .paths import check_apart, check_writable
 
 
 @dataclass(frozen=True)
-class StageRef:
-    target: str   # "module:function"
-    help: str
+class P:
+    """One path a stage reads or writes: a params key (e.g. "paths.prepared"), optionally a
+    file inside that folder. The key, not the value, is what DVC and the checks see."""
 
-    def load(self) -> Stage:
+    key: str
+    file: str = ""
+    folder: bool = False        # written as a whole folder (built aside, renamed in)
+    persist: bool = False       # DVC keeps it between runs (train resumes a checkpoint)
+    cache: bool = True          # False: small reports, kept in git, not the DVC cache
+    in_dvc: bool = True         # False: not a dvc.yaml path (append.target is tracked on its own)
+    style: dict | None = field(default=None, compare=False, hash=False)  # dvc plots options
+
+    def value(self, params: Params) -> str | None:
+        node = params
+        for part in self.key.split("."):
+            node = getattr(node, part)
+        return None if node is None else (f"{node}/{self.file}" if self.file else str(node))
+
+    def dvc(self) -> str:
+        return "${" + self.key + "}" + (f"/{self.file}" if self.file else "")
+
+    def shown(self) -> str:
+        return self.key + (f"/{self.file}" if self.file else "")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    target: str                       # "module:function", params -> result dict
+    help: str
+    reads: tuple[P, ...] = ()
+    outs: tuple[P, ...] = ()          # DVC-tracked outputs
+    pictures: tuple[P, ...] = ()      # uncached images a user looks at
+    metrics: tuple[P, ...] = ()
+    plots: tuple[P, ...] = ()
+    params: tuple[str, ...] = ()      # params sections or section.key it reads
+    code: tuple[str, ...] = ()        # source it runs, beyond what every stage shares
+    retries: int = 0                  # Prefect retries, of errors marked transient only
+    retry_delay_s: int = 10
+
+    @property
+    def writes(self) -> tuple[P, ...]:
+        return self.outs + self.pictures + self.metrics + self.plots
+
+    def function(self) -> Callable[..., dict]:
         module, function = self.target.split(":")
         return getattr(importlib.import_module(module), function)
 
-
-STAGES: dict[str, StageRef] = {
-    "ingest": StageRef("pipeline.ingest:ingest", "validate, convert and split the images into a manifest"),
-    "train": StageRef("pipeline.train:train", "train the conditional GAN; checkpoint, metrics, sample grid"),
-    "generate": StageRef("pipeline.generate:generate", "generate scored candidates for the classes that need them"),
-    "filter": StageRef("pipeline.filter:filter_candidates", "keep candidates D scores as real enough; top up"),
-    "evaluate": StageRef("pipeline.evaluate:evaluate",
-                         "real-only vs over-sampled vs SMOTE vs synthetic classifier; decide the gate"),
-    "append": StageRef("pipeline.append:append",
-                       "build the augmented training set (or append in place), as the gate allows"),
-}
-DEMO_DATA = StageRef("pipeline.demo_data:demo_data", "write the long-tailed digits demo dataset to paths.demo")
+    def summarize(self, result: dict) -> str:
+        return importlib.import_module(self.target.split(":")[0]).summarize(result)
 
 
-def summarize(name: str, r: dict) -> str:
+def _p(key: str, file: str = "", **kw) -> P:
+    return P(f"paths.{key}", file, **kw)
+
+
+REPORT = dict(cache=False)
+DEMO_DATA = Stage(
+    "demo-data", "ganaug.pipeline.demo_data:demo_data",
+    "write the long-tailed digits demo dataset to paths.demo",
+    outs=(_p("demo", folder=True),), params=("demo",), code=("pipeline/demo_data.py",))
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("ingest", "ganaug.pipeline.ingest:ingest", "validate, convert and split the images into a manifest",
+          reads=(_p("raw"),), outs=(_p("prepared", folder=True),),
+          metrics=(_p("reports", "ingest.json", **REPORT),), params=("ingest",),
+          code=("pipeline/ingest.py", "pipeline/images.py", "pipeline/manifest.py"), retries=2),
+    Stage("train", "ganaug.pipeline.train:train", "train the conditional GAN; checkpoint, metrics, sample grid",
+          reads=(_p("prepared"),), outs=(_p("model", persist=True),),
+          pictures=(_p("train_reports", "samples.png", **REPORT), _p("train_reports", "losses.png", **REPORT)),
+          metrics=(_p("train_reports", "metrics.json", **REPORT),),
+          plots=(_p("train_reports", "losses.csv", **REPORT,
+                    style={"x": "step", "y": ["loss_d", "loss_g", "d_real", "d_fake"]}),),
+          params=("train", "ingest.channels"), code=("gan", "pipeline/train.py", "pipeline/classifier.py"),
+          retries=1, retry_delay_s=30),  # a retry resumes from the last checkpoint
+    Stage("generate", "ganaug.pipeline.generate:generate", "generate scored candidates for the classes that need them",
+          reads=(_p("prepared"), _p("model")), outs=(_p("candidates", folder=True),),
+          params=("generate", "train.device"), code=("gan", "pipeline/generate.py", "pipeline/sampler.py")),
+    Stage("filter", "ganaug.pipeline.filter:filter_candidates", "keep candidates D scores as real enough; top up",
+          reads=(_p("prepared"), _p("candidates"), _p("model")), outs=(_p("accepted", folder=True),),
+          pictures=(_p("reports", "filter_scores.png", **REPORT), _p("reports", "accepted_samples.png", **REPORT)),
+          metrics=(_p("reports", "filter.json", **REPORT),),
+          plots=(_p("reports", "filter_classes.csv", **REPORT,
+                    style={"x": "label", "y": "acceptance_rate", "template": "bar_horizontal"}),),
+          params=("filter", "generate", "ingest.channels", "train.device", "evaluate.seed"),
+          code=("gan", "pipeline/filter.py", "pipeline/sampler.py", "pipeline/quality.py")),
+    Stage("evaluate", "ganaug.pipeline.evaluate:evaluate",
+          "real-only vs over-sampled vs SMOTE vs synthetic classifier; decide the gate",
+          reads=(_p("prepared"), _p("accepted")),
+          metrics=(_p("reports", "metrics.json", **REPORT), _p("reports", "gate.json", **REPORT)),
+          plots=(_p("reports", "per_class_recall.csv", **REPORT,
+                    style={"x": "class", "y": ["real_only", "real_oversampled", "smote", "synthetic"],
+                           "template": "bar_horizontal"}),),
+          params=("evaluate", "ingest.channels"),
+          code=("pipeline/evaluate.py", "pipeline/gate.py", "pipeline/classifier.py", "pipeline/quality.py")),
+    Stage("append", "ganaug.pipeline.append:append",
+          "build the augmented training set (or append in place), as the gate allows",
+          reads=(_p("prepared"), _p("accepted"), _p("reports", "gate.json")),
+          outs=(_p("augmented", folder=True), P("append.target", folder=True, in_dvc=False)),
+          params=("append", "filter"),
+          code=("pipeline/append.py", "pipeline/gate.py", "pipeline/versioned.py"), retries=2),
+)}
+ALL = {DEMO_DATA.name: DEMO_DATA, **STAGES}
+
+
+def check_paths(stage: Stage, params: Params):
+    """Before a stage touches anything: its outputs overlap no other path of the pipeline and
+    can be written. Two declarations of the same key (ingest writes what train reads) are one
+    path, not an overlap; the demo stage writes the folder paths.raw points into."""
+    def resolved(p: P) -> Path | None:
+        v = p.value(params)
+        return None if v is None else Path(v).expanduser().resolve()
+
+    for out in stage.writes:
+        path = resolved(out)
+        if path is None:
+            continue
+        others = {}
+        for other in ALL.values():
+            for q in other.reads + other.writes:
+                same = (q.key, q.file) == (out.key, out.file)
+                demo_source = stage is DEMO_DATA and q.key == "paths.raw"
+                # In place, the batches go into a subfolder of the tracked set that ingest skips.
+                in_place = out.key == "append.target" and q.key == "paths.raw"
+                if not same and not demo_source and not in_place and (path_q := resolved(q)) is not None:
+                    others.setdefault(q.shown(), path_q)
+        check_apart((out.shown(), path), list(others.items()), stage.name)
+        check_writable(out.shown(), path, out.folder)
+
+
+def run(name: str, params: Params, **kwargs) -> dict:
+    """Every entry point's way to run a stage: check the paths, then call the stage."""
+    stage = ALL[name]
+    check_paths(stage, params)
+    return stage.function()(params, **kwargs)
+
+
+def summarize(name: str, result: dict) -> str:
     """One line per stage result, for the CLI and the Prefect logs alike."""
-    if name == "demo-data":
-        return f"wrote the digits demo; train images per class: {r}"
-    if name == "ingest":
-        return (f"{r['images']} images in {len(r['classes'])} classes; "
-                f"{len(r['quarantined'])} quarantined, {len(r['duplicates'])} duplicates, "
-                f"{r['skipped_synthetic']} synthetic rows skipped")
-    if name == "train":
-        h = r["health"]
-        verdict = ("healthy" if h["status"] == "ok" else "UNHEALTHY: " + "; ".join(h["problems"]))
-        if not r["steps_this_run"]:
-            return f"already trained to {r['steps_done']} steps (checkpoint unchanged); {verdict}"
-        stop = {"early": ", stopped early", "budget": ", stopped at train.minutes"}.get(r.get("stopped"), "")
-        return (f"{r['steps_done']}/{r['steps']} steps ({r['steps_this_run']} this run{stop}) on {r['device']}, "
-                f"{r['images_per_s']} img/s, {r['achieved_gflops']} GFLOPS; best step {r['best_step']} "
-                f"(validation FD {r['best_val_frechet']}); D margin {h.get('margin_last_fifth')}; {verdict}")
-    if name == "generate":
-        return f"needed {r['needed']}; candidates {r['candidates']}"
-    if name == "filter":
-        rates = {k: c["acceptance_rate"] for k, c in r["classes"].items()}
-        hopeless = f"; HOPELESS, stopped generating for {r['hopeless']}" if r.get("hopeless") else ""
-        return f"accepted {r['accepted']}/{r['needed']} needed; acceptance per class {rates}{hopeless}"
-    if name == "append" and "batch" in r:
-        if not r["gate"]["passed"]:
-            return f"no new version of {r['target']}: gate closed ({r['gate']['reason']})"
-        state = f"commit {r['commit'][:8]}, tag {r['tag']}" if r["changed"] else "already appended"
-        return f"batch {r['batch']}: {r['images']} synthetic images into {r['target']} ({state})"
-    if name == "append":
-        state = "updated" if r["changed"] else "already up to date"
-        gate = "" if r["gate"]["passed"] else f"; gate closed: {r['gate']['reason']}"
-        return f"{r['real']} real + {r['synthetic']} synthetic images ({state}){gate}"
-    if name == "evaluate":
-        g = r["gate"]
-        m = g["metric"]
-        arms = ", ".join(f"{arm} {r[arm][m]:.4f}" for arm in ("real_only", "real_oversampled", "smote", "synthetic")
-                         if arm in r)
-        return f"{m}: {arms}; gate {'PASSED' if g['passed'] else 'CLOSED'}: {g['reason']}"
-    return str(r)
+    return ALL[name].summarize(result)
 
 
-__all__ = ["STAGES", "DEMO_DATA", "Stage", "StageRef", "summarize"]
+__all__ = ["ALL", "DEMO_DATA", "P", "STAGES", "Stage", "check_paths", "run", "summarize"]

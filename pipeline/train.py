@@ -19,13 +19,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from .progress import progress, write as progress_write
 
-from gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generate, health, pick_device
+from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generate, health, pick_device
 
 from . import classifier
-from .checkpoints import check_label_map, load_checkpoint, save_checkpoint
-from .errors import GanaugError
+from .checkpoints import check_label_map, load_checkpoint, restore_trainer, save_checkpoint
+from .errors import CheckpointError, GanaugError
 from .images import load_tensor, to_uint8
-from .io import atomic_file, write_json
+from .files import atomic_file, write_json
 from .manifest import label_map_of, read_manifest
 from .params import Params
 from .plots import class_grid, loss_curves
@@ -232,7 +232,8 @@ def _resume(params: Params, fingerprint: str, label_map, device):
     if not (params.train.resume and path.is_file()):
         return None, [], None
     state = load_checkpoint(path)
-    if state.get("extra", {}).get("fingerprint") != fingerprint:
+    extra = state.get("extra")
+    if not isinstance(extra, dict) or extra.get("fingerprint") != fingerprint:
         progress_write(f"train: {path} was trained on other data or settings; starting afresh")
         return None, [], None
     check_label_map(state, label_map, str(path))
@@ -240,8 +241,11 @@ def _resume(params: Params, fingerprint: str, label_map, device):
         progress_write(f"train: {path} is at step {state['step']} > train.steps; starting afresh")
         return None, [], None
     progress_write(f"train: resuming {path} from step {state['step']}")
-    trainer = GANTrainer.from_state_dict(state, device, compile=params.train.compile)
-    return trainer, list(state["extra"]["history"]), state["extra"].get("last_run")
+    trainer = restore_trainer(state, device, path, compile=params.train.compile)
+    history = extra.get("history")
+    if not isinstance(history, list):
+        raise CheckpointError(f"{path}: checkpoint has no training history; retrain with train.resume=false")
+    return trainer, history, extra.get("last_run")
 
 
 def _write_reports(params: Params, trainer: GANTrainer, label_map, history, metrics):
@@ -264,3 +268,14 @@ def _write_reports(params: Params, trainer: GANTrainer, label_map, history, metr
     status = "" if metrics["health"]["status"] != "unhealthy" else " - UNHEALTHY, see losses.png"
     class_grid({n: imgs[i * k:(i + 1) * k] for i, n in enumerate(names)}, out / "samples.png",
                f"EMA generator, best step {step} of {trainer.step_count}: one row per class{status}")
+
+
+def summarize(r: dict) -> str:
+    h = r["health"]
+    verdict = ("healthy" if h["status"] == "ok" else "UNHEALTHY: " + "; ".join(h["problems"]))
+    if not r["steps_this_run"]:
+        return f"already trained to {r['steps_done']} steps (checkpoint unchanged); {verdict}"
+    stop = {"early": ", stopped early", "budget": ", stopped at train.minutes"}.get(r.get("stopped"), "")
+    return (f"{r['steps_done']}/{r['steps']} steps ({r['steps_this_run']} this run{stop}) on {r['device']}, "
+            f"{r['images_per_s']} img/s, {r['achieved_gflops']} GFLOPS; best step {r['best_step']} "
+            f"(validation FD {r['best_val_frechet']}); D margin {h.get('margin_last_fifth')}; {verdict}")

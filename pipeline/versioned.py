@@ -23,12 +23,11 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .errors import DataError
-from .io import atomic_dir, link_or_copy
-from .manifest import read_manifest, write_manifest
+from .files import atomic_dir, link_or_copy
+from .manifest import BATCHES_DIR, read_manifest, write_manifest
 from .params import Params
 from .scm import VersioningError, dvc, git
 
-BATCHES_DIR = "ganaug-batches"  # ingest never reads below a folder of this name as real data
 TAG_PREFIX = "ganaug-"
 
 

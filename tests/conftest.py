@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pipeline.params import Params, load_params
+from ganaug.pipeline.params import Params, load_params
 
 SHAPES = ("circle", "square", "cross")
 
@@ -87,8 +87,8 @@ def params(tmp_path, shapes) -> Params:
 @pytest.fixture(scope="session")
 def trained_template(tmp_path_factory) -> Path:
     """ingest + train once per session; tests copy it (stages must not see each other's edits)."""
-    from pipeline.ingest import ingest
-    from pipeline.train import train
+    from ganaug.pipeline.ingest import ingest
+    from ganaug.pipeline.train import train
 
     root = tmp_path_factory.mktemp("trained")
     make_shapes(root / "raw", {"circle": 30, "square": 30, "cross": 8})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.manifest import read_manifest
+from ganaug.pipeline.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {

@@ -5,9 +5,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 
-from flows import augment_flow
-from pipeline.manifest import read_manifest
-from pipeline.versioned import BATCHES_DIR
+from ganaug.flows import augment_flow
+from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.versioned import BATCHES_DIR
 from tests.conftest import make_shapes, sh, tiny_overrides
 
 

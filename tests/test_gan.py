@@ -4,8 +4,8 @@ import io
 import pytest
 import torch
 
-from gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generate, health, load_sampler, score
-from gan.diffaug import diff_augment
+from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generate, health, load_sampler, score
+from ganaug.gan.diffaug import diff_augment
 
 
 @pytest.mark.parametrize("size,channels", [(8, 1), (16, 3), (32, 1)])

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.errors import DataError
-from pipeline.ingest import ingest
-from pipeline.manifest import read_manifest
+from ganaug.pipeline.errors import DataError
+from ganaug.pipeline.ingest import ingest
+from ganaug.pipeline.manifest import read_manifest
 from tests.conftest import make_shapes, tiny_params
 
 
@@ -187,7 +187,7 @@ def test_split_column_is_honoured_and_checked(tmp_path):
 
 
 def test_demo_data_is_long_tailed_with_a_balanced_test_split(tmp_path):
-    from pipeline.demo_data import demo_data
+    from ganaug.pipeline.demo_data import demo_data
     p = tiny_params(tmp_path, paths={"raw": str(tmp_path / "data/demo/index.csv")}, demo={"size": 8})
     train_counts = demo_data(p)
     assert train_counts["3"] < 20 and train_counts["8"] < 20 and train_counts["0"] > 90

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ParamsError
-from pipeline.params import Params, load_params
+from ganaug.pipeline.errors import ParamsError
+from ganaug.pipeline.params import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 

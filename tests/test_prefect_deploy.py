@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.manifest import read_manifest
-from pipeline.versioned import BATCHES_DIR
+from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.versioned import BATCHES_DIR
 from tests.conftest import make_shapes, sh
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_augment_runs_training_on_a_deployment_through_the_dvc_remote(tmp_path, 
                                   cwd=gpu, env=env, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT)
 
         overrides = TINY + ["train.deployment=ganaug-train/local", f"append.target={host / 'train'}"]
-        script = ("import json, sys; from flows import augment_flow; "
+        script = ("import json, sys; from ganaug.flows import augment_flow; "
                   "r = augment_flow('params.yaml', json.loads(sys.argv[1])); print('RESULT', json.dumps(r['append']))")
         out = run(sys.executable, "-c", script, json.dumps(overrides))
         appended = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])

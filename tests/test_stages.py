@@ -9,17 +9,19 @@ import pytest
 import torch
 from PIL import Image
 
-import gan
-from pipeline import io as pio
-from pipeline.append import append
-from pipeline.checkpoints import load_checkpoint
-from pipeline.errors import CheckpointError, DataError, ParamsError
-from pipeline.evaluate import evaluate
-from pipeline.filter import filter_candidates
-from pipeline.generate import class_counts, generate, needed_per_class
-from pipeline.ingest import ingest
-from pipeline.manifest import read_manifest
-from pipeline.train import train
+from ganaug import gan
+from ganaug.pipeline import files as pio
+from ganaug.pipeline.append import append
+from ganaug.pipeline.checkpoints import load_checkpoint
+from ganaug.pipeline.errors import CheckpointError, DataError, ParamsError
+from ganaug.pipeline.evaluate import evaluate
+from ganaug.pipeline.filter import filter_candidates
+from ganaug.pipeline.generate import generate
+from ganaug.pipeline.manifest import class_counts
+from ganaug.pipeline.sampler import needed_per_class
+from ganaug.pipeline.ingest import ingest
+from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.train import train
 from tests.conftest import make_shapes, tiny_params
 
 
@@ -68,8 +70,8 @@ def test_training_is_reproducible(trained, tmp_path):
 def test_dead_discriminator_is_reported_and_can_fail_the_run(trained):
     """A D that cannot learn (learning rate ~0) must be called dead, in metrics.json, in the
     summary and, with train.fail_when_unhealthy, in the exit status; the checkpoint stays."""
-    from pipeline.stages import summarize
-    from pipeline.train import TrainingError
+    from ganaug.pipeline.stages import summarize
+    from ganaug.pipeline.train import TrainingError
 
     root = Path(trained.paths.raw).parent
     broken = tiny_params(root, train={"lr_d": 1e-12, "steps": 20, "fail_when_unhealthy": True})
@@ -213,7 +215,7 @@ def test_filter_absolute_threshold_nobody_passes(trained):
 def test_filter_stops_a_hopeless_class_early(trained):
     """Nothing passes: after enough candidates to judge, the class stops, well before max_rounds,
     and the report says why (instead of generating for minutes and exiting as if all were well)."""
-    from pipeline.stages import summarize
+    from ganaug.pipeline.stages import summarize
 
     p = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "absolute", "threshold": 1e9, "max_rounds": 8})
     generate(p)
@@ -225,7 +227,7 @@ def test_filter_stops_a_hopeless_class_early(trained):
 
 
 def test_filter_guards_reject_copies_wrong_classes_and_duplicates(trained):
-    from pipeline.filter import Guards
+    from ganaug.pipeline.filter import Guards
 
     p = tiny_params(Path(trained.paths.raw).parent, filter={"require_agreement": True, "reject_copies": True,
                                                             "dedupe": True}, evaluate={"epochs": 30})
@@ -324,7 +326,7 @@ def test_interrupted_append_leaves_the_previous_set(trained, monkeypatch):
         return original(src, dest, link)
 
     original = pio.link_or_copy
-    monkeypatch.setattr("pipeline.append.link_or_copy", dying_copy)
+    monkeypatch.setattr("ganaug.pipeline.append.link_or_copy", dying_copy)
     with pytest.raises(KeyboardInterrupt):
         append(p)
     # The old folder is untouched (minus the manifest we removed), no temp folder is left.
@@ -362,7 +364,7 @@ def test_evaluate_reports_every_arm_and_decides_the_gate(trained):
 def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     """The default gate (beat the best other arm) on by default: a junk GAN's images stay out,
     the augmented set holds the real images, and the result says why."""
-    from pipeline.stages import summarize
+    from ganaug.pipeline.stages import summarize
 
     p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"},
                                     evaluate={"min_gain": 10.0}))
@@ -377,7 +379,7 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
 
 
 def test_gate_needs_more_than_min_gain_and_the_seed_spread():
-    from pipeline.gate import decide
+    from ganaug.pipeline.gate import decide
 
     def arms(synthetic, std):
         base = {"macro_f1": 0.80, "macro_f1_std": 0.01}

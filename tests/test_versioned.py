@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pipeline.append import append
-from pipeline.evaluate import evaluate
-from pipeline.filter import filter_candidates
-from pipeline.generate import generate
-from pipeline.ingest import ingest
-from pipeline.manifest import read_manifest
-from pipeline.scm import VersioningError
-from pipeline.versioned import BATCHES_DIR
+from ganaug.pipeline.append import append
+from ganaug.pipeline.evaluate import evaluate
+from ganaug.pipeline.filter import filter_candidates
+from ganaug.pipeline.generate import generate
+from ganaug.pipeline.ingest import ingest
+from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.scm import VersioningError
+from ganaug.pipeline.versioned import BATCHES_DIR
 from tests.conftest import make_shapes, sh, tiny_params
 
 
