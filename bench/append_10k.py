@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline.manifest import write_manifest
-from pipeline.params import load_params
-from pipeline.versioned import append_in_place
+from ganaug.pipeline.manifest import write_manifest
+from ganaug.pipeline.params import load_params
+from ganaug.pipeline.versioned import append_in_place
 
 
 def sh(cwd, *cmd):

@@ -73,8 +73,8 @@ DATASETS = {
 
 def prepare(name: str, root: Path) -> list[str]:
     """Write the dataset under root; return the --set overrides that use it."""
-    from pipeline.demo_data import demo_data
-    from pipeline.params import load_params
+    from ganaug.pipeline.demo_data import demo_data
+    from ganaug.pipeline.params import load_params
 
     if name == "demo":
         demo_data(load_params(None, [f"paths.demo={root / 'demo'}"]))

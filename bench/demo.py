@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.params import load_params
-from pipeline.stages import DEMO_DATA, STAGES
+from ganaug.pipeline.params import load_params
+from ganaug.pipeline.stages import STAGES, run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,9 +28,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # params.yaml's paths are relative: outputs land here
         t_all = time.perf_counter()
-        for name, ref in {"demo-data": DEMO_DATA, **STAGES}.items():
+        for name in ("demo-data", *STAGES):
             t0 = time.perf_counter()
-            results[name] = ref.load()(params)
+            results[name] = run(name, params)
             times[name] = time.perf_counter() - t0
         total = time.perf_counter() - t_all
     print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + f"; total {total:.1f}")
@@ -39,11 +39,11 @@ def main():
     ev = results["evaluate"]
     print(f"{'':18} {'accuracy':>9} {'bal.acc':>9} {'macro-F1':>9}  recall of rare classes")
     rare = [str(c) for c in params.demo.rare_classes]
-    for arm in ("real_only", "real_oversampled", "augmented"):
+    for arm in ("real_only", "real_oversampled", "smote", "synthetic"):
         m = ev[arm]
         print(f"{arm:18} {m['accuracy']:9.4f} {m['balanced_accuracy']:9.4f} {m['macro_f1']:9.4f}  "
               + ", ".join(f"{c}: {m['per_class_recall'][c]:.3f}" for c in rare))
-    base, aug = ev["real_only"]["balanced_accuracy"], ev["augmented"]["balanced_accuracy"]
+    base, aug = ev["real_only"]["balanced_accuracy"], ev["synthetic"]["balanced_accuracy"]
     print(f"balanced accuracy ratio augmented/real_only = {aug / base:.3f}; "
           f"augmented/oversampled = {aug / ev['real_oversampled']['balanced_accuracy']:.3f}")
     s = ev["synthetic"]

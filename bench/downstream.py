@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.datasets import prepare  # noqa: E402
-from pipeline.params import Params, load_params  # noqa: E402
-from pipeline.stages import STAGES, summarize  # noqa: E402
+from ganaug.pipeline.params import Params, load_params  # noqa: E402
+from ganaug.pipeline.stages import STAGES, run, summarize  # noqa: E402
 
 ARMS = ("real_only", "real_oversampled", "smote", "synthetic")
 
@@ -39,9 +39,9 @@ def main():
         paths = [f"paths.{k}={root / v}" for k, v in Params().paths.model_dump().items() if k != "raw"]
         params = load_params(None, paths + prepare(args.data, root) + args.overrides)
         timings, results = {}, {}
-        for name, ref in STAGES.items():
+        for name in STAGES:
             t0 = time.perf_counter()
-            results[name] = ref.load()(params)
+            results[name] = run(name, params)
             timings[name] = round(time.perf_counter() - t0, 1)
             print(f"[{name}] {summarize(name, results[name])} ({timings[name]}s)", flush=True)
     m = results["evaluate"]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from prefect.testing.utilities import prefect_test_harness
 
-from flows import augment_flow
-from pipeline.cli import main as cli
-from pipeline.demo_data import demo_data
-from pipeline.params import load_params
+from ganaug.flows import augment_flow
+from ganaug.pipeline.cli import main as cli
+from ganaug.pipeline.demo_data import demo_data
+from ganaug.pipeline.params import load_params
 
 
 def overrides(steps: int) -> list[str]:

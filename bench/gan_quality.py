@@ -28,15 +28,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.datasets import prepare  # noqa: E402
-from gan import generate, load_sampler  # noqa: E402
-from pipeline import classifier, quality  # noqa: E402
-from pipeline.checkpoints import load_checkpoint  # noqa: E402
-from pipeline.evaluate import rare_classes  # noqa: E402
-from pipeline.images import load_tensor  # noqa: E402
-from pipeline.ingest import ingest  # noqa: E402
-from pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
-from pipeline.train import train  # noqa: E402
+from ganaug.gan import generate, load_sampler  # noqa: E402
+from ganaug.pipeline import classifier, quality  # noqa: E402
+from ganaug.pipeline.checkpoints import load_checkpoint  # noqa: E402
+from ganaug.pipeline.evaluate import rare_classes  # noqa: E402
+from ganaug.pipeline.images import load_tensor  # noqa: E402
+from ganaug.pipeline.ingest import ingest  # noqa: E402
+from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
+from ganaug.pipeline.params import load_params  # noqa: E402
+from ganaug.pipeline.train import train  # noqa: E402
 
 RECIPES = {
     "ganaug": [],

@@ -22,13 +22,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan import GANConfig, GANTrainer, TrainHyper, generate  # noqa: E402
-from pipeline.demo_data import demo_data  # noqa: E402
-from pipeline.images import load_tensor, to_uint8  # noqa: E402
-from pipeline.ingest import ingest  # noqa: E402
-from pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
-from pipeline.plots import class_grid  # noqa: E402
+from ganaug.gan import GANConfig, GANTrainer, TrainHyper, generate  # noqa: E402
+from ganaug.pipeline.demo_data import demo_data  # noqa: E402
+from ganaug.pipeline.images import load_tensor, to_uint8  # noqa: E402
+from ganaug.pipeline.ingest import ingest  # noqa: E402
+from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
+from ganaug.pipeline.params import load_params  # noqa: E402
+from ganaug.pipeline.plots import class_grid  # noqa: E402
 
 
 def spread(f: torch.Tensor) -> float:

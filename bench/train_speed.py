@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan import GANConfig, GANTrainer, pick_device  # noqa: E402
+from ganaug.gan import GANConfig, GANTrainer, pick_device  # noqa: E402
 
 
 def conv_peak(device, seconds: float = 3.0) -> float:
@@ -61,10 +61,10 @@ def bare_loop(args, device) -> tuple[float, float]:
 
 
 def ganaug_train(args) -> dict:
-    from pipeline.demo_data import demo_data
-    from pipeline.ingest import ingest
-    from pipeline.params import load_params
-    from pipeline.train import train
+    from ganaug.pipeline.demo_data import demo_data
+    from ganaug.pipeline.ingest import ingest
+    from ganaug.pipeline.params import load_params
+    from ganaug.pipeline.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         p = load_params(None, [f"paths.{k}={Path(tmp) / k}" for k in

@@ -18,12 +18,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from pipeline import exchange
-from pipeline.errors import GanaugError
-from pipeline.manifest import read_manifest
-from pipeline.params import load_params
+from ganaug.pipeline import exchange
+from ganaug.pipeline.errors import GanaugError
+from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.params import load_params
 
-from flows import tasks  # absolute: Prefect loads this file by path as a deployment entrypoint
+from ganaug.flows import tasks  # absolute: Prefect loads this file by path as a deployment entrypoint
 
 
 @flow(name="ganaug-train", persist_result=True)

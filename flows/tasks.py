@@ -1,9 +1,11 @@
-"""Prefect tasks: one per stage, each a thin wrapper over the stage function the CLI calls.
+"""Prefect tasks: one per stage, built from the stage registry, each calling the same
+`stages.run` the CLI calls (paths checked, then the stage function).
 
-Retries only where a failure can be transient (file systems, git, DVC remotes) and only
-for errors that are not the user's input: a bad file or key fails at once, whatever
-the retry count. No task caching: a stage's output depends on files, not on the task's
-arguments, and DVC (not Prefect) is what knows when files changed.
+Retries come from the registry (how many, how long apart) and happen only for errors marked
+transient where they were raised (a git or DVC command that failed): a bad file, a wrong key,
+a held lock or a NaN loss fails the same way again, so it fails at once. No task caching: a
+stage's output depends on files, not on the task's arguments, and DVC (not Prefect) is what
+knows when files changed.
 """
 from __future__ import annotations
 
@@ -11,38 +13,42 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.errors import CheckpointError, DataError, ParamsError
-from pipeline.params import Params
-from pipeline.stages import STAGES, summarize
-
-USER_ERRORS = (DataError, ParamsError, CheckpointError)
+from ganaug.pipeline.params import Params
+from ganaug.pipeline.stages import STAGES, run, summarize
 
 
-def _transient(task, task_run, state) -> bool:
-    """Retry unless the failure is the user's input: that would fail the same way again."""
+def is_transient(exc: BaseException) -> bool:
+    return bool(getattr(exc, "transient", False))
+
+
+def _retry_if_transient(task, task_run, state) -> bool:
     try:
         state.result()
-    except USER_ERRORS:
-        return False
-    except Exception:  # anything else (OSError, git/DVC hiccups) may pass on a second try
-        return True
+    except Exception as e:
+        return is_transient(e)
     return False
 
 
 def _run(name: str, params: Params, **kwargs) -> dict:
-    result = STAGES[name].load()(params, **kwargs)
+    result = run(name, params, **kwargs)
     get_run_logger().info("%s: %s", name, summarize(name, result))
     return result
 
 
-@task(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def _stage_task(name: str):
+    stage = STAGES[name]
+    return task(name=name, retries=stage.retries, retry_delay_seconds=stage.retry_delay_s,
+                retry_condition_fn=_retry_if_transient, cache_policy=NO_CACHE)
+
+
+@_stage_task("ingest")
 def ingest(params: Params) -> dict:
     return _run("ingest", params)
 
 
-@task(retries=1, retry_delay_seconds=30, retry_condition_fn=_transient, cache_policy=NO_CACHE)
+@_stage_task("train")
 def train(params: Params) -> dict:
-    """A retry resumes from the last checkpoint (train.resume), so it costs little."""
+    """Reports progress as a Prefect artifact; a retry resumes from the last checkpoint."""
     artifact = create_progress_artifact(0.0, key="ganaug-training",
                                         description=f"GAN training, {params.train.steps} steps")
     last, last_diversity = [0.0], [float("nan")]
@@ -61,22 +67,22 @@ def train(params: Params) -> dict:
     return _run("train", params, on_progress=report)
 
 
-@task(cache_policy=NO_CACHE)
+@_stage_task("generate")
 def generate(params: Params) -> dict:
     return _run("generate", params)
 
 
-@task(cache_policy=NO_CACHE)
+@_stage_task("filter")
 def filter_candidates(params: Params) -> dict:
     return _run("filter", params)
 
 
-@task(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient, cache_policy=NO_CACHE)
+@_stage_task("evaluate")
+def evaluate(params: Params) -> dict:
+    return _run("evaluate", params)
+
+
+@_stage_task("append")
 def append(params: Params) -> dict:
     """Idempotent (a batch id from its images), so a retry never appends twice."""
     return _run("append", params)
-
-
-@task(cache_policy=NO_CACHE)
-def evaluate(params: Params) -> dict:
-    return _run("evaluate", params)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import io
 from pathlib import Path
 
 import torch
@@ -13,8 +15,12 @@ from .files import atomic_file
 
 
 def save_checkpoint(state: dict, path: str | Path):
+    # Serialized in memory first: torch's own file writer reports a full disk as a bare
+    # RuntimeError, Python's as the OSError atomic_file turns into a clear message.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+        Path(tmp).write_bytes(buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -30,9 +36,18 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def checkpoint_id(path: str | Path) -> str:
-    """Short content hash: the provenance every synthetic image records."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+def checkpoint_id(state: dict) -> str:
+    """The provenance every synthetic image records: a hash of what generates and scores it
+    (the sampler's networks, config and label map), not of the file, whose bytes also hold
+    timings. Two identical trainings give one id, so their images keep one identity."""
+    nets = state.get("best") or state
+    h = hashlib.sha256(json.dumps({"config": state["config"], "label_map": state["label_map"]},
+                                  sort_keys=True).encode())
+    for name in ("G_ema", "D"):
+        for key, tensor in sorted(nets[name].items()):
+            h.update(f"{name}.{key}".encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def check_label_map(state: dict, label_map: dict[str, int], where: str):

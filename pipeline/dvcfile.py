@@ -57,10 +57,16 @@ def init_host(host: Path, folder: str, data: str, overrides: list[str]) -> dict:
     host = host.resolve()
     if not (host / ".dvc").is_dir():
         raise DataError(f"{host}: not a DVC repository (run `git init && dvc init` first)")
-    dest = host / folder
+    dest = (host / folder).resolve()
+    if dest != host and host not in dest.parents:
+        raise DataError(f"--dir {folder}: {dest} is not inside the repository {host}; "
+                        "ganaug writes only inside the repository it was started in")
     if (dest / "dvc.yaml").exists():
         raise DataError(f"{dest / 'dvc.yaml'} exists already; remove it or choose another --dir")
     data_path = (host / data).resolve()
+    if data_path != host and host not in data_path.parents:
+        raise DataError(f"--data {data}: {data_path} is not inside the repository {host}; "
+                        "DVC tracks only data inside the repository")
     if not data_path.exists():
         raise DataError(f"{data_path}: dataset not found (--data is relative to the repository root)")
     raw = os.path.relpath(data_path, dest)

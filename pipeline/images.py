@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network at run time
 import albumentations as A  # noqa: E402
@@ -22,8 +22,10 @@ class BadImage(Exception):
     """Why one file cannot be used; becomes a quarantine entry or a DataError."""
 
 
-def decode(data: bytes, channels: int, max_pixels: int) -> np.ndarray:
-    """Bytes -> HxWxC uint8, fully decoded (so truncation is caught here, not later)."""
+def decode(data: bytes, channels: int, max_pixels: int, background: str = "white") -> np.ndarray:
+    """Bytes -> HxWxC uint8 as a viewer shows the image, fully decoded (so truncation is
+    caught here, not later): EXIF orientation applied, 16-bit scaled (not clipped) to 8,
+    transparency composited onto the background."""
     if not data:
         raise BadImage("zero-byte file")
     try:
@@ -34,8 +36,7 @@ def decode(data: bytes, channels: int, max_pixels: int) -> np.ndarray:
                 if w * h > max_pixels:
                     raise BadImage(f"oversized: {w}x{h} pixels > ingest.max_pixels={max_pixels}")
                 im.load()
-                im = im.convert("L" if channels == 1 else "RGB")
-                arr = np.asarray(im)
+                arr = to_uint8_channels(ImageOps.exif_transpose(im), channels, background)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -44,7 +45,33 @@ def decode(data: bytes, channels: int, max_pixels: int) -> np.ndarray:
         raise BadImage("not an image (no decoder recognizes it)") from None
     except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying corrupt/truncated
         raise BadImage(f"corrupt or truncated: {e}") from None
-    return arr[:, :, None] if arr.ndim == 2 else arr
+    return arr
+
+
+def to_uint8_channels(im: Image.Image, channels: int, background: str) -> np.ndarray:
+    """A decoded PIL image -> HxWxC uint8. PIL's own convert() clips 16-bit grey to 0/255
+    and drops alpha without compositing: both lose the picture, so they are done here."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im)
+        if im.mode == "I" and (a.min() < 0 or a.max() > 65535):
+            raise BadImage(f"32-bit integer pixels (range {a.min()}..{a.max()}); convert to 8 or 16 bit")
+        grey = np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
+        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    elif im.mode == "F":
+        raise BadImage("floating-point pixels have no known range; convert to 8 or 16 bit")
+    else:
+        has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
+        if has_alpha:
+            rgba = np.asarray(im.convert("RGBA")).astype(np.float64)
+            alpha = rgba[:, :, 3:] / 255.0
+            bg = 255.0 if background == "white" else 0.0
+            rgb = np.round(rgba[:, :, :3] * alpha + bg * (1.0 - alpha)).astype(np.uint8)
+        else:
+            rgb = np.asarray(im.convert("RGB"))
+    if channels == 3:
+        return np.ascontiguousarray(rgb)
+    grey = np.asarray(Image.fromarray(rgb, "RGB").convert("L"))  # ITU-R 601 luma, as PIL
+    return grey[:, :, None]
 
 
 def resizer(size: int, mode: str) -> A.Compose:

@@ -22,6 +22,7 @@ from .progress import progress
 from .errors import DataError
 from .images import BadImage, convert, decode, resizer, save_png
 from .files import atomic_dir, write_json
+from .paths import inside
 from .manifest import BATCHES_DIR, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, write_manifest
 from .params import Params
 
@@ -49,6 +50,7 @@ def ingest(params: Params) -> dict:
     # Pass 1: hash the bytes, drop exact duplicates (the sample_id is the content hash).
     unique: dict[str, Source] = {}
     duplicates = []
+    conflicting: dict[str, list[Source]] = {}
     for src in progress(sources, desc="ingest: hash", unit="file", leave=False):
         try:
             size = src.path.stat().st_size
@@ -61,11 +63,19 @@ def ingest(params: Params) -> dict:
             continue
         if digest in unique:
             first = unique[digest]
-            conflict = f" with a different label {first.label!r}" if first.label != src.label else ""
+            if first.label != src.label:
+                conflicting.setdefault(digest, [first]).append(src)
             duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
-                               "conflict": bool(conflict)})
+                               "conflict": first.label != src.label})
             continue
         unique[digest] = src
+
+    # One image under two labels: which is right cannot be known, so neither copy is used.
+    for digest, copies in conflicting.items():
+        names = sorted({c.label for c in copies})
+        for c in copies:
+            bad(c, f"the same image is listed under labels {names} (see duplicates); fix its label")
+        del unique[digest]
 
     # Pass 2: decode, convert, write (threads: PIL and OpenCV release the GIL).
     transform = resizer(cfg.size, cfg.resize)
@@ -74,7 +84,7 @@ def ingest(params: Params) -> dict:
         def prepare(item):
             sid, src = item
             try:
-                arr = convert(decode(src.path.read_bytes(), cfg.channels, cfg.max_pixels), transform)
+                arr = convert(decode(src.path.read_bytes(), cfg.channels, cfg.max_pixels, cfg.background), transform)
             except BadImage as e:
                 return sid, src, str(e)
             except OSError as e:
@@ -144,19 +154,44 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
         synth = df["source"].astype(str) == "synthetic"
         n_synth, df = int(synth.sum()), df[~synth]
     splits = df["split"] if "split" in df.columns else [None] * len(df)
+    labels = label_names(df["label"], table)
     sources = []
-    for i, (path, label, split) in enumerate(zip(df["path"], df["label"], splits)):
+    for i, (path, label, split) in enumerate(zip(df["path"], labels, splits)):
         where = f"{table} row {i + 2 if table.suffix == '.csv' else i}"
-        if pd.isna(path) or pd.isna(label):
+        if pd.isna(path) or label is None:
             raise DataError(f"{where}: empty path or label")
-        check_class_name(str(label), where)
+        check_class_name(label, where)
         if "split" in df.columns and split not in SPLITS:
             raise DataError(f"{where}: split must be one of {SPLITS}, found {split!r}")
-        p = Path(str(path))
-        sources.append(Source(p if p.is_absolute() else table.parent / p, str(label), str(path), split))
+        # Relative to the table's folder, and inside it: a table is untrusted input.
+        sources.append(Source(inside(table.parent, str(path), where), label, str(path), split))
     if not sources:
         raise DataError(f"{table}: no real images listed")
     return sources, n_synth, []
+
+
+def label_names(column: pd.Series, table: Path) -> list[str | None]:
+    """Class names from a table's label column. Parquet keeps types: integral floats (0.0,
+    what pandas makes of an int column with a gap) are the integers' names; other floats,
+    bools and nested values are not class names."""
+    if pd.api.types.is_bool_dtype(column):
+        raise DataError(f"{table}: label column holds booleans; expected class names or integer codes")
+    if pd.api.types.is_float_dtype(column):
+        values = column.dropna()
+        fractional = values[values != values.round()]
+        if len(fractional):
+            raise DataError(f"{table}: label column holds non-integral numbers such as {fractional.iloc[0]!r}; "
+                            "expected class names or integer codes")
+        return [None if pd.isna(v) else str(int(v)) for v in column]
+    names = []
+    for v in column:
+        if v is None or (not isinstance(v, (list, dict, np.ndarray)) and pd.isna(v)):
+            names.append(None)
+        elif isinstance(v, (str, int, np.integer)) and not isinstance(v, bool):
+            names.append(str(v))
+        else:
+            raise DataError(f"{table}: label {v!r} ({type(v).__name__}) is not a class name")
+    return names
 
 
 def _from_image_folder(root: Path) -> tuple[list[Source], int, list[str]]:

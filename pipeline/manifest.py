@@ -8,6 +8,8 @@ Paths are relative to the manifest's folder, so a folder with its manifest moves
 from __future__ import annotations
 
 import hashlib
+import re
+import io
 import unicodedata
 from pathlib import Path
 
@@ -15,10 +17,12 @@ import pandas as pd
 
 from .errors import DataError
 from .files import atomic_file
+from .paths import safe_relative
 
 MANIFEST = "manifest.parquet"
 BATCHES_DIR = "ganaug-batches"  # synthetic batches appended in place; ingest never reads them as real
 SPLITS = ("train", "val", "test")
+SAMPLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 SOURCES = ("real", "synthetic")
 COLUMNS = {
     "sample_id": "string", "path": "string", "label": "string", "split": "string",
@@ -60,6 +64,16 @@ def validate(df: pd.DataFrame, where: str, root: Path | None = None) -> pd.DataF
             problems.append(str(e))
     if df[["sample_id", "path", "label"]].isna().any(axis=None):
         problems.append("null sample_id, path or label")
+    else:  # ids become file names and paths are joined to the folder: neither may leave it
+        bad_id = [i for i in df["sample_id"] if not SAMPLE_ID.fullmatch(i)]
+        if bad_id:
+            problems.append(f"sample_id {bad_id[0]!r} is not a plain name (letters, digits, '_', '-')")
+        for rel in df["path"]:
+            try:
+                safe_relative(rel, "path")
+            except DataError as e:
+                problems.append(str(e))
+                break
     if root is not None and not problems:
         absent = [p for p in df["path"] if not (root / p).is_file()]
         if absent:
@@ -81,8 +95,10 @@ def write_manifest(df: pd.DataFrame, folder: str | Path) -> Path:
     """Validate, then write atomically. Stages write their manifest last."""
     path = Path(folder) / MANIFEST
     df = validate(make_manifest(df), str(path))
+    buffer = io.BytesIO()  # pyarrow's file errors carry no errno; Python's say "disk full"
+    df.to_parquet(buffer, index=False)
     with atomic_file(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        Path(tmp).write_bytes(buffer.getbuffer())
     return path
 
 

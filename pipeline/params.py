@@ -1,10 +1,11 @@
 """The one typed params object: `params.yaml`, one section per stage plus `paths`.
 
-Loaded with `yaml.safe_load`, overridden with `--set section.key=value`, validated with
+Loaded with a YAML 1.2-number safe loader, overridden with `--set section.key=value`, validated with
 pydantic. Any problem is a `ParamsError` that names the key and what is accepted.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -16,8 +17,24 @@ from .errors import ParamsError
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 numbers, as DVC reads params.yaml: `1e-4` is a float (PyYAML's YAML 1.1 rules
+    read it as the string "1e-4", which strict validation would then refuse)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `steps: true` is not 1 step, `dedupe: 1` is not True, "3" is not 3.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Paths(Section):
@@ -32,6 +49,12 @@ class Paths(Section):
     accepted: str = "data/accepted"          # filter: images/, manifest.parquet
     augmented: str = "data/augmented"        # append: the augmented training set
     reports: str = "reports"                 # ingest/filter/evaluate reports and plots
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_names(cls, v):
+        # `raw: 2024` in YAML is a folder named 2024, not a number.
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
 
 class Demo(Section):
@@ -53,6 +76,7 @@ class Ingest(Section):
     max_file_mb: float = Field(50.0, gt=0)
     max_pixels: int = Field(50_000_000, gt=0)  # decompression-bomb guard
     on_bad_file: Literal["quarantine", "fail"] = "quarantine"
+    background: Literal["white", "black"] = "white"  # transparent pixels are composited onto this
     seed: int = 0
 
     @model_validator(mode="after")
@@ -172,26 +196,45 @@ class Params(Section):
     evaluate: Evaluate = Evaluate()
 
 
-def load_params(path: str | Path | None = "params.yaml", overrides: list[str] = ()) -> Params:
-    """Read params (a missing default file means all defaults), apply `section.key=value`."""
+DEFAULT_FILE = "params.yaml"
+
+
+def load_params(path: str | Path | None = DEFAULT_FILE, overrides: list[str] = ()) -> Params:
+    """Read params, apply `section.key=value`. Only the default file (./params.yaml) may be
+    absent (all defaults then); a file named on purpose must exist."""
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if path.exists():
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise ParamsError(f"{path}: not valid YAML: {e}") from None
-            if not isinstance(data, dict):
-                raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-        elif path.name != "params.yaml":
-            raise ParamsError(f"params file not found: {path}")
+        if path.exists() or str(path) != DEFAULT_FILE:
+            data = _read_file(path)
+    for item in overrides:
+        _apply_override(data, item)
     for item in overrides:
         _apply_override(data, item)
     try:
         return Params.model_validate(data)
     except ValidationError as e:
         raise ParamsError(_explain(e, path)) from None
+
+
+def _read_file(path: Path) -> dict:
+    if not path.exists():
+        raise ParamsError(f"params file not found: {path}")
+    if path.is_dir():
+        raise ParamsError(f"{path}: is a folder; --params takes a YAML file such as params.yaml")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ParamsError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        data = parse_yaml(text) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
 
 
 def _apply_override(data: dict, item: str):
@@ -204,7 +247,12 @@ def _apply_override(data: dict, item: str):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ParamsError(f"--set {item!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+    try:
+        node[parts[-1]] = parse_yaml(raw) if raw.strip() else raw
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ParamsError(f"--set {item!r}: cannot parse {raw!r} as a value ({problem}); "
+                          "quote a string that starts with a special character, e.g. key='@a'") from None
 
 
 def _explain(e: ValidationError, path) -> str:

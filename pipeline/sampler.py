@@ -52,7 +52,7 @@ class Sampler:
         state = load_checkpoint(params.paths.model)
         check_label_map(state, label_map, params.paths.model)
         G, D = restore_sampler(state, gan.pick_device(params.train.device), params.paths.model)
-        return cls(G, D, label_map, checkpoint_id(params.paths.model), params.generate.batch_size)
+        return cls(G, D, label_map, checkpoint_id(state), params.generate.batch_size)
 
     def synthesize(self, label: str, seeds: list[int]) -> tuple[pd.DataFrame, np.ndarray]:
         """Rows (synthetic manifest, no path yet) and uint8 NHWC images for one class."""

@@ -141,7 +141,7 @@ def check_paths(stage: Stage, params: Params):
         if path is None:
             continue
         others = {}
-        for other in ALL.values():
+        for other in (stage, *ALL.values()):  # its own inputs first: the likeliest mistake
             for q in other.reads + other.writes:
                 same = (q.key, q.file) == (out.key, out.file)
                 demo_source = stage is DEMO_DATA and q.key == "paths.raw"

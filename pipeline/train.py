@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,12 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
                            lecam=cfg.lecam, mode_seeking=cfg.mode_seeking)
         trainer = GANTrainer(gan_cfg, hyper, device, compile=cfg.compile)
         history = []
-    judge = ValidationJudge(x, y, names, params) if trainer.step_count < end else None  # none when done
+    # The judge trains a seeded classifier, which moves torch's global RNG. A fresh run has always
+    # drawn its steps after that; a resumed run must go on from the checkpoint's RNG state, so
+    # there the judge's draws are undone (and resuming gives the same weights as not stopping).
+    resumed = trainer.step_count > 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if resumed else nullcontext():
+        judge = ValidationJudge(x, y, names, params) if trainer.step_count < end else None  # none when done
     real_spread = torch.tensor([health.spread(x[y == c]) for c in range(len(names))]).clamp(min=1e-6)
 
     x = x.to(device)

@@ -43,22 +43,23 @@ def append_in_place(params: Params) -> dict:
     accepted, gate = gated_synthetic(params, read_manifest(params.paths.prepared))
     repo = _repo_root(target)
     dvc_file = target.with_name(target.name + ".dvc")
-    _check_tracked_and_clean(repo, target, dvc_file)
     bid = batch_id(accepted["sample_id"])
     batch = target / BATCHES_DIR / bid
     tag = TAG_PREFIX + bid
     counts = {str(k): int(v) for k, v in accepted["label"].value_counts().sort_index().items()}
     result = {"batch": bid, "images": len(accepted), "per_class": counts, "tag": tag, "target": str(target),
               "gate": gate}
-    if not gate["passed"]:  # evaluate said the batch does not help: no new version
-        return {**result, "changed": False, "commit": None, "pushed": None}
-
     try:
+        # Every check of the repository's state runs under the lock: another append may be
+        # committing the very same batch right now.
         lock = FileLock(str(repo / ".git" / "ganaug-append.lock"), timeout=params.append.lock_timeout_s)
         with lock:
-            if batch.is_dir():  # appended before; its push may have failed then, so push again
+            if batch.is_dir() and gate["passed"]:  # appended before; its push may have failed, push again
                 commit = git(repo, "rev-list", "-n", "1", tag, check=False).strip() or None
                 return {**result, "changed": False, "commit": commit, **push(repo, dvc_file)}
+            _check_tracked_and_clean(repo, target, dvc_file)
+            if not gate["passed"]:  # evaluate said the batch does not help: no new version
+                return {**result, "changed": False, "commit": None, "pushed": None}
             if accepted.empty:
                 return {**result, "changed": False, "commit": None, "pushed": None}
             before = dvc_file.read_bytes()

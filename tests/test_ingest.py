@@ -150,10 +150,11 @@ def test_duplicates_are_kept_once_and_reported(params):
     (raw / "circle" / "copy.png").write_bytes((raw / "circle" / "circle-001.png").read_bytes())
     (raw / "square" / "mislabelled.png").write_bytes((raw / "circle" / "circle-002.png").read_bytes())
     report = ingest(params)
-    assert report["images"] == 68
+    assert report["images"] == 67  # the exact copy once; the image under two labels not at all
     dups = {d["path"]: d for d in report["duplicates"]}
     assert dups["circle/copy.png"]["conflict"] is False
     assert dups["square/mislabelled.png"]["conflict"] is True
+    assert {q["path"] for q in report["quarantined"]} == {"circle/circle-002.png", "square/mislabelled.png"}
 
 
 def test_missing_input_and_wrong_table(tmp_path):

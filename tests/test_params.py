@@ -52,3 +52,10 @@ def test_bad_files(tmp_path):
     bad.write_text("train:\n  lr_g: fast\n")
     with pytest.raises(ParamsError, match=f"in {bad}:\n  train.lr_g: Input should be a valid number"):
         load_params(bad)
+
+
+def test_yaml_1_2_numbers_and_folder_names_that_look_like_numbers():
+    """PyYAML reads `1e-4` as a string (YAML 1.1); DVC reads it as a float, and so must we,
+    now that a string is no longer coerced into a number."""
+    p = load_params(None, ["train.lr_d=1e-4", "train.minutes=2E+1", "paths.raw=2024"])
+    assert p.train.lr_d == 1e-4 and p.train.minutes == 20.0 and p.paths.raw == "2024"

@@ -132,3 +132,24 @@ def test_closed_gate_creates_no_version(accepted, host):
     assert not result["changed"] and result["commit"] is None and "does not beat" in result["gate"]["reason"]
     assert sh(host, "git", "rev-parse", "HEAD") == head and sh(host, "git", "tag") == ""
     assert tree_hashes(host / "train") == files
+
+
+def test_two_concurrent_appends_of_the_same_batch_add_it_once(accepted, host):
+    """Both pass the lock in turn; the second finds the batch there (its checks run under the
+    lock), not a misleading "folder differs"."""
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_overrides
+
+    args = [a for item in tiny_overrides(Path(accepted.paths.raw).parent, filter={"mode": "none"},
+                                         append={"target": str(host / "train")}) for a in ("--set", item)]
+    head = sh(host, "git", "rev-parse", "HEAD")
+    runs = [subprocess.Popen([sys.executable, "-m", "ganaug.pipeline.cli", "append", *args], cwd=host,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [r.communicate(timeout=300) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0], outs
+    said = sorted("already appended" in out for out, _ in outs)
+    assert said == [False, True], outs
+    assert len(sh(host, "git", "rev-list", f"{head.strip()}..HEAD").split()) == 1
+    assert sh(host, "git", "status", "--porcelain").strip() == ""
