@@ -80,6 +80,9 @@ def _p(key: str, file: str = "", **kw) -> P:
 
 
 REPORT = dict(cache=False)
+# train's validation judge and filter's class-agreement guard train the reference classifier
+# with these of evaluate's settings (classifier.fit_reference).
+REFERENCE_CLASSIFIER = ("evaluate.epochs", "evaluate.batch_size", "evaluate.lr", "evaluate.width")
 DEMO_DATA = Stage(
     "demo-data", "ganaug.pipeline.demo_data:demo_data",
     "write the long-tailed digits demo dataset to paths.demo",
@@ -96,7 +99,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           metrics=(_p("train_reports", "metrics.json", **REPORT),),
           plots=(_p("train_reports", "losses.csv", **REPORT,
                     style={"x": "step", "y": ["loss_d", "loss_g", "d_real", "d_fake"]}),),
-          params=("train", "ingest.channels"), code=("gan", "pipeline/train.py", "pipeline/classifier.py"),
+          params=("train", "ingest.channels", *REFERENCE_CLASSIFIER),
+          code=("gan", "pipeline/train.py", "pipeline/classifier.py"),
           retries=1, retry_delay_s=30),  # a retry resumes from the last checkpoint
     Stage("generate", "ganaug.pipeline.generate:generate", "generate scored candidates for the classes that need them",
           reads=(_p("prepared"), _p("model")), outs=(_p("candidates", folder=True),),
@@ -107,7 +111,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           metrics=(_p("reports", "filter.json", **REPORT),),
           plots=(_p("reports", "filter_classes.csv", **REPORT,
                     style={"x": "label", "y": "acceptance_rate", "template": "bar_horizontal"}),),
-          params=("filter", "generate", "ingest.channels", "train.device", "evaluate.seed"),
+          params=("filter", "generate", "ingest.channels", "train.device", "evaluate.seed", *REFERENCE_CLASSIFIER),
           code=("gan", "pipeline/filter.py", "pipeline/sampler.py", "pipeline/quality.py")),
     Stage("evaluate", "ganaug.pipeline.evaluate:evaluate",
           "real-only vs over-sampled vs SMOTE vs synthetic classifier; decide the gate",

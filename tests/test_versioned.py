@@ -153,3 +153,18 @@ def test_two_concurrent_appends_of_the_same_batch_add_it_once(accepted, host):
     assert said == [False, True], outs
     assert len(sh(host, "git", "rev-list", f"{head.strip()}..HEAD").split()) == 1
     assert sh(host, "git", "status", "--porcelain").strip() == ""
+
+
+def test_same_images_under_other_params_append_nothing(accepted, host):
+    """Identity comes from the images: generating again with another batch size (or any knob
+    that does not change which images are made) appends nothing the second time."""
+    first = append(in_place(accepted, host))
+    assert first["changed"]
+    head = sh(host, "git", "rev-parse", "HEAD")
+    other = tiny_params(Path(accepted.paths.raw).parent, filter={"mode": "none"},
+                        generate={"batch_size": 7}, append={"target": str(host / "train")})
+    generate(other)
+    filter_candidates(other)
+    again = append(other)
+    assert again["batch"] == first["batch"] and not again["changed"]
+    assert sh(host, "git", "rev-parse", "HEAD") == head
