@@ -30,7 +30,8 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     except Exception as e:  # torch raises several types for a damaged or foreign file
-        raise CheckpointError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:300]  # torch's messages run to many lines
+        raise CheckpointError(f"{path}: cannot load checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(state, dict) or "label_map" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a ganaug checkpoint")
     return state

@@ -180,7 +180,7 @@ def label_names(column: pd.Series, table: Path) -> list[str | None]:
         values = column.dropna()
         fractional = values[values != values.round()]
         if len(fractional):
-            raise DataError(f"{table}: label column holds non-integral numbers such as {fractional.iloc[0]!r}; "
+            raise DataError(f"{table}: label column holds non-integral numbers such as {float(fractional.iloc[0])}; "
                             "expected class names or integer codes")
         return [None if pd.isna(v) else str(int(v)) for v in column]
     names = []
