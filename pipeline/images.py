@@ -1,6 +1,7 @@
 """Decoding, validation and conversion of image files; tensors for the GAN and back."""
 from __future__ import annotations
 
+import functools
 import io
 import os
 import warnings
@@ -74,6 +75,7 @@ def to_uint8_channels(im: Image.Image, channels: int, background: str) -> np.nda
     return grey[:, :, None]
 
 
+@functools.lru_cache(maxsize=8)
 def resizer(size: int, mode: str) -> A.Compose:
     """stretch: ignore aspect; pad: fit inside, pad with black; crop: fill, centre-crop."""
     interp = cv2.INTER_AREA

@@ -11,7 +11,8 @@ Every file is decoded; bad files are quarantined with the reason (or fail the st
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from .files import atomic_dir, write_json
 from .paths import inside
 from .manifest import BATCHES_DIR, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, write_manifest
 from .params import Params
+from .pixels import PixelWriter
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
 
@@ -77,31 +79,26 @@ def ingest(params: Params) -> dict:
             bad(c, f"the same image is listed under labels {names} (see duplicates); fix its label")
         del unique[digest]
 
-    # Pass 2: decode, convert, write (threads: PIL and OpenCV release the GIL).
-    transform = resizer(cfg.size, cfg.resize)
+    # Pass 2: decode, convert, write: in worker processes (ingest.workers), results in input
+    # order, so the manifest, the pixel array and the quarantine report do not depend on them.
     prepared = Path(params.paths.prepared)
     with atomic_dir(prepared) as tmp:
-        def prepare(item):
-            sid, src = item
-            try:
-                arr = convert(decode(src.path.read_bytes(), cfg.channels, cfg.max_pixels, cfg.background), transform)
-            except BadImage as e:
-                return sid, src, str(e)
-            except OSError as e:
-                return sid, src, f"unreadable: {e.strerror or e}"
-            rel = f"images/{src.label}/{sid}.png"
-            save_png(arr, tmp / rel)
-            return sid, src, rel
-
+        jobs = [(str(src.path), f"images/{src.label}/{sid}.png", str(tmp), cfg.channels, cfg.max_pixels,
+                 cfg.background, cfg.size, cfg.resize) for sid, src in unique.items()]
         rows = []
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            for sid, src, result in progress(pool.map(prepare, unique.items()), total=len(unique),
-                                         desc="ingest: decode", unit="img"):
-                if result.startswith("images/"):
+        pixels = PixelWriter(tmp)
+        workers = cfg.workers or os.cpu_count() or 1
+        with _pool(workers, len(jobs)) as pool:
+            results = pool.map(prepare_one, jobs, chunksize=max(1, min(64, len(jobs) // (8 * workers))))
+            for (sid, src), (result, arr) in progress(zip(unique.items(), results), total=len(jobs),
+                                                      desc="ingest: decode", unit="img"):
+                if arr is not None:
                     rows.append({"sample_id": sid, "path": result, "label": src.label, "source": "real",
                                  "split": src.split, "split_given": src.split is not None})
+                    pixels.append(arr)
                 else:
                     bad(src, result)
+        pixels.close()
 
         df = make_manifest(rows)
         check_class_sizes(df, params, [s.label for s in sources])
@@ -126,6 +123,43 @@ def ingest(params: Params) -> dict:
     }
     write_json(Path(params.paths.reports) / "ingest.json", report)
     return report
+
+
+def prepare_one(job) -> tuple[str, np.ndarray | None]:
+    """Decode, convert and write one image (in a worker): (its path in prepared, pixels), or
+    (why it cannot be used, None)."""
+    path, rel, tmp, channels, max_pixels, background, size, resize = job
+    try:
+        data = Path(path).read_bytes()
+        arr = convert(decode(data, channels, max_pixels, background), resizer(size, resize))
+    except BadImage as e:
+        return str(e), None
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}", None
+    save_png(arr, Path(tmp) / rel)
+    return rel, arr
+
+
+class _InProcess:
+    """The pool's interface, run here: one worker, or too few images to pay for processes."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, jobs, chunksize=1):
+        return map(fn, jobs)
+
+
+def _pool(workers: int, n_jobs: int):
+    if workers == 1 or n_jobs < 2 * workers:
+        return _InProcess()
+    # fork where there is one: workers start in milliseconds, without re-importing torch.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def list_sources(raw: Path) -> tuple[list[Source], int, list[str]]:

@@ -77,6 +77,7 @@ class Ingest(Section):
     max_pixels: int = Field(50_000_000, gt=0)  # decompression-bomb guard
     on_bad_file: Literal["quarantine", "fail"] = "quarantine"
     background: Literal["white", "black"] = "white"  # transparent pixels are composited onto this
+    workers: int | None = Field(None, ge=1)  # decoding processes; null: one per CPU core
     seed: int = 0
 
     @model_validator(mode="after")
@@ -105,6 +106,7 @@ class Train(Section):
     mode_seeking: float = Field(0.1, ge=0)     # MSGAN weight: keeps different z apart within a class
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     compile: bool = False
+    loader_workers: int | None = Field(None, ge=0)  # batch-reading processes; null: 0 on the CPU, 4 on a GPU
     checkpoint_every: int = Field(250, ge=1)
     resume: bool = True
     seed: int = 0

@@ -25,14 +25,16 @@ from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generat
 from . import classifier
 from .checkpoints import check_label_map, load_checkpoint, restore_trainer, save_checkpoint
 from .errors import CheckpointError, GanaugError
-from .images import load_tensor, to_uint8
+from .images import to_uint8
 from .files import atomic_file, write_json
 from .manifest import label_map_of, read_manifest
 from .params import Params
+from .pixels import open_pixels, to_float
 from .plots import class_grid, loss_curves
 
 GRID_SEEDS = range(8)  # fixed latents: grids from successive runs compare like for like
 _NOT_FINGERPRINTED = {"steps", "checkpoint_every", "resume", "device", "compile", "deployment", "minutes",
+                      "loader_workers",
                       "patience", "fail_when_unhealthy"}
 
 
@@ -48,9 +50,13 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     df = read_manifest(prepared, check_files=True)
     label_map = label_map_of(df)
     names = list(label_map)
-    real = df[(df["split"] == "train") & (df["source"] == "real")]
-    x = load_tensor([prepared / p for p in real["path"]], params.ingest.channels)
+    is_real_train = ((df["split"] == "train") & (df["source"] == "real")).to_numpy()
+    real, rows = df[is_real_train], np.flatnonzero(is_real_train)
+    pixels = open_pixels(prepared, len(df))  # memory-mapped: batches are read, never the whole set
     y = torch.tensor([label_map[v] for v in real["label"]])
+    # In memory, only a bounded, class-stratified reference sample: all of a small set.
+    ref = reference_sample(y, pixels[0].nbytes * 4 if len(pixels) else 1, cfg.seed)
+    x_ref, y_ref = to_float(pixels[rows[ref]]), y[ref]
     device = pick_device(cfg.device)
     fingerprint = _fingerprint(real, params)
 
@@ -62,7 +68,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         end = trainer.step_count
     if trainer is None:
         torch.manual_seed(cfg.seed)
-        gan_cfg = GANConfig(img_size=x.shape[-1], channels=x.shape[1], n_classes=len(label_map),
+        gan_cfg = GANConfig(img_size=x_ref.shape[-1], channels=x_ref.shape[1], n_classes=len(label_map),
                             z_dim=cfg.z_dim, width=cfg.width)
         hyper = TrainHyper(lr_g=cfg.lr_g, lr_d=cfg.lr_d, betas=(cfg.beta1, cfg.beta2),
                            n_dis=cfg.n_dis, ema_decay=cfg.ema_decay, diffaug=tuple(cfg.diffaug),
@@ -74,18 +80,14 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     # there the judge's draws are undone (and resuming gives the same weights as not stopping).
     resumed = trainer.step_count > 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if resumed else nullcontext():
-        judge = ValidationJudge(x, y, names, params) if trainer.step_count < end else None  # none when done
-    real_spread = torch.tensor([health.spread(x[y == c]) for c in range(len(names))]).clamp(min=1e-6)
-
-    x = x.to(device)
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = y.to(device)
+        judge = ValidationJudge(x_ref, y_ref, names, params) if trainer.step_count < end else None  # none when done
+    real_spread = torch.tensor([health.spread(x_ref[y_ref == c]) for c in range(len(names))]).clamp(min=1e-6)
+    del x_ref
 
     # Real images are drawn class-balanced, matching the uniform labels of the fakes: with
     # the empirical mix D could learn "rare label => fake" instead of what the class looks like.
-    class_sizes = torch.bincount(y.cpu(), minlength=len(label_map)).float()
-    balance = 1.0 / class_sizes[y.cpu()]
+    class_sizes = torch.bincount(y, minlength=len(label_map)).float()
+    balance = 1.0 / class_sizes[y]
     log_every = max(1, cfg.steps // 500)      # loss curves of ~500 points, whatever the length
     health_every = max(10, cfg.steps // 50)   # the diversity probe: ~50 points a run, at most 1 step in 10
     start_step, flops_per_step, t0 = trainer.step_count, None, time.perf_counter()
@@ -94,17 +96,19 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     stopped = None
     bar = progress(range(start_step, end), initial=start_step, total=cfg.steps,
                    desc="train", unit="step")
-    for step in bar:
-        # Batch indices depend only on (seed, step): a resumed run sees the same batches.
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        idx = torch.multinomial(balance, cfg.batch_size, replacement=True, generator=g).to(device)
+    loader = batch_loader(RealBatches(prepared, len(df), rows, y, balance, cfg.batch_size, cfg.seed),
+                          range(start_step, end), cfg.loader_workers, device)
+    for step, (xb, yb) in zip(bar, loader):
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
         try:
             if flops_per_step is None:
                 with FlopCounterMode(display=False) as counter:
-                    losses = trainer.step(x[idx], y[idx])
+                    losses = trainer.step(xb, yb)
                 flops_per_step = counter.get_total_flops()
             else:
-                losses = trainer.step(x[idx], y[idx])
+                losses = trainer.step(xb, yb)
         except NonFiniteLoss as e:
             raise TrainingError(f"{e}. The last good checkpoint ({params.paths.model}, "
                                 f"step {history[-1]['step'] if history else 0}) is kept.") from None
@@ -199,6 +203,60 @@ def _evaluations_since_best(history: list[dict]) -> int:
         return 0
     best = min(range(len(scores)), key=scores.__getitem__)
     return len(scores) - 1 - best
+
+
+REFERENCE_BYTES = 256 * 2**20  # float images the judge and the diversity probe keep in memory
+
+
+def reference_sample(y: torch.Tensor, bytes_per_image: int, seed: int) -> np.ndarray:
+    """Indices of a class-stratified sample of at most REFERENCE_BYTES of float images, in
+    their original order; a set that fits is taken whole (so small runs are unchanged)."""
+    classes = torch.unique(y).tolist()
+    cap = max(64, REFERENCE_BYTES // bytes_per_image // max(1, len(classes)))
+    keep = []
+    rng = np.random.default_rng(seed)
+    for c in classes:
+        members = np.flatnonzero(y.numpy() == c)
+        keep.append(members if len(members) <= cap else rng.choice(members, cap, replace=False))
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+
+
+class RealBatches(torch.utils.data.Dataset):
+    """Step s's batch of real training images: class-balanced indices drawn from (seed, s)
+    alone, so a resumed run, or any number of loader workers, sees the same batches; pixels
+    read from the memory-mapped array (opened lazily in each worker process)."""
+
+    def __init__(self, folder: Path, n_rows: int, rows: np.ndarray, labels: torch.Tensor,
+                 weights: torch.Tensor, batch_size: int, seed: int):
+        self.folder, self.n_rows, self.rows = folder, n_rows, rows
+        self.labels, self.weights, self.batch_size, self.seed = labels, weights, batch_size, seed
+        self._pixels = None
+
+    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pixels is None:
+            self._pixels = open_pixels(self.folder, self.n_rows)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g)
+        return to_float(self._pixels[self.rows[idx.numpy()]]), self.labels[idx]
+
+    def __getstate__(self):  # workers reopen the memmap rather than receive a copy of it
+        return {**self.__dict__, "_pixels": None}
+
+
+def batch_loader(batches: RealBatches, steps: range, workers: int | None, device: torch.device):
+    """The batches of `steps`, in order, prefetched by worker processes. workers=None: none on
+    the CPU (it is busy training, and a batch from the page cache costs microseconds), four
+    for a GPU. Its own seeded generator: building it must not move torch's global RNG."""
+    if workers is None:
+        workers = 0 if device.type == "cpu" else 4
+    return torch.utils.data.DataLoader(
+        batches, batch_size=None, sampler=steps, num_workers=workers, pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None, worker_init_fn=_one_thread,
+        generator=torch.Generator().manual_seed(0))
+
+
+def _one_thread(_):
+    torch.set_num_threads(1)
 
 
 class ValidationJudge:

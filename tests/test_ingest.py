@@ -197,3 +197,32 @@ def test_demo_data_is_long_tailed_with_a_balanced_test_split(tmp_path):
     test = df[df["split"] == "test"]["label"].value_counts()
     assert test.min() >= 40  # rare classes are rare in train, not in test
 
+
+
+def test_parallel_ingest_equals_serial_ingest(params, tmp_path):
+    """Worker processes change nothing but speed: the same manifest, pixel array and quarantine
+    report, in the same order, as one process."""
+    from ganaug.pipeline.pixels import PIXELS, open_pixels
+    from tests.conftest import tiny_params
+
+    raw = Path(params.paths.raw)
+    (raw / "circle" / "empty.png").write_bytes(b"")
+    (raw / "square" / "cut.png").write_bytes((raw / "square" / "square-001.png").read_bytes()[:60])
+    runs = {}
+    for workers in (1, 2):
+        p = tiny_params(tmp_path, ingest={"workers": workers},
+                        paths={"prepared": str(tmp_path / f"prepared-{workers}"),
+                               "reports": str(tmp_path / f"reports-{workers}")})
+        report = ingest(p)
+        runs[workers] = (report, read_manifest(p.paths.prepared, check_files=True),
+                         (Path(p.paths.prepared) / PIXELS).read_bytes())
+    (r1, m1, px1), (r2, m2, px2) = runs[1], runs[2]
+    assert m1.equals(m2) and px1 == px2
+    assert r1["quarantined"] == r2["quarantined"] and len(r1["quarantined"]) == 2
+    # The pixel array is the PNGs, row for row.
+    arr = open_pixels(tmp_path / "prepared-2", len(m2))
+    from PIL import Image
+    import numpy as np
+    for i in (0, len(m2) // 2, len(m2) - 1):
+        png = np.asarray(Image.open(tmp_path / "prepared-2" / m2["path"][i]))
+        assert np.array_equal(arr[i][:, :, 0], png)

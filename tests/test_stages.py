@@ -428,3 +428,28 @@ def test_users_own_val_and_test_stay_out_of_the_augmented_set(tmp_path):
     aug = read_manifest(p.paths.augmented, check_files=True)
     real = aug[aug["source"] == "real"]
     assert len(real) == sum(r["split"] == "train" for r in rows) and set(real["split"]) == {"train"}
+
+
+def test_streamed_batches_equal_the_in_memory_path(trained):
+    """The memory-mapped pixel array gives, step for step, the batches the old in-memory tensor
+    of decoded PNGs gave, with or without loader worker processes."""
+    from ganaug.pipeline.images import load_tensor
+    from ganaug.pipeline.train import RealBatches, batch_loader
+
+    prepared = Path(trained.paths.prepared)
+    df = read_manifest(prepared)
+    is_train = ((df["split"] == "train") & (df["source"] == "real")).to_numpy()
+    rows = np.flatnonzero(is_train)
+    labels = torch.tensor(pd.factorize(df["label"][is_train], sort=True)[0])
+    weights = 1.0 / torch.bincount(labels).float()[labels]
+    batches = RealBatches(prepared, len(df), rows, labels, weights, 16, seed=3)
+    in_memory = load_tensor([prepared / p for p in df["path"][is_train]], 1)
+    for step in (0, 7, 123):
+        g = torch.Generator().manual_seed(3 * 1_000_003 + step)
+        idx = torch.multinomial(weights, 16, replacement=True, generator=g)
+        x, y = batches[step]
+        assert torch.equal(x, in_memory[idx]) and torch.equal(y, labels[idx])
+    serial = list(batch_loader(batches, range(5, 12), 0, torch.device("cpu")))
+    parallel = list(batch_loader(batches, range(5, 12), 2, torch.device("cpu")))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(serial, parallel))
+    assert len(parallel) == 7 and torch.equal(parallel[0][0], batches[5][0])
