@@ -4,6 +4,7 @@ The "GPU node" works in its own clone; data crosses only through the DVC remote.
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -37,6 +38,15 @@ def _project_clone(dest: Path, remote: Path, raw: Path | None):
         src = REPO / item
         shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir() \
             else shutil.copy(src, dest / item)
+    # No Docker daemon here: the gpu deployment's image build and push are left out (the
+    # steps are checked against the Dockerfile in test_gpu_image_build_steps_are_complete).
+    project = yaml.safe_load((dest / "prefect.yaml").read_text())
+    for deployment in project["deployments"]:
+        deployment.pop("build", None), deployment.pop("push", None)
+        image = deployment.get("work_pool", {}).get("job_variables", {}).get("image")
+        if image:
+            deployment["work_pool"]["job_variables"]["image"] = "ganaug-gpu:test"
+    (dest / "prefect.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
     params = yaml.safe_load((dest / "params.yaml").read_text())
     if raw is not None:
         params["paths"]["raw"] = str(raw)
@@ -133,3 +143,23 @@ def test_augment_runs_training_on_a_deployment_through_the_dvc_remote(tmp_path, 
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def test_gpu_image_build_steps_are_complete():
+    """What can be checked without a Docker daemon: the gpu deployment builds the Dockerfile
+    beside its job template, pushes what it built and runs it; the image installs the torch
+    version the README pins, from a CUDA index, and ganaug's three code folders."""
+    project = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    gpu = next(d for d in project["deployments"] if d["name"] == "gpu")
+    build = gpu["build"][0]["prefect_docker.deployments.steps.build_docker_image"]
+    push = gpu["push"][0]["prefect_docker.deployments.steps.push_docker_image"]
+    dockerfile = REPO / build["dockerfile"]
+    assert dockerfile.is_file()
+    assert push["image_name"] == "{{ build-image.image_name }}" and push["tag"] == "{{ build-image.tag }}"
+    assert gpu["work_pool"]["job_variables"]["image"] == "{{ build-image.image }}"
+    text = dockerfile.read_text()
+    pin = re.search(r"torch==[0-9.]+", (REPO / "README.md").read_text()).group(0)
+    assert f"pip install {pin} --index-url" in text and "download.pytorch.org/whl/cu" in text
+    for folder in ("gan", "pipeline", "flows"):
+        assert f"COPY {folder} {folder}" in text
+    assert "pip install ." in text

@@ -1,0 +1,131 @@
+"""Scale: a made-up set of 100,000 small PNGs through ingest, train, generate and evaluate.
+
+    python -m bench.scale [--n 100000] [--steps 300]
+
+Prints, each with its baseline measured in the same run:
+- ingest images/s with worker processes (ingest.workers: one per core) against a bare
+  single-process PIL decode loop over the same files (decode only: no hashing, resizing,
+  PNG writing or manifest); aim >= 1.7x on 2 cores;
+- `ganaug train` images/s, streaming batches from the memory-mapped pixel array, against a
+  bare GANTrainer.step loop over an in-memory float tensor of the same images (no data
+  pipeline, probes, validation or checkpoints); aim >= 0.95x;
+- the peak resident memory of every stage (GNU time's maximum RSS of the stage's process;
+  ingest's worker processes are measured on their own, each smaller); aim <= 2 GB each.
+The data: four shape classes of 60,000 / 30,000 / 8,000 / 2,000 images (24 px grey, drawn
+with seed 0), ingested at 16 px; generate fills every class up to the largest
+(sampling_strategy "not majority", about 84,000 images, 1.5x candidates).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.conftest import make_shapes  # noqa: E402
+
+SHARES = {"circle": 0.6, "square": 0.3, "cross": 0.08, "ring": 0.02}
+
+
+def make_data(root: Path, n: int) -> list[Path]:
+    counts = {k: max(10, int(n * v)) for k, v in SHARES.items()}
+    make_shapes(root, {k: v for k, v in counts.items() if k != "ring"}, seed=0)
+    # a fourth, rare class: rings (a circle with a hole)
+    rng = np.random.default_rng(1)
+    (root / "ring").mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:24, :24]
+    for i in range(counts["ring"]):
+        cx, cy, r = rng.integers(7, 17), rng.integers(7, 17), rng.integers(4, 7)
+        d = np.hypot(xx - cx, yy - cy)
+        Image.fromarray(((d < r) & (d > r - 2)).astype(np.uint8) * 220).save(root / "ring" / f"ring-{i:06d}.png")
+    return sorted(root.rglob("*.png"))
+
+
+def bare_decode(files: list[Path]) -> float:
+    t0 = time.perf_counter()
+    for f in files:
+        with Image.open(f) as im:
+            np.asarray(im.convert("L"))
+    return len(files) / (time.perf_counter() - t0)
+
+
+def run_stage(work: Path, stage: str, overrides: list[str]) -> tuple[float, float, str]:
+    """(seconds, peak RSS in MB, output) of `ganaug <stage>` as its own process."""
+    args = [a for o in overrides for a in ("--set", o)]
+    t0 = time.perf_counter()
+    done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "ganaug.pipeline.cli", stage, *args],
+                          cwd=work, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode:
+        raise SystemExit(f"{stage} failed:\n{done.stderr[-3000:]}")
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith(f"[{stage}]")), "")
+    return seconds, rss_kb / 1024, line
+
+
+def bare_train(work: Path, steps: int, batch: int, width: int) -> float:
+    """images/s of GANTrainer.step over an in-memory tensor of the same real train images."""
+    import pandas as pd
+    import torch
+
+    from ganaug.gan import GANConfig, GANTrainer
+    from ganaug.pipeline.pixels import open_pixels, to_float
+
+    df = pd.read_parquet(work / "data/prepared/manifest.parquet")
+    rows = np.flatnonzero((df["split"] == "train").to_numpy())
+    x = to_float(open_pixels(work / "data/prepared", len(df))[rows])
+    y = torch.tensor(pd.factorize(df["label"].iloc[rows], sort=True)[0])
+    torch.manual_seed(0)
+    trainer = GANTrainer(GANConfig(x.shape[-1], 1, 4, z_dim=128, width=width))
+    for _ in range(5):
+        trainer.step(x[:batch], y[:batch])
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch,))
+        trainer.step(x[idx], y[idx])
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--steps", type=int, default=300)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        t0 = time.perf_counter()
+        files = make_data(work / "data/raw", args.n)
+        print(f"data: {len(files)} PNGs in {time.perf_counter() - t0:.0f}s", flush=True)
+        bare = bare_decode(files)
+        common = ["paths.raw=data/raw", "ingest.size=16", f"train.steps={args.steps}",
+                  f"train.checkpoint_every={args.steps}", "filter.mode=none", "filter.reject_copies=false",
+                  "filter.require_agreement=false", "filter.dedupe=false", "evaluate.repeats=1",
+                  "evaluate.epochs=1", "evaluate.synthetic_shares=[1.0]"]
+        results = {}
+        for stage in ("ingest", "train", "generate", "filter", "evaluate"):
+            results[stage] = run_stage(work, stage, common)
+            s, mb, line = results[stage]
+            print(f"{stage:>9}: {s:7.1f}s, peak RSS {mb:7.0f} MB  {line[:150]}", flush=True)
+        ingest_rate = len(files) / results["ingest"][0]
+        streamed = float(re.search(r"([\d.]+) img/s", results["train"][2]).group(1))
+        bare_rate = bare_train(work, min(args.steps, 200), 64, 32)
+    print(f"\ningest: {ingest_rate:.0f} img/s with {os.cpu_count()} workers (whole stage, process start "
+          f"included) vs bare single-process decode {bare:.0f} img/s: ratio {ingest_rate / bare:.2f} (aim >= 1.7)")
+    print(f"train: streamed {streamed:.0f} img/s (whole loop) vs bare in-memory step loop {bare_rate:.0f} img/s: "
+          f"ratio {streamed / bare_rate:.2f} (aim >= 0.95)")
+    worst = max(r[1] for r in results.values())
+    print("peak RSS MB: " + ", ".join(f"{k} {v[1]:.0f}" for k, v in results.items())
+          + f"; largest {worst:.0f} MB (aim <= 2048)")
+
+
+if __name__ == "__main__":
+    main()
