@@ -30,24 +30,27 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from tests.conftest import make_shapes  # noqa: E402
 
 SHARES = {"circle": 0.6, "square": 0.3, "cross": 0.08, "ring": 0.02}
 
 
 def make_data(root: Path, n: int) -> list[Path]:
-    counts = {k: max(10, int(n * v)) for k, v in SHARES.items()}
-    make_shapes(root, {k: v for k, v in counts.items() if k != "ring"}, seed=0)
-    # a fourth, rare class: rings (a circle with a hole)
-    rng = np.random.default_rng(1)
-    (root / "ring").mkdir(parents=True, exist_ok=True)
+    """Shapes of random place and size with per-pixel noise (so no two files are equal)."""
+    rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:24, :24]
-    for i in range(counts["ring"]):
-        cx, cy, r = rng.integers(7, 17), rng.integers(7, 17), rng.integers(4, 7)
-        d = np.hypot(xx - cx, yy - cy)
-        Image.fromarray(((d < r) & (d > r - 2)).astype(np.uint8) * 220).save(root / "ring" / f"ring-{i:06d}.png")
-    return sorted(root.rglob("*.png"))
+    files = []
+    for label, share in SHARES.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(max(10, int(n * share))):
+            cx, cy, r = rng.integers(7, 17), rng.integers(7, 17), rng.integers(4, 7)
+            d = np.hypot(xx - cx, yy - cy)
+            mask = {"circle": d < r, "square": (abs(xx - cx) < r) & (abs(yy - cy) < r),
+                    "cross": ((abs(xx - cx) < 2) & (abs(yy - cy) < r)) | ((abs(yy - cy) < 2) & (abs(xx - cx) < r)),
+                    "ring": (d < r) & (d > r - 2)}[label]
+            img = np.clip(mask * 200.0 + rng.normal(20, 12, (24, 24)), 0, 255).astype(np.uint8)
+            files.append(root / label / f"{label}-{i:06d}.png")
+            Image.fromarray(img).save(files[-1])
+    return files
 
 
 def bare_decode(files: list[Path]) -> float:

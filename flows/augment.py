@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
@@ -21,7 +21,8 @@ from prefect.runtime import flow_run
 from ganaug.pipeline import exchange
 from ganaug.pipeline.errors import GanaugError
 from ganaug.pipeline.manifest import read_manifest
-from ganaug.pipeline.params import load_params
+from ganaug.pipeline.params import Params, load_params
+from ganaug.pipeline.stages import run, summarize
 
 from ganaug.flows import tasks  # absolute: Prefect loads this file by path as a deployment entrypoint
 
@@ -69,7 +70,7 @@ def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     else:
         trained = tasks.train(params)
 
-    generated = tasks.generate(params)
+    generated = generate(params)
     filtered = tasks.filter_candidates(params)
     evaluated = tasks.evaluate(params)   # decides the gate: a batch that does not help is not appended
     appended = tasks.append(params)
@@ -81,6 +82,37 @@ def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None =
                                                        appended, evaluated))
     return {"ingest": ingested, "train": trained, "filter": filtered, "append": appended,
             "evaluate": {k: evaluated[k] for k in ("gate", "synthetic_quality")}}
+
+
+@flow(name="ganaug-generate")
+def generate_flow(params: Params) -> dict:
+    """generate, its shards mapped over the task runner's workers (Dask; see `generate`)."""
+    def on_workers(params, shards, label_map, folder):
+        import torch
+
+        futures = tasks.generate_shard.map(unmapped(params), shards, unmapped(label_map), unmapped(str(folder)),
+                                           unmapped(torch.get_num_threads()))
+        return [f.result() for f in futures]  # in shard order: the manifest is the single-process one
+
+    result = run("generate", params, run_shards=on_workers)
+    get_run_logger().info("generate: %s", summarize("generate", result))
+    return result
+
+
+def generate(params: Params) -> dict:
+    """In this flow's process, or, with generate.workers > 1 or generate.dask_address, as a
+    sub-flow on Dask (prefect-dask): a LocalCluster of that many processes, or that cluster.
+    Workers write into the stage's temporary folder: a cluster needs the working folder on a
+    filesystem every worker sees."""
+    g = params.generate
+    if g.workers == 1 and g.dask_address is None:
+        return tasks.generate(params)
+    from prefect_dask import DaskTaskRunner
+
+    runner = DaskTaskRunner(address=g.dask_address) if g.dask_address else DaskTaskRunner(
+        cluster_kwargs={"n_workers": g.workers, "threads_per_worker": 1, "processes": True,
+                        "dashboard_address": None})
+    return generate_flow.with_options(task_runner=runner)(params)
 
 
 def summary_markdown(params, ingested, trained, generated, filtered, appended, evaluated) -> str:

@@ -9,12 +9,17 @@ knows when files changed.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from ganaug.pipeline.params import Params
 from ganaug.pipeline.stages import STAGES, run, summarize
+
+if TYPE_CHECKING:  # the stage modules import torch: not at flow import time
+    from ganaug.pipeline.generate import Shard
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -70,6 +75,19 @@ def train(params: Params) -> dict:
 @_stage_task("generate")
 def generate(params: Params) -> dict:
     return _run("generate", params)
+
+
+@task(cache_policy=NO_CACHE)
+def generate_shard(params: Params, shard: Shard, label_map: dict[str, int], folder: str, threads: int):
+    """One shard of generate's plan, on whichever worker the task runner picks, with the torch
+    thread count of the process that planned it: CPU kernels may round differently with
+    another count, and the scores are to be the single process's to the last bit."""
+    import torch
+
+    from ganaug.pipeline.generate import make_shard
+
+    torch.set_num_threads(threads)
+    return make_shard(params, shard, label_map, folder)
 
 
 @_stage_task("filter")

@@ -4,10 +4,20 @@ The number to generate follows imbalanced-learn's `sampling_strategy` for over-s
 ('not majority', 'minority', 'not minority', 'all', a float for two classes, or a dict
 of final counts per class). First-round candidates are that number times
 generate.oversample: the filter stage rejects some and tops up in later rounds.
+
+The plan is cut into shards (class, first seed, count) of at most generate.shard_size
+images, a multiple of generate.batch_size: memory stays bounded by a shard, and a shard is a
+unit of work another process can do. Every image comes from its own seed and the batches
+fall on the same boundaries however the shards are run, so the candidates are the same bit
+for bit in one process (the CLI, `dvc repro`) or spread over workers (the Prefect flow with
+generate.workers > 1, on a Dask cluster).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -17,22 +27,52 @@ from .params import Params
 from .sampler import Sampler, needed_per_class, seeds_for, write_images
 
 
-def generate(params: Params) -> dict:
+@dataclass(frozen=True)
+class Shard:
+    label: str
+    start: int   # the class's first seed offset of this shard
+    count: int
+
+
+def plan(params: Params, need: dict[str, int]) -> list[Shard]:
+    g = params.generate
+    size = math.ceil(g.shard_size / g.batch_size) * g.batch_size  # batches never straddle shards
+    shards = []
+    for label, n in need.items():
+        total = math.ceil(n * g.oversample)
+        shards += [Shard(label, start, min(size, total - start)) for start in range(0, total, size)]
+    return shards
+
+
+def make_shard(params: Params, shard: Shard, label_map: dict[str, int], folder: str | Path) -> pd.DataFrame:
+    """Synthesize, score and write one shard's images into `folder`; its manifest rows."""
+    sampler = Sampler.load(params, label_map)
+    rows, imgs = sampler.synthesize(shard.label, seeds_for(params, shard.label, label_map, shard.start, shard.count))
+    return write_images(rows, imgs, Path(folder))
+
+
+def in_process(params: Params, shards: list[Shard], label_map: dict[str, int], folder: Path) -> list[pd.DataFrame]:
+    return [make_shard(params, s, label_map, folder) for s in shards]
+
+
+RunShards = Callable[[Params, list[Shard], dict[str, int], Path], list[pd.DataFrame]]
+
+
+def generate(params: Params, run_shards: RunShards = in_process) -> dict:
+    """run_shards runs the shards and returns their rows in shard order (the Prefect flow
+    passes one that maps them over Dask workers)."""
     df = read_manifest(params.paths.prepared)
     label_map = label_map_of(df)
     need = needed_per_class(class_counts(df), params.generate.sampling_strategy)
-    sampler = Sampler.load(params, label_map)
-    parts = []
+    sampler = Sampler.load(params, label_map)  # fails here, once, on a checkpoint that does not fit
+    shards = plan(params, need)
     with atomic_dir(params.paths.candidates) as tmp:
-        for label, n in need.items():
-            n_cand = math.ceil(n * params.generate.oversample)
-            rows, imgs = sampler.synthesize(label, seeds_for(params, label, label_map, 0, n_cand))
-            parts.append(write_images(rows, imgs, tmp))
-        cand = make_manifest(pd.concat(parts) if parts else [])
+        parts = run_shards(params, shards, label_map, tmp)
+        cand = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(cand, tmp)
     return {"needed": need, "candidates": {k: int(v) for k, v in cand["label"].value_counts().items()},
-            "checkpoint": sampler.ckpt_id}
+            "checkpoint": sampler.ckpt_id, "shards": len(shards)}
 
 
 def summarize(r: dict) -> str:
-    return f"needed {r['needed']}; candidates {r['candidates']}"
+    return f"needed {r['needed']}; candidates {r['candidates']} ({r['shards']} shards)"

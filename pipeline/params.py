@@ -133,6 +133,11 @@ class Generate(Section):
     sampling_strategy: SamplingStrategy = "not majority"
     oversample: float = Field(1.5, ge=1.0)     # candidates per needed image, first round
     batch_size: int = Field(256, ge=1)
+    shard_size: int = Field(10_000, ge=1)      # images per unit of work (rounded up to whole batches)
+    # Prefect flow only: shards run as mapped tasks on Dask, on a LocalCluster of this many
+    # worker processes, or on the cluster at dask_address. 1 and null: in the flow's process.
+    workers: int = Field(1, ge=1)
+    dask_address: str | None = None
     seed: int = 0
 
     @field_validator("sampling_strategy", mode="before")

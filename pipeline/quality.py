@@ -22,8 +22,28 @@ from . import classifier
 K_NEAREST = 3
 
 
+SAMPLE = 2000   # k-NN precision/recall on at most this many images a side (n x m distances)
+CHUNK = 256     # rows of a distance matrix held at once: memory CHUNK x n, not n x n
+
+
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return torch.cdist(torch.from_numpy(a).double(), torch.from_numpy(b).double()).numpy()
+
+
+def _nearest(a: np.ndarray, b: np.ndarray, skip_zero: bool = False) -> np.ndarray:
+    """Per row of a, the distance to its nearest row of b (ignoring exact zeros when asked:
+    an image and itself), in chunks of rows."""
+    out = np.empty(len(a))
+    for i in range(0, len(a), CHUNK):
+        d = _pairwise(a[i:i + CHUNK], b)
+        if skip_zero:
+            d[d == 0] = np.inf
+        out[i:i + CHUNK] = d.min(axis=1)
+    return out
+
+
+def _sample(f: np.ndarray, n: int) -> np.ndarray:
+    return f if len(f) <= n else f[np.sort(np.random.default_rng(0).choice(len(f), n, replace=False))]
 
 
 def spread(f: np.ndarray, cap: int = 500) -> float:
@@ -40,6 +60,7 @@ def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = K_NEAREST)
 
     if len(real) <= 1 or len(fake) <= 1:
         return float("nan"), float("nan")
+    real, fake = _sample(real, SAMPLE), _sample(fake, SAMPLE)  # an estimate above SAMPLE images
     d = _pairwise(fake, real)                      # fake x real
     precision = float((d <= radii(real)[None, :]).any(axis=1).mean())
     recall = float((d.T <= radii(fake)[None, :]).any(axis=1).mean())
@@ -50,9 +71,8 @@ def nearest_pair(real_px: np.ndarray) -> float:
     """The distance between the two closest distinct real images (0 with fewer than two)."""
     if len(real_px) < 2:
         return 0.0
-    d = _pairwise(real_px, real_px)
-    np.fill_diagonal(d, np.inf)
-    d = d[d > 0]
+    d = _nearest(real_px, real_px, skip_zero=True)
+    d = d[np.isfinite(d)]
     return float(d.min()) if len(d) else 0.0
 
 
@@ -61,7 +81,7 @@ def near_copies(real_px: np.ndarray, fake_px: np.ndarray, floor: float | None = 
     floor = nearest_pair(real_px) if floor is None else floor
     if not len(real_px) or not len(fake_px):
         return np.zeros(len(fake_px), dtype=bool)
-    return _pairwise(fake_px, real_px).min(axis=1) < floor
+    return _nearest(fake_px, real_px) < floor
 
 
 def memorization(real_px: np.ndarray, fake_px: np.ndarray) -> float:

@@ -8,7 +8,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from ganaug.flows import augment_flow
 from ganaug.pipeline.manifest import read_manifest
 from ganaug.pipeline.versioned import BATCHES_DIR
-from tests.conftest import make_shapes, sh, tiny_overrides
+from tests.conftest import make_shapes, sh, tiny_overrides, tiny_params
 
 
 def _artifacts(key: str):
@@ -50,3 +50,25 @@ def test_bad_input_fails_at_once_without_retries(prefect_server, tmp_path):
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     ingest_runs = [r for r in runs if r.name.startswith("ingest")]
     assert len(ingest_runs) == 1 and ingest_runs[0].run_count == 1  # a DataError is not retried
+
+
+def test_generation_sharded_over_a_two_worker_dask_cluster_equals_one_process(prefect_server, trained, tmp_path):
+    """A Prefect flow run on a 2-worker Dask LocalCluster: the shards (class, seed range) run as
+    mapped tasks in other processes, and the candidates are the single process's, bit for bit."""
+    import hashlib
+
+    from ganaug.flows.augment import generate
+    from ganaug.pipeline.generate import generate as generate_here
+
+    root = Path(trained.paths.raw).parent
+    small = {"batch_size": 8, "shard_size": 16}  # several shards per class
+    one = tiny_params(root, generate=small, paths={"candidates": str(tmp_path / "one")})
+    spread = tiny_params(root, generate={**small, "workers": 2}, paths={"candidates": str(tmp_path / "two")})
+    here = generate_here(one)
+    there = generate(spread)
+    assert there["shards"] == here["shards"] > 1 and there["candidates"] == here["candidates"]
+
+    def tree(folder: Path) -> dict:
+        return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+    assert tree(tmp_path / "one") == tree(tmp_path / "two")
