@@ -5,7 +5,8 @@
 Prints, each with its baseline measured in the same run:
 - ingest images/s with worker processes (ingest.workers: one per core) against a bare
   single-process PIL decode loop over the same files (decode only: no hashing, resizing,
-  PNG writing or manifest); aim >= 1.7x on 2 cores;
+  PNG writing or manifest; aim >= 1.7x on 2 cores), against ingest with one worker, and
+  next to the rate this disk creates small files at (ingest writes a PNG per image);
 - `ganaug train` images/s, streaming batches from the memory-mapped pixel array, against a
   bare GANTrainer.step loop over an in-memory float tensor of the same images (no data
   pipeline, probes, validation or checkpoints); aim >= 0.95x;
@@ -51,6 +52,15 @@ def make_data(root: Path, n: int) -> list[Path]:
             files.append(root / label / f"{label}-{i:06d}.png")
             Image.fromarray(img).save(files[-1])
     return files
+
+
+def create_rate(folder: Path, n: int = 5000) -> float:
+    """Small files created per second in one process: the ceiling of anything writing a PNG per image."""
+    folder.mkdir()
+    t0 = time.perf_counter()
+    for i in range(n):
+        (folder / f"{i}.png").write_bytes(b"x" * 300)
+    return n / (time.perf_counter() - t0)
 
 
 def bare_decode(files: list[Path]) -> float:
@@ -109,10 +119,13 @@ def main():
         files = make_data(work / "data/raw", args.n)
         print(f"data: {len(files)} PNGs in {time.perf_counter() - t0:.0f}s", flush=True)
         bare = bare_decode(files)
+        create = create_rate(work / "probe")
         common = ["paths.raw=data/raw", "ingest.size=16", f"train.steps={args.steps}",
                   f"train.checkpoint_every={args.steps}", "filter.mode=none", "filter.reject_copies=false",
                   "filter.require_agreement=false", "filter.dedupe=false", "evaluate.repeats=1",
                   "evaluate.epochs=1", "evaluate.synthetic_shares=[1.0]"]
+        one_worker = run_stage(work, "ingest", common + ["ingest.workers=1", "paths.prepared=data/prepared-1",
+                                                         "paths.reports=reports-1"])
         results = {}
         for stage in ("ingest", "train", "generate", "filter", "evaluate"):
             results[stage] = run_stage(work, stage, common)
@@ -122,7 +135,10 @@ def main():
         streamed = float(re.search(r"([\d.]+) img/s", results["train"][2]).group(1))
         bare_rate = bare_train(work, min(args.steps, 200), 64, 32)
     print(f"\ningest: {ingest_rate:.0f} img/s with {os.cpu_count()} workers (whole stage, process start "
-          f"included) vs bare single-process decode {bare:.0f} img/s: ratio {ingest_rate / bare:.2f} (aim >= 1.7)")
+          f"included) vs bare single-process decode {bare:.0f} img/s: ratio {ingest_rate / bare:.2f} (aim >= 1.7); "
+          f"vs ingest with 1 worker {len(files) / one_worker[0]:.0f} img/s: ratio "
+          f"{one_worker[0] / results['ingest'][0]:.2f}; this disk creates {create:.0f} small files/s "
+          f"(ingest writes one PNG per image)")
     print(f"train: streamed {streamed:.0f} img/s (whole loop) vs bare in-memory step loop {bare_rate:.0f} img/s: "
           f"ratio {streamed / bare_rate:.2f} (aim >= 0.95)")
     worst = max(r[1] for r in results.values())
