@@ -65,6 +65,17 @@ class GANTrainer:
         if self.compile:
             self._G, self._D = torch.compile(self.G), torch.compile(self.D)
 
+    def distribute(self, device: torch.device):
+        """Data parallel over the initialized process group (DistributedDataParallel): the
+        networks `step` runs average their gradients across processes, so a step on B images in
+        each of N processes is a step on N x B. The plain modules keep the state: EMA,
+        checkpoints and sampling never see the wrapper. Not exact, by nature: BatchNorm in G
+        normalizes each process's B, not N x B, and its running statistics are rank 0's."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        self._G, self._D = DDP(self._G, device_ids=ids), DDP(self._D, device_ids=ids)
+
     # -- one step -------------------------------------------------------------------
     def _autocast(self):
         # bf16 on CUDA needs no loss scaling; the CPU runs the same code in fp32.

@@ -106,6 +106,9 @@ class Train(Section):
     mode_seeking: float = Field(0.1, ge=0)     # MSGAN weight: keeps different z apart within a class
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     compile: bool = False
+    # Processes (one per device) under torchrun with DistributedDataParallel; batch_size is per
+    # process, so N processes step on N x batch_size images. 1: no torchrun.
+    nproc: int = Field(1, ge=1)
     loader_workers: int | None = Field(None, ge=0)  # batch-reading processes; null: 0 on the CPU, 4 on a GPU
     checkpoint_every: int = Field(250, ge=1)
     resume: bool = True

@@ -9,6 +9,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -17,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch.utils.flop_counter import FlopCounterMode
 from .progress import progress, write as progress_write
 
@@ -46,6 +51,9 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     """on_progress(step, total, row) is called about 500 times a run (a Prefect artifact uses it);
     row holds the losses, the D margin and, where measured, the generator's diversity."""
     cfg = params.train
+    if cfg.nproc > 1 and "RANK" not in os.environ:
+        return _launch(params)
+    rank, world = _join_process_group(cfg.device)
     prepared = Path(params.paths.prepared)
     df = read_manifest(prepared, check_files=True)
     label_map = label_map_of(df)
@@ -58,6 +66,9 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     ref = reference_sample(y, pixels[0].nbytes * 4 if len(pixels) else 1, cfg.seed)
     x_ref, y_ref = to_float(pixels[rows[ref]]), y[ref]
     device = pick_device(cfg.device)
+    if world > 1 and device.type == "cuda":  # one process per device
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     fingerprint = _fingerprint(real, params)
 
     trainer, history, last_run = _resume(params, fingerprint, label_map, device)
@@ -83,6 +94,13 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         judge = ValidationJudge(x_ref, y_ref, names, params) if trainer.step_count < end else None  # none when done
     real_spread = torch.tensor([health.spread(x_ref[y_ref == c]) for c in range(len(names))]).clamp(min=1e-6)
     del x_ref
+    if world > 1:
+        # Each process draws its own latents and augmentations: its own random stream,
+        # continued from the checkpoint when resuming (every rank's state is saved).
+        saved = trainer.rng_ranks if resumed else None
+        torch.set_rng_state(saved[rank]) if saved and len(saved) == world else torch.manual_seed(
+            cfg.seed * 1_000_003 + 7919 * (rank + 1))
+        trainer.distribute(device)
 
     # Real images are drawn class-balanced, matching the uniform labels of the fakes: with
     # the empirical mix D could learn "rare label => fake" instead of what the class looks like.
@@ -95,8 +113,8 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     worst_diversity = float("nan")
     stopped = None
     bar = progress(range(start_step, end), initial=start_step, total=cfg.steps,
-                   desc="train", unit="step")
-    loader = batch_loader(RealBatches(prepared, len(df), rows, y, balance, cfg.batch_size, cfg.seed),
+                   desc="train", unit="step", disable=rank != 0)
+    loader = batch_loader(RealBatches(prepared, len(df), rows, y, balance, cfg.batch_size, cfg.seed, rank, world),
                           range(start_step, end), cfg.loader_workers, device)
     for step, (xb, yb) in zip(bar, loader):
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
@@ -113,7 +131,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
             raise TrainingError(f"{e}. The last good checkpoint ({params.paths.model}, "
                                 f"step {history[-1]['step'] if history else 0}) is kept.") from None
         done = step + 1
-        over_budget = cfg.minutes is not None and time.perf_counter() - t0 > 60 * cfg.minutes
+        over_budget = cfg.minutes is not None and _from_rank0(time.perf_counter() - t0 > 60 * cfg.minutes, world)
         evaluate_now = done % cfg.checkpoint_every == 0 or done == cfg.steps or over_budget
         if done % log_every == 0 or done % health_every == 0 or evaluate_now:
             row = {"step": done, **{k: round(v, 5) for k, v in losses.items()},
@@ -125,7 +143,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
                         "diversity_per_class": [round(v, 4) for v in diversity]}
             if evaluate_now:  # validation metric of G_ema: keep the best step, stop when stale
                 trainer.refresh_ema_batchnorm()
-                row["val_frechet"] = round(judge.score(trainer.G_ema), 4)
+                row["val_frechet"] = round(_from_rank0(judge.score(trainer.G_ema), world), 4)
                 if trainer.best is None or row["val_frechet"] < trainer.best["metric"]:
                     trainer.mark_best(row["val_frechet"])
                     since_best = 0
@@ -170,16 +188,18 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         "train_images": len(real),
         "device": str(device),
         "seconds": round(elapsed, 2),
-        "images_per_s": round(steps_run * cfg.batch_size / elapsed, 1) if steps_run else None,
+        "processes": world,
+        "images_per_s": round(steps_run * cfg.batch_size * world / elapsed, 1) if steps_run else None,
         "gflops_per_step": round(flops_per_step / 1e9, 3) if flops_per_step else None,
-        "achieved_gflops": round(flops_per_step * steps_run / elapsed / 1e9, 2) if flops_per_step else None,
+        "achieved_gflops": round(flops_per_step * world * steps_run / elapsed / 1e9, 2) if flops_per_step else None,
         "final": {k: v for k, v in history[-1].items() if k != "diversity_per_class"} if history else None,
     }
     if steps_run:
         _save(params, trainer, label_map, fingerprint, history, metrics)
     elif last_run:  # nothing to do: the checkpoint stays byte-identical; report its last run
         metrics = {**last_run, "steps_this_run": 0, "resumed_from": start_step}
-    _write_reports(params, trainer, label_map, history, metrics)
+    if rank == 0:
+        _write_reports(params, trainer, label_map, history, metrics)
     if metrics["health"]["status"] == "unhealthy":
         for problem in metrics["health"]["problems"]:
             progress_write(f"train: WARNING: {problem}")
@@ -191,10 +211,56 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
 
 
 def _save(params: Params, trainer: GANTrainer, label_map, fingerprint: str, history: list, run_metrics):
+    """Every process takes part (the same random draws, every rank's RNG state); rank 0 writes."""
     trainer.refresh_ema_batchnorm()
     extra = {"fingerprint": fingerprint, "history": history, "train_params": params.train.model_dump(),
              "last_run": run_metrics}  # how the checkpoint's last run went
-    save_checkpoint(trainer.state_dict(label_map, extra), params.paths.model)
+    if dist.is_initialized():
+        states = [None] * dist.get_world_size()
+        dist.all_gather_object(states, torch.get_rng_state())
+        extra["rng_ranks"] = states
+        if dist.get_rank() == 0:
+            save_checkpoint(trainer.state_dict(label_map, extra), params.paths.model)
+        dist.barrier()  # no rank reads or resumes a checkpoint rank 0 is still writing
+    else:
+        save_checkpoint(trainer.state_dict(label_map, extra), params.paths.model)
+
+
+# -- several processes (torchrun) -------------------------------------------------------
+def _launch(params: Params) -> dict:
+    """train.nproc > 1: run this stage as `torchrun --nproc-per-node N`, one process per device
+    (gloo on the CPU, NCCL on GPUs), and wait. Rank 0 writes the checkpoint and the reports;
+    its metrics.json is the result. Progress callbacks (Prefect's artifact) stay in the workers."""
+    n = params.train.nproc
+    with tempfile.TemporaryDirectory() as d:
+        spec = Path(d) / "params.json"
+        spec.write_text(json.dumps(params.model_dump(mode="json")))
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc-per-node={n}", "-m", "ganaug.pipeline.train", str(spec)])
+    if done.returncode:
+        raise TrainingError(f"distributed training in {n} processes failed (exit status {done.returncode}); "
+                            "the reason is in its output above; the last checkpoint is kept")
+    return json.loads((Path(params.paths.train_reports) / "metrics.json").read_text())
+
+
+def _join_process_group(device: str) -> tuple[int, int]:
+    """(rank, world size): (0, 1) in one process; under torchrun, join its group (NCCL between
+    GPUs, gloo on the CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if pick_device(device).type == "cuda" else "gloo")
+    return dist.get_rank(), world
+
+
+def _from_rank0(value, world: int):
+    """Rank 0's value on every rank: decisions (validation score, budget) must be one."""
+    if world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _evaluations_since_best(history: list[dict]) -> int:
@@ -227,16 +293,20 @@ class RealBatches(torch.utils.data.Dataset):
     read from the memory-mapped array (opened lazily in each worker process)."""
 
     def __init__(self, folder: Path, n_rows: int, rows: np.ndarray, labels: torch.Tensor,
-                 weights: torch.Tensor, batch_size: int, seed: int):
+                 weights: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.folder, self.n_rows, self.rows = folder, n_rows, rows
         self.labels, self.weights, self.batch_size, self.seed = labels, weights, batch_size, seed
+        self.rank, self.world = rank, world
         self._pixels = None
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._pixels is None:
             self._pixels = open_pixels(self.folder, self.n_rows)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        idx = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g)
+        # The whole step's batch (world x batch_size, as one process with that batch would
+        # draw it); this process takes its slice.
+        idx = torch.multinomial(self.weights, self.batch_size * self.world, replacement=True, generator=g)
+        idx = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
         return to_float(self._pixels[self.rows[idx.numpy()]]), self.labels[idx]
 
     def __getstate__(self):  # workers reopen the memmap rather than receive a copy of it
@@ -305,7 +375,9 @@ def _resume(params: Params, fingerprint: str, label_map, device):
         progress_write(f"train: {path} is at step {state['step']} > train.steps; starting afresh")
         return None, [], None
     progress_write(f"train: resuming {path} from step {state['step']}")
+    rng_ranks = extra.get("rng_ranks")  # one RNG state per process of a distributed run
     trainer = restore_trainer(state, device, path, compile=params.train.compile)
+    trainer.rng_ranks = rng_ranks
     history = extra.get("history")
     if not isinstance(history, list):
         raise CheckpointError(f"{path}: checkpoint has no training history; retrain with train.resume=false")
@@ -343,3 +415,20 @@ def summarize(r: dict) -> str:
     return (f"{r['steps_done']}/{r['steps']} steps ({r['steps_this_run']} this run{stop}) on {r['device']}, "
             f"{r['images_per_s']} img/s, {r['achieved_gflops']} GFLOPS; best step {r['best_step']} "
             f"(validation FD {r['best_val_frechet']}); D margin {h.get('margin_last_fifth')}; {verdict}")
+
+
+if __name__ == "__main__":  # one torchrun worker (see _launch)
+    from ganaug.pipeline.errors import GanaugError as _Error
+    from ganaug.pipeline.params import Params as _Params
+    from ganaug.pipeline.train import train as _train
+
+    code = 0
+    try:
+        _train(_Params.model_validate(json.loads(Path(sys.argv[1]).read_text())))
+    except _Error as e:
+        print(f"ganaug train (rank {os.environ.get('RANK')}): error: {e}", file=sys.stderr)
+        code = 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    sys.exit(code)
