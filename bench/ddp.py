@@ -29,7 +29,7 @@ def main():
 
     runs = {}
     with tempfile.TemporaryDirectory() as d:
-        for label, nproc, batch in (("1 x 2B", 1, 2 * args.batch), (f"2 x B", 2, args.batch)):
+        for label, nproc, batch in (("1 x 2B", 1, 2 * args.batch), ("2 x B", 2, args.batch)):
             out = Path(d) / f"n{nproc}"
             p = load_params(None, [f"paths.prepared={REPO / 'data/prepared'}", f"paths.model={out / 'gan.pt'}",
                                    f"paths.train_reports={out}", f"train.steps={args.steps}",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import resource
@@ -474,7 +473,7 @@ def main():
     if len(tables) == 2:
         bad = {label: sum(t[c][k] for c in t for k in ("traceback", "silent wrong", "data lost"))
                for label, t in tables.items()}
-        print(f"  tracebacks + silent wrong + data lost: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
+        print("  tracebacks + silent wrong + data lost: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
 
 
 if __name__ == "__main__":

@@ -2,31 +2,33 @@
 
 Input (paths.raw) is one of:
 - an ImageFolder tree, `raw/<class>/**/*.png|jpg|...`;
-- a CSV or Parquet table with columns `path,label` (paths relative to the table's folder),
-  and optionally `split` (train/val/test) to fix the split, e.g. a balanced test set;
+- a CSV or Parquet table with columns `path,label` (paths relative to the table's folder, and
+  inside it), and optionally `split` (train/val/test) to fix the split, e.g. a balanced test set;
 - a folder holding a ganaug `manifest.parquet` (e.g. an augmented set): its real rows.
 Rows whose `source` is `synthetic` are skipped: a GAN never trains on its own output.
-Every file is decoded; bad files are quarantined with the reason (or fail the stage).
+Every file is decoded (in ingest.workers processes); bad files are quarantined with the reason
+(or fail the stage). Output: images/<class>/<id>.png, manifest.parquet, and the same pixels as
+one memory-mappable array (pixels.u8, pipeline/pixels.py) that training streams from.
 """
 from __future__ import annotations
 
-import os
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from .progress import progress
 
 from .errors import DataError
-from .images import BadImage, convert, decode, resizer, save_png
 from .files import atomic_dir, write_json
-from .paths import inside
+from .images import BadImage, convert, decode, resizer, save_png
 from .manifest import BATCHES_DIR, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, write_manifest
 from .params import Params
+from .paths import inside
 from .pixels import PixelWriter
+from .progress import progress
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
 

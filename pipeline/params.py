@@ -17,19 +17,19 @@ from .errors import ParamsError
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
-class _Loader(yaml.SafeLoader):
+class _SafeLoader12(yaml.SafeLoader):
     """YAML 1.2 numbers, as DVC reads params.yaml: `1e-4` is a float (PyYAML's YAML 1.1 rules
     read it as the string "1e-4", which strict validation would then refuse)."""
 
 
-_Loader.add_implicit_resolver(
+_SafeLoader12.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"))
 
 
 def parse_yaml(text: str):
-    return yaml.load(text, Loader=_Loader)
+    return yaml.load(text, Loader=_SafeLoader12)
 
 
 class Section(BaseModel):

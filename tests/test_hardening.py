@@ -20,7 +20,7 @@ from PIL import Image
 
 from ganaug.pipeline.cli import main
 from ganaug.pipeline.errors import DataError
-from ganaug.pipeline.manifest import read_manifest, write_manifest
+from ganaug.pipeline.manifest import read_manifest
 from tests.conftest import make_shapes, sh, tiny_overrides
 
 

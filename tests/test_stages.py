@@ -1,6 +1,5 @@
 """train, generate, filter, append, evaluate on real files (a shared tiny trained pipeline)."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
