@@ -107,8 +107,9 @@ class Train(Section):
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     compile: bool = False
     # Processes (one per device) under torchrun with DistributedDataParallel; batch_size is per
-    # process, so N processes step on N x batch_size images. 1: no torchrun.
-    nproc: int = Field(1, ge=1)
+    # process, so N processes step on N x batch_size images. 1: no torchrun; null: one per
+    # visible GPU (what a pod with gpu_count GPUs sees), one process on the CPU.
+    nproc: int | None = Field(1, ge=1)
     loader_workers: int | None = Field(None, ge=0)  # batch-reading processes; null: 0 on the CPU, 4 on a GPU
     checkpoint_every: int = Field(250, ge=1)
     resume: bool = True

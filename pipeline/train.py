@@ -51,8 +51,8 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     """on_progress(step, total, row) is called about 500 times a run (a Prefect artifact uses it);
     row holds the losses, the D margin and, where measured, the generator's diversity."""
     cfg = params.train
-    if cfg.nproc > 1 and "RANK" not in os.environ:
-        return _launch(params)
+    if _processes(cfg) > 1 and "RANK" not in os.environ:
+        return _launch(params, _processes(cfg))
     rank, world = _join_process_group(cfg.device)
     prepared = Path(params.paths.prepared)
     df = read_manifest(prepared, check_files=True)
@@ -227,11 +227,17 @@ def _save(params: Params, trainer: GANTrainer, label_map, fingerprint: str, hist
 
 
 # -- several processes (torchrun) -------------------------------------------------------
-def _launch(params: Params) -> dict:
-    """train.nproc > 1: run this stage as `torchrun --nproc-per-node N`, one process per device
-    (gloo on the CPU, NCCL on GPUs), and wait. Rank 0 writes the checkpoint and the reports;
-    its metrics.json is the result. Progress callbacks (Prefect's artifact) stay in the workers."""
-    n = params.train.nproc
+def _processes(cfg) -> int:
+    """train.nproc, or with null one process per visible GPU (1 on the CPU)."""
+    if cfg.nproc is not None:
+        return cfg.nproc
+    return max(1, torch.cuda.device_count()) if pick_device(cfg.device).type == "cuda" else 1
+
+
+def _launch(params: Params, n: int) -> dict:
+    """Run this stage as `torchrun --nproc-per-node N`, one process per device (gloo on the
+    CPU, NCCL on GPUs), and wait. Rank 0 writes the checkpoint and the reports; its
+    metrics.json is the result. Progress callbacks (Prefect's artifact) stay in the workers."""
     with tempfile.TemporaryDirectory() as d:
         spec = Path(d) / "params.json"
         spec.write_text(json.dumps(params.model_dump(mode="json")))

@@ -157,6 +157,8 @@ def test_gpu_image_build_steps_are_complete():
     assert dockerfile.is_file()
     assert push["image_name"] == "{{ build-image.image_name }}" and push["tag"] == "{{ build-image.tag }}"
     assert gpu["work_pool"]["job_variables"]["image"] == "{{ build-image.image }}"
+    # one training process per GPU the pod gets (gpu_count), under torchrun
+    assert "train.nproc=null" in gpu["parameters"]["overrides"]
     text = dockerfile.read_text()
     pin = re.search(r"torch==[0-9.]+", (REPO / "README.md").read_text()).group(0)
     assert f"pip install {pin} --index-url" in text and "download.pytorch.org/whl/cu" in text
