@@ -32,9 +32,15 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+def as_float(x: torch.Tensor) -> torch.Tensor:
+    """Images kept as uint8 (a quarter of the memory) become [-1, 1] floats a batch at a time."""
+    return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
+
+
 def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: float,
         width: int, seed: int, balanced: bool = False, augment: Callable | None = None) -> SmallCNN:
     """Train for a fixed number of steps (not epochs): a bigger training set gets no extra updates.
+    x: NCHW float in [-1, 1], or uint8 (converted a batch at a time).
 
     balanced: draw batches class-balanced (random over-sampling, the classic baseline).
     augment: a batch transform (the classic augmentation every arm of evaluate shares).
@@ -49,7 +55,7 @@ def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int, batch_size
     model.train()
     for _ in range(steps):
         idx = torch.multinomial(weights, batch_size, replacement=True, generator=g)
-        xb = x[idx] if augment is None else augment(x[idx])
+        xb = as_float(x[idx]) if augment is None else augment(as_float(x[idx]))
         loss = F.cross_entropy(model(xb), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -95,7 +101,7 @@ def predict(model: SmallCNN, x: torch.Tensor, batch_size: int = 512) -> tuple[np
     """(predicted class, penultimate features)."""
     preds, feats = [], []
     for i in range(0, len(x), batch_size):
-        f = model.features(x[i:i + batch_size])
+        f = model.features(as_float(x[i:i + batch_size]))
         feats.append(f)
         preds.append(model.head(f).argmax(1))
     if not preds:

@@ -23,21 +23,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from . import classifier, quality
 from .gate import GATE_FILE, OTHER_ARMS, cap_synthetic, decide
-from .images import load_tensor
 from .files import atomic_file, write_json
 from .manifest import label_map_of, read_manifest
 from .params import Params
+from .pixels import open_pixels
 from .progress import progress
 
 
 
-def _tensors(rows: pd.DataFrame, root: Path, label_map, channels) -> tuple[torch.Tensor, torch.Tensor]:
-    return (load_tensor([root / p for p in rows["path"]], channels),
-            torch.tensor([label_map[v] for v in rows["label"]], dtype=torch.long))
+def _tensors(rows: pd.DataFrame, pixels, label_map) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 NCHW images (classifier.fit and predict make floats a batch at a time) and labels.
+    pixels: the prepared set's memory-mapped array (rows are manifest positions), or a folder
+    of PNGs (rows' paths)."""
+    if isinstance(pixels, Path):
+        x = load_uint8([pixels / p for p in rows["path"]])
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(pixels[rows.index.to_numpy()])).permute(0, 3, 1, 2)
+    return x, torch.tensor([label_map[v] for v in rows["label"]], dtype=torch.long)
+
+
+def load_uint8(paths: list[Path]) -> torch.Tensor:
+    arrs = [np.asarray(Image.open(p)) for p in paths]
+    if not arrs:
+        return torch.empty(0, dtype=torch.uint8)
+    x = torch.from_numpy(np.stack([a[:, :, None] if a.ndim == 2 else a for a in arrs]))
+    return x.permute(0, 3, 1, 2)
 
 
 def rare_classes(counts: dict[str, int]) -> list[str]:
@@ -79,7 +94,9 @@ def smote(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, to
     k = int(min(5, torch.bincount(y).min().item() - 1))
     if k < 1:
         return x, y
-    xs, ys = SMOTE(k_neighbors=k, random_state=seed).fit_resample(x.flatten(1).numpy(), y.numpy())
+    # On [-1, 1] floats, as always: SMOTE interpolates between images (the one arm held as floats).
+    xs, ys = SMOTE(k_neighbors=k, random_state=seed).fit_resample(classifier.as_float(x).flatten(1).numpy(),
+                                                                  y.numpy())
     return torch.from_numpy(xs).float().view(-1, *x.shape[1:]), torch.from_numpy(ys).long()
 
 
@@ -93,9 +110,10 @@ def evaluate(params: Params) -> dict:
     real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
     counts = {k: int((real["label"] == k).sum()) for k in names}
     rare = rare_classes(counts)
-    x_real, y_real = _tensors(real, prepared_dir, label_map, ch)
-    x_val, y_val = _tensors(prepared[prepared["split"] == "val"], prepared_dir, label_map, ch)
-    x_test, y_test = _tensors(prepared[prepared["split"] == "test"], prepared_dir, label_map, ch)
+    pixels = open_pixels(prepared_dir, len(prepared))
+    x_real, y_real = _tensors(real, pixels, label_map)
+    x_val, y_val = _tensors(prepared[prepared["split"] == "val"], pixels, label_map)
+    x_test, y_test = _tensors(prepared[prepared["split"] == "test"], pixels, label_map)
     steps = cfg.epochs * math.ceil(len(real) / cfg.batch_size)
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
     aug = cfg.augment
@@ -123,7 +141,7 @@ def evaluate(params: Params) -> dict:
     # The synthetic arm, once per candidate share: val picks the share, test reports it.
     shares: dict[float, dict] = {}
     if len(synth):
-        x_syn_all, y_syn_all = _tensors(synth, accepted_dir, label_map, ch)
+        x_syn_all, y_syn_all = _tensors(synth, accepted_dir, label_map)
         for share in progress(sorted(set(cfg.synthetic_shares)), desc="evaluate: synthetic mixes", unit="mix"):
             kept = cap_synthetic(synth, counts, share)
             mask = torch.tensor(synth["sample_id"].isin(kept["sample_id"]).to_numpy())
@@ -168,7 +186,7 @@ def evaluate(params: Params) -> dict:
 def _synthetic_quality(model, synth, accepted_dir, label_map, ch, x_real, y_real, x_test, y_test, fit, seed) -> dict:
     """Per-class quality (pipeline/quality.py) and CAS: a classifier trained on the synthetic
     images alone, tested on real test images of those classes, against the real-trained one."""
-    x_syn, y_syn = _tensors(synth, accepted_dir, label_map, ch)
+    x_syn, y_syn = _tensors(synth, accepted_dir, label_map)
     names = list(label_map)
     per_class = quality.per_class(model, x_real, y_real, x_syn, y_syn, names)
     classes = torch.unique(y_syn)

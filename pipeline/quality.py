@@ -97,7 +97,7 @@ def per_class(model, x_real: torch.Tensor, y_real: torch.Tensor, x_syn: torch.Te
     pred, f_syn = classifier.predict(model, x_syn)
     _, f_real = classifier.predict(model, x_real)
     y_real, y_syn = y_real.numpy(), y_syn.numpy()
-    px_real, px_syn = x_real.flatten(1).numpy(), x_syn.flatten(1).numpy()
+    px_real, px_syn = classifier.as_float(x_real).flatten(1).numpy(), classifier.as_float(x_syn).flatten(1).numpy()
     out = {}
     for c in np.unique(y_syn):
         s, r = y_syn == c, y_real == c
