@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ganaug.pipeline.params import Params
 from ganaug.pipeline.stages import ALL
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
@@ -37,7 +38,10 @@ def params_read(module: str) -> set[str]:
             reads.add(f"{node.value.attr}.{node.attr}")
         elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "params":
             reads.add(node.attr)
-    # A section read whole through an attribute chain (params.train.x) is listed as its key too.
+    # Only params' sections count (not methods such as params.model_dump, which hands all of
+    # them to train's own worker processes). A section read whole through an attribute chain
+    # (params.train.x) is listed as its key too.
+    reads = {r for r in reads if r.split(".")[0] in Params.model_fields}
     return {r for r in reads if not ("." not in r and any(o.startswith(r + ".") for o in reads)
                                      and _only_chained(module, r))}
 
