@@ -87,7 +87,7 @@ def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None =
 @flow(name="ganaug-generate")
 def generate_flow(params: Params) -> dict:
     """generate, its shards mapped over the task runner's workers (Dask; see `generate`)."""
-    def on_workers(params, shards, label_map, folder):
+    def on_workers(params, shards, label_map, folder, _sampler):  # workers load their own
         import torch
 
         futures = tasks.generate_shard.map(unmapped(params), shards, unmapped(label_map), unmapped(str(folder)),

@@ -44,30 +44,33 @@ def plan(params: Params, need: dict[str, int]) -> list[Shard]:
     return shards
 
 
-def make_shard(params: Params, shard: Shard, label_map: dict[str, int], folder: str | Path) -> pd.DataFrame:
-    """Synthesize, score and write one shard's images into `folder`; its manifest rows."""
-    sampler = Sampler.load(params, label_map)
+def make_shard(params: Params, shard: Shard, label_map: dict[str, int], folder: str | Path,
+               sampler: Sampler | None = None) -> pd.DataFrame:
+    """Synthesize, score and write one shard's images into `folder`; its manifest rows. A worker
+    process loads the sampler itself; one process passes the one it has."""
+    sampler = sampler or Sampler.load(params, label_map)
     rows, imgs = sampler.synthesize(shard.label, seeds_for(params, shard.label, label_map, shard.start, shard.count))
     return write_images(rows, imgs, Path(folder))
 
 
-def in_process(params: Params, shards: list[Shard], label_map: dict[str, int], folder: Path) -> list[pd.DataFrame]:
-    return [make_shard(params, s, label_map, folder) for s in shards]
+def in_process(params: Params, shards: list[Shard], label_map: dict[str, int], folder: Path,
+               sampler: Sampler) -> list[pd.DataFrame]:
+    return [make_shard(params, s, label_map, folder, sampler) for s in shards]
 
 
-RunShards = Callable[[Params, list[Shard], dict[str, int], Path], list[pd.DataFrame]]
+RunShards = Callable[[Params, list[Shard], dict[str, int], Path, Sampler], list[pd.DataFrame]]
 
 
 def generate(params: Params, run_shards: RunShards = in_process) -> dict:
     """run_shards runs the shards and returns their rows in shard order (the Prefect flow
-    passes one that maps them over Dask workers)."""
+    passes one that maps them over Dask workers, which load the checkpoint themselves)."""
     df = read_manifest(params.paths.prepared)
     label_map = label_map_of(df)
     need = needed_per_class(class_counts(df), params.generate.sampling_strategy)
     sampler = Sampler.load(params, label_map)  # fails here, once, on a checkpoint that does not fit
     shards = plan(params, need)
     with atomic_dir(params.paths.candidates) as tmp:
-        parts = run_shards(params, shards, label_map, tmp)
+        parts = run_shards(params, shards, label_map, tmp, sampler)
         cand = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(cand, tmp)
     return {"needed": need, "candidates": {k: int(v) for k, v in cand["label"].value_counts().items()},

@@ -51,8 +51,9 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     """on_progress(step, total, row) is called about 500 times a run (a Prefect artifact uses it);
     row holds the losses, the D margin and, where measured, the generator's diversity."""
     cfg = params.train
-    if _processes(cfg) > 1 and "RANK" not in os.environ:
-        return _launch(params, _processes(cfg))
+    processes = _processes(cfg)
+    if processes > 1 and "RANK" not in os.environ:
+        return _launch(params, processes)
     rank, world = _join_process_group(cfg.device)
     prepared = Path(params.paths.prepared)
     df = read_manifest(prepared, check_files=True)
@@ -71,7 +72,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         torch.cuda.set_device(device)
     fingerprint = _fingerprint(real, params)
 
-    trainer, history, last_run = _resume(params, fingerprint, label_map, device)
+    trainer, history, last_run, rng_ranks = _resume(params, fingerprint, label_map, device)
     end = cfg.steps
     if trainer is not None and last_run and last_run.get("stopped") == "early":
         progress_write(f"train: {params.paths.model} stopped early at step {trainer.step_count} "
@@ -97,9 +98,10 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     if world > 1:
         # Each process draws its own latents and augmentations: its own random stream,
         # continued from the checkpoint when resuming (every rank's state is saved).
-        saved = trainer.rng_ranks if resumed else None
-        torch.set_rng_state(saved[rank]) if saved and len(saved) == world else torch.manual_seed(
-            cfg.seed * 1_000_003 + 7919 * (rank + 1))
+        if resumed and rng_ranks and len(rng_ranks) == world:
+            torch.set_rng_state(rng_ranks[rank])
+        else:
+            torch.manual_seed(cfg.seed * 1_000_003 + 7919 * (rank + 1))
         trainer.distribute(device)
 
     # Real images are drawn class-balanced, matching the uniform labels of the fakes: with
@@ -368,26 +370,26 @@ def _fingerprint(real: pd.DataFrame, params: Params) -> str:
 
 
 def _resume(params: Params, fingerprint: str, label_map, device):
+    """(trainer, history, last run's metrics, one RNG state per process of a distributed run),
+    or a fresh start's (None, [], None, None)."""
     path = Path(params.paths.model)
     if not (params.train.resume and path.is_file()):
-        return None, [], None
+        return None, [], None, None
     state = load_checkpoint(path)
     extra = state.get("extra")
     if not isinstance(extra, dict) or extra.get("fingerprint") != fingerprint:
         progress_write(f"train: {path} was trained on other data or settings; starting afresh")
-        return None, [], None
+        return None, [], None, None
     check_label_map(state, label_map, str(path))
     if state["step"] > params.train.steps:
         progress_write(f"train: {path} is at step {state['step']} > train.steps; starting afresh")
-        return None, [], None
+        return None, [], None, None
     progress_write(f"train: resuming {path} from step {state['step']}")
-    rng_ranks = extra.get("rng_ranks")  # one RNG state per process of a distributed run
     trainer = restore_trainer(state, device, path, compile=params.train.compile)
-    trainer.rng_ranks = rng_ranks
     history = extra.get("history")
     if not isinstance(history, list):
         raise CheckpointError(f"{path}: checkpoint has no training history; retrain with train.resume=false")
-    return trainer, history, extra.get("last_run")
+    return trainer, history, extra.get("last_run"), extra.get("rng_ranks")
 
 
 def _write_reports(params: Params, trainer: GANTrainer, label_map, history, metrics):

@@ -63,6 +63,10 @@ def test_sigkill_in_every_stage_then_rerun_equals_an_uninterrupted_run(tmp_path,
         run(name, params)
     expected = outcome(ref)
 
+    # The killed process computes with this process's thread counts (other counts round
+    # differently), whatever earlier tests left in the environment (Dask sets them to 1).
+    n = str(torch.get_num_threads())
+    threads = {k: n for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     rng = np.random.default_rng(KILL_SEED)
     killed_mid_run = []
     for i, name in enumerate(STAGES):
@@ -72,7 +76,7 @@ def test_sigkill_in_every_stage_then_rerun_equals_an_uninterrupted_run(tmp_path,
         args = [a for o in overrides for a in ("--set", o)]
         proc = subprocess.Popen([sys.executable, "-m", "ganaug.pipeline.cli", name, *args], cwd=work,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+                                env={**os.environ, **threads})
         # Wait until the stage is writing (a temp appears), then kill it a random moment later.
         deadline = time.monotonic() + 120
         while proc.poll() is None and not strays(work) and time.monotonic() < deadline:
