@@ -71,7 +71,7 @@ def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None =
         trained = tasks.train(params)
 
     generated = generate(params)
-    filtered = tasks.filter_candidates(params)
+    filtered = filter_candidates(params)
     evaluated = tasks.evaluate(params)   # decides the gate: a batch that does not help is not appended
     appended = tasks.append(params)
 
@@ -88,14 +88,25 @@ def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None =
 def generate_flow(params: Params) -> dict:
     """generate, its shards mapped over the task runner's workers (Dask; see `generate`)."""
     def on_workers(params, shards, label_map, folder, _sampler):  # workers load their own
-        import torch
-
         futures = tasks.generate_shard.map(unmapped(params), shards, unmapped(label_map), unmapped(str(folder)),
-                                           unmapped(torch.get_num_threads()))
+                                           unmapped(_threads()))
         return [f.result() for f in futures]  # in shard order: the manifest is the single-process one
 
     result = run("generate", params, run_shards=on_workers)
     get_run_logger().info("generate: %s", summarize("generate", result))
+    return result
+
+
+@flow(name="ganaug-filter")
+def filter_flow(params: Params) -> dict:
+    """filter, one class per mapped task on the task runner's workers (Dask; see `generate`)."""
+    def on_workers(params, jobs, label_map, judge, folder, _sampler):  # workers load their own
+        futures = tasks.filter_class.map(unmapped(params), jobs, unmapped(label_map), unmapped(judge),
+                                         unmapped(str(folder)), unmapped(_threads()))
+        return [f.result() for f in futures]  # in job order: the manifest is the single-process one
+
+    result = run("filter", params, run_classes=on_workers)
+    get_run_logger().info("filter: %s", summarize("filter", result))
     return result
 
 
@@ -107,12 +118,31 @@ def generate(params: Params) -> dict:
     g = params.generate
     if g.workers == 1 and g.dask_address is None:
         return tasks.generate(params)
+    return generate_flow.with_options(task_runner=_dask(g.workers, g.dask_address))(params)
+
+
+def filter_candidates(params: Params) -> dict:
+    """As `generate`, with filter.workers and filter.dask_address: a class per task."""
+    f = params.filter
+    if f.workers == 1 and f.dask_address is None:
+        return tasks.filter_candidates(params)
+    return filter_flow.with_options(task_runner=_dask(f.workers, f.dask_address))(params)
+
+
+def _dask(workers: int, address: str | None):
     from prefect_dask import DaskTaskRunner
 
-    runner = DaskTaskRunner(address=g.dask_address) if g.dask_address else DaskTaskRunner(
-        cluster_kwargs={"n_workers": g.workers, "threads_per_worker": 1, "processes": True,
+    return DaskTaskRunner(address=address) if address else DaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
                         "dashboard_address": None})
-    return generate_flow.with_options(task_runner=runner)(params)
+
+
+def _threads() -> int:
+    """The planning process's torch thread count, for the workers: CPU kernels may round
+    differently with another, and the results are to be the single process's to the last bit."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def summary_markdown(params, ingested, trained, generated, filtered, appended, evaluated) -> str:

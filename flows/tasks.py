@@ -19,6 +19,7 @@ from ganaug.pipeline.params import Params
 from ganaug.pipeline.stages import STAGES, run, summarize
 
 if TYPE_CHECKING:  # the stage modules import torch: not at flow import time
+    from ganaug.pipeline.filter import ClassJob, ClassResult
     from ganaug.pipeline.generate import Shard
 
 
@@ -93,6 +94,19 @@ def generate_shard(params: Params, shard: Shard, label_map: dict[str, int], fold
 @_stage_task("filter")
 def filter_candidates(params: Params) -> dict:
     return _run("filter", params)
+
+
+@task(cache_policy=NO_CACHE)
+def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge, folder: str,
+                 threads: int) -> ClassResult:
+    """One class of filter's plan (all its rounds), on whichever worker the task runner picks,
+    with the planning process's torch thread count (as generate_shard)."""
+    import torch
+
+    from ganaug.pipeline.filter import filter_class as run_class
+
+    torch.set_num_threads(threads)
+    return run_class(params, job, label_map, judge, folder)
 
 
 @_stage_task("evaluate")

@@ -6,7 +6,8 @@ steps for every arm, `evaluate.repeats` seeds each, tested on ganaug's real test
 
 - real_only         the real train images as they are;
 - real_oversampled  the same, drawn class-balanced (random over-sampling);
-- smote             SMOTE (imbalanced-learn) on pixels, to balance;
+- smote             SMOTE on pixels, to balance (imbalanced-learn's algorithm and draws, kept as
+                    row pairs and made a batch at a time: pipeline/smote.py);
 - synthetic         real + accepted synthetic images, drawn class-balanced, with at most
                     `share` of a class's images synthetic. The share is chosen on the val
                     split among `evaluate.synthetic_shares`, never on test.
@@ -23,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from . import classifier, quality
@@ -31,28 +31,17 @@ from .gate import GATE_FILE, OTHER_ARMS, cap_synthetic, decide
 from .files import atomic_file, write_json
 from .manifest import label_map_of, read_manifest
 from .params import Params
-from .pixels import open_pixels
+from .pixels import Images, Stack
+from .smote import smote
 from .progress import progress
 
 
 
-def _tensors(rows: pd.DataFrame, pixels, label_map) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 NCHW images (classifier.fit and predict make floats a batch at a time) and labels.
-    pixels: the prepared set's memory-mapped array (rows are manifest positions), or a folder
-    of PNGs (rows' paths)."""
-    if isinstance(pixels, Path):
-        x = load_uint8([pixels / p for p in rows["path"]])
-    else:
-        x = torch.from_numpy(np.ascontiguousarray(pixels[rows.index.to_numpy()])).permute(0, 3, 1, 2)
-    return x, torch.tensor([label_map[v] for v in rows["label"]], dtype=torch.long)
-
-
-def load_uint8(paths: list[Path]) -> torch.Tensor:
-    arrs = [np.asarray(Image.open(p)) for p in paths]
-    if not arrs:
-        return torch.empty(0, dtype=torch.uint8)
-    x = torch.from_numpy(np.stack([a[:, :, None] if a.ndim == 2 else a for a in arrs]))
-    return x.permute(0, 3, 1, 2)
+def _images(folder: Path, manifest: pd.DataFrame, rows: pd.DataFrame, label_map, writer: str):
+    """The rows' images, left on disk (pixels.Images: read a batch at a time), and labels."""
+    at = np.flatnonzero(manifest.index.isin(rows.index))
+    return (Images(folder, len(manifest), at, writer),
+            torch.tensor([label_map[v] for v in manifest["label"].iloc[at]], dtype=torch.long))
 
 
 def rare_classes(counts: dict[str, int]) -> list[str]:
@@ -87,33 +76,20 @@ def _mean(runs: list[dict]) -> dict:
     return out
 
 
-def smote(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """SMOTE on flattened pixels; k shrinks for classes with very few images."""
-    from imblearn.over_sampling import SMOTE
-
-    k = int(min(5, torch.bincount(y).min().item() - 1))
-    if k < 1:
-        return x, y
-    # On [-1, 1] floats, as always: SMOTE interpolates between images (the one arm held as floats).
-    xs, ys = SMOTE(k_neighbors=k, random_state=seed).fit_resample(classifier.as_float(x).flatten(1).numpy(),
-                                                                  y.numpy())
-    return torch.from_numpy(xs).float().view(-1, *x.shape[1:]), torch.from_numpy(ys).long()
-
-
 def evaluate(params: Params) -> dict:
-    cfg, ch = params.evaluate, params.ingest.channels
+    cfg = params.evaluate
     prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
     prepared = read_manifest(prepared_dir)
-    synth = read_manifest(accepted_dir).query("source == 'synthetic'")
+    accepted = read_manifest(accepted_dir)
+    synth = accepted[accepted["source"] == "synthetic"]
     label_map = label_map_of(prepared)
     names = list(label_map)
     real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
     counts = {k: int((real["label"] == k).sum()) for k in names}
     rare = rare_classes(counts)
-    pixels = open_pixels(prepared_dir, len(prepared))
-    x_real, y_real = _tensors(real, pixels, label_map)
-    x_val, y_val = _tensors(prepared[prepared["split"] == "val"], pixels, label_map)
-    x_test, y_test = _tensors(prepared[prepared["split"] == "test"], pixels, label_map)
+    x_real, y_real = _images(prepared_dir, prepared, real, label_map, "ingest")
+    x_val, y_val = _images(prepared_dir, prepared, prepared[prepared["split"] == "val"], label_map, "ingest")
+    x_test, y_test = _images(prepared_dir, prepared, prepared[prepared["split"] == "test"], label_map, "ingest")
     steps = cfg.epochs * math.ceil(len(real) / cfg.batch_size)
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
     aug = cfg.augment
@@ -129,7 +105,7 @@ def evaluate(params: Params) -> dict:
     test_runs: dict[str, list[dict]] = {arm: [] for arm in OTHER_ARMS}
     reference = None  # the first over-sampled real classifier: it does predict the rare classes
     for seed in progress(seeds, desc="evaluate: baselines", unit="seed"):
-        x_sm, y_sm = smote(x_real, y_real, seed)
+        x_sm, y_sm = smote(x_real, y_real, seed)  # new images as row pairs, made a batch at a time
         for arm, (x, y, balanced) in {"real_only": (x_real, y_real, False),
                                       "real_oversampled": (x_real, y_real, True),
                                       "smote": (x_sm, y_sm, False)}.items():
@@ -141,12 +117,12 @@ def evaluate(params: Params) -> dict:
     # The synthetic arm, once per candidate share: val picks the share, test reports it.
     shares: dict[float, dict] = {}
     if len(synth):
-        x_syn_all, y_syn_all = _tensors(synth, accepted_dir, label_map)
+        x_syn_all, y_syn_all = _images(accepted_dir, accepted, synth, label_map, "filter")
         for share in progress(sorted(set(cfg.synthetic_shares)), desc="evaluate: synthetic mixes", unit="mix"):
             kept = cap_synthetic(synth, counts, share)
-            mask = torch.tensor(synth["sample_id"].isin(kept["sample_id"]).to_numpy())
-            x = torch.cat([x_real, x_syn_all[mask]])
-            y = torch.cat([y_real, y_syn_all[mask]])
+            mask = synth["sample_id"].isin(kept["sample_id"]).to_numpy()
+            x = Stack(x_real, x_syn_all.subset(mask))
+            y = torch.cat([y_real, y_syn_all[torch.tensor(mask)]])
             val_runs, runs = [], []
             for seed in seeds:
                 model = fit(x, y, seed, balanced=True)
@@ -166,7 +142,7 @@ def evaluate(params: Params) -> dict:
         "rare_classes": rare,
         "mixes": {str(s): {"synthetic_images": v["images"], f"val_{cfg.gate_metric}": v["val"][cfg.gate_metric]}
                   for s, v in shares.items()},
-        "synthetic_quality": _synthetic_quality(reference, synth, accepted_dir, label_map, ch, x_real, y_real,
+        "synthetic_quality": _synthetic_quality(reference, x_syn_all, y_syn_all, names, x_real, y_real,
                                                 x_test, y_test, fit, seeds[0]) if len(synth) else {"count": 0},
         "train_images": {"real": len(real), "synthetic_accepted": len(synth),
                          "synthetic_used": gate["synthetic_images"]},
@@ -183,19 +159,17 @@ def evaluate(params: Params) -> dict:
     return metrics
 
 
-def _synthetic_quality(model, synth, accepted_dir, label_map, ch, x_real, y_real, x_test, y_test, fit, seed) -> dict:
+def _synthetic_quality(model, x_syn, y_syn, names, x_real, y_real, x_test, y_test, fit, seed) -> dict:
     """Per-class quality (pipeline/quality.py) and CAS: a classifier trained on the synthetic
     images alone, tested on real test images of those classes, against the real-trained one."""
-    x_syn, y_syn = _tensors(synth, accepted_dir, label_map)
-    names = list(label_map)
     per_class = quality.per_class(model, x_real, y_real, x_syn, y_syn, names)
     classes = torch.unique(y_syn)
     on_test = torch.isin(y_test, classes)
-    out = {"count": len(synth), "per_class": per_class}
+    out = {"count": len(x_syn), "per_class": per_class}
     if len(classes) >= 2 and on_test.any():
         cas_model = fit(x_syn, y_syn, seed, True)
-        pred = classifier.predict(cas_model, x_test[on_test])[0]
-        ref = classifier.predict(model, x_test[on_test])[0]
+        pred = classifier.predict(cas_model, x_test.subset(on_test.numpy()))[0]
+        ref = classifier.predict(model, x_test.subset(on_test.numpy()))[0]
         truth = y_test[on_test].numpy()
         out["cas"] = round(float((pred == truth).mean()), 4)
         out["cas_real_reference"] = round(float((ref == truth).mean()), 4)

@@ -19,6 +19,8 @@ filter.max_rounds; a class whose acceptance rate falls below filter.min_acceptan
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,25 +29,34 @@ import torch
 
 from . import classifier, quality
 from .errors import DataError
-from .sampler import Sampler, needed_per_class, seed_base, seeds_for, write_images
-from .images import load_tensor, to_uint8
 from .files import atomic_dir, atomic_file, write_json
+from .images import load_tensor, to_uint8
 from .manifest import class_counts, label_map_of, make_manifest, read_manifest, write_manifest
 from .params import Params
+from .pixels import Images, PixelWriter
 from .plots import class_grid, notice, score_histograms
 from .progress import progress
+from .sampler import Sampler, needed_per_class, seed_base, seeds_for, write_images
 
 MIN_JUDGED = 50     # candidates of a class seen before its acceptance rate may call it hopeless
 DEDUPE_SHARE = 0.5  # accepted images are at least this share of the near-copy distance apart
+SCORE_CHUNK = 4096  # val images scored at once (a multiple of gan.score's batch: the same batches)
+
+
+def _real(prepared: pd.DataFrame, split: str) -> np.ndarray:
+    return np.flatnonzero(((prepared["split"] == split) & (prepared["source"] == "real")).to_numpy())
 
 
 def thresholds_for(params: Params, sampler: Sampler, prepared: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     """(threshold per class, real val rows with their d_score)."""
     cfg = params.filter
-    val = prepared[(prepared["split"] == "val") & (prepared["source"] == "real")].copy()
-    root = Path(params.paths.prepared)
-    x = load_tensor([root / p for p in val["path"]], params.ingest.channels)
-    val["d_score"] = sampler.score(to_uint8(x), [sampler.label_map[v] for v in val["label"]]) if len(val) else []
+    at = _real(prepared, "val")
+    val = prepared.iloc[at].copy()
+    images = Images(params.paths.prepared, len(prepared), at)  # read a chunk at a time
+    y = [sampler.label_map[v] for v in val["label"]]
+    val["d_score"] = np.concatenate([sampler.score(images[i:i + SCORE_CHUNK].permute(0, 2, 3, 1).numpy(),
+                                                   y[i:i + SCORE_CHUNK]) for i in range(0, len(at), SCORE_CHUNK)]
+                                    or [np.zeros(0)])
     labels = list(sampler.label_map)
     if cfg.mode == "absolute":
         return {k: cfg.threshold for k in labels}, val
@@ -60,46 +71,59 @@ def thresholds_for(params: Params, sampler: Sampler, prepared: pd.DataFrame) -> 
     return thresholds, val
 
 
-class Guards:
-    """Per class: the near-copy distance, the real images, and a classifier trained on them."""
+def reference_judge(params: Params, prepared: pd.DataFrame, label_map: dict[str, int]) -> classifier.SmallCNN | None:
+    """The classifier of the agreement guard, trained on the real train images (read a batch
+    at a time); None when filter.require_agreement is off."""
+    if not params.filter.require_agreement:
+        return None
+    at = _real(prepared, "train")
+    x = Images(params.paths.prepared, len(prepared), at)
+    y = torch.tensor([label_map[v] for v in prepared["label"].iloc[at]])
+    return classifier.fit_reference(x, y, len(label_map), params.evaluate, params.evaluate.seed)
 
-    def __init__(self, params: Params, prepared: pd.DataFrame, label_map: dict[str, int]):
+
+class Guard:
+    """One class's guards: its real training images (left on disk), the near-copy floor (the
+    distance between the two closest of them), and the agreement judge (or None)."""
+
+    def __init__(self, params: Params, real: Images, index: int, judge: classifier.SmallCNN | None):
         cfg = params.filter
-        root = Path(params.paths.prepared)
-        real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
-        x = load_tensor([root / p for p in real["path"]], params.ingest.channels)
-        y = torch.tensor([label_map[v] for v in real["label"]])
-        self.label_map = label_map
-        self.real = {k: x[y == i].flatten(1).numpy() for k, i in label_map.items()}
-        self.floor = {k: quality.nearest_pair(v) for k, v in self.real.items()}
-        self.model = (classifier.fit_reference(x, y, len(label_map), params.evaluate, params.evaluate.seed)
-                      if cfg.require_agreement else None)
+        self.real, self.index, self.judge = real, index, judge
+        self.floor = quality.nearest_pair(real)
         self.reject_copies, self.dedupe = cfg.reject_copies, cfg.dedupe
 
-    def check(self, label: str, imgs: np.ndarray) -> pd.DataFrame:
-        """Columns near_copy and disagrees for uint8 NHWC candidates of one class."""
-        x = _to_float(imgs)
+    def check(self, imgs: np.ndarray) -> pd.DataFrame:
+        """Columns near_copy and disagrees for uint8 NHWC candidates of the class."""
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2)
         near_copy = np.zeros(len(x), dtype=bool)
         if self.reject_copies:
-            near_copy = quality.near_copies(self.real[label], x.flatten(1).numpy(), self.floor[label])
+            near_copy = quality.near_copies(self.real, x, self.floor)
         disagrees = np.zeros(len(x), dtype=bool)
-        if self.model is not None and len(x):
-            disagrees = classifier.predict(self.model, x)[0] != self.label_map[label]
+        if self.judge is not None and len(x):
+            disagrees = classifier.predict(self.judge, x)[0] != self.index
         return pd.DataFrame({"near_copy": near_copy, "disagrees": disagrees})
 
-    def distinct(self, label: str, imgs: np.ndarray, limit: int, prior: np.ndarray | None = None) -> list[int]:
-        """Indices (in order) of images kept greedily: none nearer than the class's floor to one
-        kept before it or to an image accepted earlier (prior)."""
+    def distinct(self, imgs: np.ndarray, limit: int, prior: np.ndarray | None = None) -> list[int]:
+        """Indices (in order) of images kept greedily: none nearer than half the class's floor to
+        one kept before it or to an image accepted earlier (prior). Linear in what it compares:
+        the kept ones fill a preallocated buffer, earlier rounds' are compared a block at a time."""
         if not self.dedupe:
             return list(range(min(limit, len(imgs))))
-        x = _to_float(imgs).flatten(1)
-        others = _to_float(prior).flatten(1) if prior is not None and len(prior) else x[:0]
+        radius = DEDUPE_SHARE * self.floor
+        far = np.ones(len(imgs), dtype=bool)  # from every image accepted in earlier rounds
+        for i in range(0, len(imgs) if prior is not None else 0, quality.CHUNK):
+            x = _to_float(imgs[i:i + quality.CHUNK]).flatten(1)
+            for j in range(0, len(prior), quality.BLOCK):
+                near = torch.cdist(x, _to_float(prior[j:j + quality.BLOCK]).flatten(1)).min(1).values < radius
+                far[i:i + len(x)] &= ~near.numpy()
+        pool = torch.empty(min(limit, len(imgs)), int(np.prod(imgs.shape[1:])))
         kept: list[int] = []
-        for i in range(len(x)):
+        for i in np.flatnonzero(far).tolist():
             if len(kept) >= limit:
                 break
-            pool = torch.cat([others, x[kept]])
-            if not len(pool) or torch.cdist(x[i:i + 1], pool).min() >= DEDUPE_SHARE * self.floor[label]:
+            x = _to_float(imgs[i:i + 1]).flatten(1)
+            if not kept or torch.cdist(x, pool[:len(kept)]).min() >= radius:
+                pool[len(kept)] = x[0]
                 kept.append(i)
         return kept
 
@@ -108,8 +132,110 @@ def _to_float(imgs: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def filter_candidates(params: Params) -> dict:
-    cfg = params.filter
+@dataclass
+class ClassJob:
+    """One class's share of the filter, the unit of work a worker takes: classes are independent
+    (a class's rounds and its dedupe are sequential, so a class is not split further)."""
+
+    label: str
+    index: int                 # its place in the plan: of its rows in the manifest and of its pixel part
+    needed: int
+    threshold: float
+    candidates: pd.DataFrame   # its first-round candidates (generate's rows)
+    real: Images               # its real training images (a worker maps the pixel array itself)
+
+
+@dataclass
+class ClassResult:
+    label: str
+    seen: pd.DataFrame         # every candidate scored and checked
+    accepted: pd.DataFrame     # manifest rows of the accepted images, written to the folder
+    rounds: int
+    hopeless: str | None
+
+
+def _part(folder: Path, index: int) -> Path:
+    return Path(folder) / f"pixels-{index}.part"
+
+
+def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge, folder: str | Path,
+                 sampler: Sampler | None = None) -> ClassResult:
+    """All rounds of one class: check generate's candidates, top up with fresh seeds while short,
+    write the accepted images (PNGs, and their pixels as a part the stage joins) into `folder`.
+    A worker process loads the sampler itself; one process passes the one it has."""
+    cfg, k, folder = params.filter, job.label, Path(folder)
+    sampler = sampler or Sampler.load(params, label_map)
+    guard = Guard(params, job.real, label_map[k], judge)
+    cand_dir = Path(params.paths.candidates)
+    seen = job.candidates.head(0)
+    accepted = job.candidates.head(0)
+    accepted_imgs: np.ndarray | None = None  # only accepted images stay in memory
+
+    def take(rows: pd.DataFrame, imgs: np.ndarray | None):
+        """Check one round's candidates (seeds above every earlier round's, so taking them in
+        seed order after the earlier accepted ones is the same greedy pass over all)."""
+        nonlocal seen, accepted, accepted_imgs
+        rows = rows.sort_values("seed", kind="stable").reset_index(drop=True)
+        scored = rows["d_score"].to_numpy() >= job.threshold
+        if imgs is None:  # first round: read from the candidates folder only what passed the score
+            paths = [cand_dir / p for p in rows.loc[scored, "path"]]
+            loaded = to_uint8(load_tensor(paths, params.ingest.channels)) if paths else None
+        else:
+            loaded = imgs[scored]
+        near_copy, disagrees = np.zeros(len(rows), bool), np.zeros(len(rows), bool)
+        if loaded is not None and len(loaded):
+            checks = guard.check(loaded)
+            near_copy[scored], disagrees[scored] = checks["near_copy"], checks["disagrees"]
+        rows = rows.assign(scored=scored, near_copy=near_copy, disagrees=disagrees)
+        seen = pd.concat([seen, rows], ignore_index=True) if len(seen) else rows
+        ok = (rows["scored"] & ~rows["near_copy"] & ~rows["disagrees"]).to_numpy()
+        if not ok.any():
+            return
+        good_imgs = loaded[ok[scored]]
+        chosen = guard.distinct(good_imgs, job.needed - len(accepted), accepted_imgs)
+        accepted = pd.concat([accepted, rows[ok].iloc[chosen]], ignore_index=True)
+        new = good_imgs[chosen]
+        accepted_imgs = new if accepted_imgs is None else np.concatenate([accepted_imgs, new])
+
+    take(job.candidates, None)
+    rounds, hopeless = 1, None
+    for r in range(2, cfg.max_rounds + 1):
+        missing = job.needed - len(accepted)
+        if missing <= 0:
+            break
+        rate = len(accepted) / max(1, len(seen))
+        if len(seen) >= MIN_JUDGED and rate < cfg.min_acceptance:
+            hopeless = (f"acceptance rate {rate:.1%} after {len(seen)} candidates is below "
+                        f"filter.min_acceptance={cfg.min_acceptance:.1%}; stopped generating")
+            break
+        n = min(math.ceil(missing / max(rate, cfg.min_acceptance, 0.05) * 1.2), 20 * missing)
+        # Continue after the last seed tried, so no image is generated twice.
+        start = int(seen["seed"].max()) + 1 - seed_base(params, k, label_map) if len(seen) else 0
+        take(*sampler.synthesize(k, seeds_for(params, k, label_map, start, n)))
+        rounds = r
+    rate = len(accepted) / max(1, len(seen))
+    if hopeless is None and len(accepted) < job.needed and rate < cfg.min_acceptance:  # whatever the round
+        hopeless = f"acceptance rate {rate:.1%} is below filter.min_acceptance={cfg.min_acceptance:.1%}"
+
+    accepted = accepted.drop(columns=["scored", "near_copy", "disagrees"], errors="ignore")
+    if len(accepted):
+        accepted = write_images(accepted, accepted_imgs, folder)
+        _part(folder, job.index).write_bytes(np.ascontiguousarray(accepted_imgs).tobytes())
+    return ClassResult(k, seen, accepted, rounds, hopeless)
+
+
+def in_process(params: Params, jobs: list[ClassJob], label_map: dict[str, int], judge, folder: Path,
+               sampler: Sampler) -> list[ClassResult]:
+    return [filter_class(params, job, label_map, judge, folder, sampler)
+            for job in progress(jobs, desc="filter", unit="class", leave=False)]
+
+
+RunClasses = Callable[[Params, list[ClassJob], dict[str, int], object, Path, Sampler], list[ClassResult]]
+
+
+def filter_candidates(params: Params, run_classes: RunClasses = in_process) -> dict:
+    """run_classes runs the classes' jobs and returns their results in job order (the Prefect
+    flow passes one that maps them over Dask workers, which load the checkpoint themselves)."""
     prepared = read_manifest(params.paths.prepared)
     cand_dir = Path(params.paths.candidates)
     cand = read_manifest(cand_dir)
@@ -124,71 +250,31 @@ def filter_candidates(params: Params) -> dict:
         raise DataError(f"{cand_dir}: candidates come from another checkpoint than {params.paths.model}; "
                         "re-run `ganaug generate`")
     thresholds, real_val = thresholds_for(params, sampler, prepared)
-    guards = Guards(params, prepared, label_map)
-
-    seen: dict[str, pd.DataFrame] = {}      # every candidate of a class, scored and checked
-    accepted: dict[str, pd.DataFrame] = {k: cand.head(0) for k in need}
-    accepted_imgs: dict[str, np.ndarray] = {}  # only accepted images stay in memory
-    rounds, hopeless = {}, {}
-
-    def take(k: str, rows: pd.DataFrame, imgs: np.ndarray | None):
-        """Check one round's candidates of class k (seeds above every earlier round's, so taking
-        them in seed order after the earlier accepted ones is the same greedy pass over all)."""
-        rows = rows.sort_values("seed", kind="stable").reset_index(drop=True)
-        scored = rows["d_score"].to_numpy() >= thresholds[k]
-        if imgs is None:  # first round: read from the candidates folder only what passed the score
-            paths = [cand_dir / p for p in rows.loc[scored, "path"]]
-            loaded = to_uint8(load_tensor(paths, params.ingest.channels)) if paths else None
-        else:
-            loaded = imgs[scored]
-        near_copy, disagrees = np.zeros(len(rows), bool), np.zeros(len(rows), bool)
-        if loaded is not None and len(loaded):
-            checks = guards.check(k, loaded)
-            near_copy[scored], disagrees[scored] = checks["near_copy"], checks["disagrees"]
-        rows = rows.assign(scored=scored, near_copy=near_copy, disagrees=disagrees)
-        seen[k] = pd.concat([seen[k], rows], ignore_index=True) if k in seen else rows
-        ok = (rows["scored"] & ~rows["near_copy"] & ~rows["disagrees"]).to_numpy()
-        if not ok.any():
-            return
-        good_imgs = loaded[ok[scored]]
-        prior = accepted_imgs.get(k)
-        chosen = guards.distinct(k, good_imgs, need[k] - len(accepted[k]), prior)
-        accepted[k] = pd.concat([accepted[k], rows[ok].iloc[chosen]], ignore_index=True)
-        new = good_imgs[chosen]
-        accepted_imgs[k] = new if prior is None else np.concatenate([prior, new])
-
-    for k in progress(need, desc="filter: round 1", unit="class", leave=False):
-        take(k, cand[cand["label"] == k], None)
-        rounds[k] = 1
+    judge = reference_judge(params, prepared, label_map)
+    train_rows = _real(prepared, "train")
+    real = Images(params.paths.prepared, len(prepared), train_rows)
+    train_labels = prepared["label"].iloc[train_rows].to_numpy()
+    jobs = [ClassJob(k, i, n, thresholds[k], cand[cand["label"] == k].reset_index(drop=True),
+                     real.subset(train_labels == k))
+            for i, (k, n) in enumerate(need.items())]
 
     with atomic_dir(params.paths.accepted) as tmp:
-        for r in range(2, cfg.max_rounds + 1):
-            short = {k: need[k] - len(accepted[k]) for k in need if len(accepted[k]) < need[k] and k not in hopeless}
-            if not short:
-                break
-            for k, missing in progress(short.items(), desc=f"filter: round {r}", unit="class", leave=False):
-                rate = len(accepted[k]) / max(1, len(seen[k]))
-                if len(seen[k]) >= MIN_JUDGED and rate < cfg.min_acceptance:
-                    hopeless[k] = (f"acceptance rate {rate:.1%} after {len(seen[k])} candidates is below "
-                                   f"filter.min_acceptance={cfg.min_acceptance:.1%}; stopped generating")
-                    continue
-                n = min(math.ceil(missing / max(rate, cfg.min_acceptance, 0.05) * 1.2), 20 * missing)
-                # Continue after the last seed tried, so no image is generated twice.
-                start = int(seen[k]["seed"].max()) + 1 - seed_base(params, k, label_map) if len(seen[k]) else 0
-                take(k, *sampler.synthesize(k, seeds_for(params, k, label_map, start, n)))
-                rounds[k] = r
-        for k in need:  # a class that ended below the floor is hopeless too, whatever the round
-            rate = len(accepted[k]) / max(1, len(seen[k]))
-            if k not in hopeless and len(accepted[k]) < need[k] and rate < cfg.min_acceptance:
-                hopeless[k] = f"acceptance rate {rate:.1%} is below filter.min_acceptance={cfg.min_acceptance:.1%}"
-
-        parts = []
-        for k, rows in accepted.items():
-            rows = rows.drop(columns=["scored", "near_copy", "disagrees"], errors="ignore")
-            parts.append(write_images(rows, accepted_imgs[k], tmp) if len(rows) else rows)
+        results = run_classes(params, jobs, label_map, judge, tmp, sampler)
+        # One manifest and one pixel array, in job order, from the classes' parts.
+        _, c, h, w = real.shape
+        pixels = PixelWriter(tmp, (h, w, c))
+        for job, result in zip(jobs, results):
+            if len(result.accepted):
+                pixels.extend_from(_part(tmp, job.index))
+        pixels.close()
+        parts = [r.accepted for r in results]
         kept = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(kept, tmp)
 
+    seen = {r.label: r.seen for r in results}
+    accepted = {r.label: r.accepted for r in results}
+    rounds = {r.label: r.rounds for r in results}
+    hopeless = {r.label: r.hopeless for r in results if r.hopeless}
     report = _report(params, need, seen, accepted, thresholds, rounds, hopeless)
     reports = Path(params.paths.reports)
     if need:

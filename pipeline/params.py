@@ -161,6 +161,9 @@ class Filter(Section):
     reject_copies: bool = True                    # no near-copies of a real training image
     require_agreement: bool = True                # a classifier trained on real images must agree on the class
     dedupe: bool = True                           # no near-duplicates among the accepted images
+    # Prefect flow only: one class per mapped task on Dask, as generate.workers / dask_address.
+    workers: int = Field(1, ge=1)
+    dask_address: str | None = None
 
 
 class Append(Section):

@@ -18,28 +18,61 @@ import torch
 from ganaug.gan.health import spread as _spread
 
 from . import classifier
+from .pixels import subset
 
 K_NEAREST = 3
 
 
 SAMPLE = 2000   # k-NN precision/recall on at most this many images a side (n x m distances)
-CHUNK = 256     # rows of a distance matrix held at once: memory CHUNK x n, not n x n
+CHUNK = 256     # query rows of a distance block
+BLOCK = 4096    # reference rows of a distance block: memory CHUNK x BLOCK, whatever the set sizes
 
 
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return torch.cdist(torch.from_numpy(a).double(), torch.from_numpy(b).double()).numpy()
 
 
-def _nearest(a: np.ndarray, b: np.ndarray, skip_zero: bool = False) -> np.ndarray:
-    """Per row of a, the distance to its nearest row of b (ignoring exact zeros when asked:
-    an image and itself), in chunks of rows."""
-    out = np.empty(len(a))
-    for i in range(0, len(a), CHUNK):
-        d = _pairwise(a[i:i + CHUNK], b)
-        if skip_zero:
-            d[d == 0] = np.inf
-        out[i:i + CHUNK] = d.min(axis=1)
-    return out
+def _pixels(x, a: int, b: int) -> torch.Tensor:
+    """Rows a:b of an image set (a uint8 or [-1, 1] tensor, or pixels.Images), flattened, as
+    float64 in [-1, 1]: only a block of a big set is ever read."""
+    return classifier.as_float(x[a:b]).flatten(1).double()
+
+
+def k_nearest(a, b, k: int = 1, skip: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(distances, positions), n x k: each image of a's k nearest images of b in pixels, nearest
+    first, ties to the earlier position; a block of each set at a time. skip="self": a and b
+    are one set and an image is not its own neighbour; skip="zero": exact copies do not count."""
+    n = len(a)
+    best_d, best_i = np.full((n, k), np.inf), np.zeros((n, k), dtype=np.int64)
+    for i in range(0, n, CHUNK):
+        q = _pixels(a, i, i + CHUNK)
+        d_keep, i_keep = best_d[i:i + len(q)], best_i[i:i + len(q)]
+        for j in range(0, len(b), BLOCK):
+            ref = _pixels(b, j, j + BLOCK)
+            d = torch.cdist(q, ref).numpy()
+            if skip == "zero":
+                d[d == 0] = np.inf
+            elif skip == "self":
+                own = np.arange(i, i + len(q))
+                inside = (own >= j) & (own < j + len(ref))
+                d[np.flatnonzero(inside), own[inside] - j] = np.inf
+            if k == 1:  # the common case, without a sort
+                col = d.argmin(axis=1)
+                d_new = d[np.arange(len(d)), col][:, None]
+                better = d_new < d_keep
+                d_keep, i_keep = np.where(better, d_new, d_keep), np.where(better, j + col[:, None], i_keep)
+                continue
+            d_all = np.concatenate([d_keep, d], axis=1)
+            i_all = np.concatenate([i_keep, np.broadcast_to(np.arange(j, j + len(ref)), d.shape)], axis=1)
+            order = np.argsort(d_all, axis=1, kind="stable")[:, :k]
+            d_keep, i_keep = np.take_along_axis(d_all, order, 1), np.take_along_axis(i_all, order, 1)
+        best_d[i:i + len(q)], best_i[i:i + len(q)] = d_keep, i_keep
+    return best_d, best_i
+
+
+def _nearest(a, b, skip_zero: bool = False) -> np.ndarray:
+    """Per image of a, the distance to its nearest image of b (exact copies ignored when asked)."""
+    return k_nearest(a, b, 1, "zero" if skip_zero else None)[0][:, 0]
 
 
 def _sample(f: np.ndarray, n: int) -> np.ndarray:
@@ -67,37 +100,36 @@ def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = K_NEAREST)
     return precision, recall
 
 
-def nearest_pair(real_px: np.ndarray) -> float:
-    """The distance between the two closest distinct real images (0 with fewer than two)."""
-    if len(real_px) < 2:
+def nearest_pair(real) -> float:
+    """The distance between the two closest distinct real images (0 with fewer than two).
+    Image sets here and below: uint8 or [-1, 1] tensors, or pixels.Images."""
+    if len(real) < 2:
         return 0.0
-    d = _nearest(real_px, real_px, skip_zero=True)
+    d = _nearest(real, real, skip_zero=True)
     d = d[np.isfinite(d)]
     return float(d.min()) if len(d) else 0.0
 
 
-def near_copies(real_px: np.ndarray, fake_px: np.ndarray, floor: float | None = None) -> np.ndarray:
+def near_copies(real, fake, floor: float | None = None) -> np.ndarray:
     """Per fake: nearer to some real image than the two closest distinct real images are."""
-    floor = nearest_pair(real_px) if floor is None else floor
-    if not len(real_px) or not len(fake_px):
-        return np.zeros(len(fake_px), dtype=bool)
-    return _nearest(fake_px, real_px) < floor
+    floor = nearest_pair(real) if floor is None else floor
+    if not len(real) or not len(fake):
+        return np.zeros(len(fake), dtype=bool)
+    return _nearest(fake, real) < floor
 
 
-def memorization(real_px: np.ndarray, fake_px: np.ndarray) -> float:
+def memorization(real, fake) -> float:
     """Share of fakes that are near copies of a real image."""
-    if len(real_px) < 2 or not len(fake_px):
+    if len(real) < 2 or not len(fake):
         return float("nan")
-    return float(near_copies(real_px, fake_px).mean())
+    return float(near_copies(real, fake).mean())
 
 
-def per_class(model, x_real: torch.Tensor, y_real: torch.Tensor, x_syn: torch.Tensor, y_syn: torch.Tensor,
-              names: list[str]) -> dict[str, dict]:
-    """Quality figures for each class that has synthetic images."""
+def per_class(model, x_real, y_real: torch.Tensor, x_syn, y_syn: torch.Tensor, names: list[str]) -> dict[str, dict]:
+    """Quality figures for each class that has synthetic images (x: image sets, as above)."""
     pred, f_syn = classifier.predict(model, x_syn)
     _, f_real = classifier.predict(model, x_real)
     y_real, y_syn = y_real.numpy(), y_syn.numpy()
-    px_real, px_syn = classifier.as_float(x_real).flatten(1).numpy(), classifier.as_float(x_syn).flatten(1).numpy()
     out = {}
     for c in np.unique(y_syn):
         s, r = y_syn == c, y_real == c
@@ -108,6 +140,6 @@ def per_class(model, x_real: torch.Tensor, y_real: torch.Tensor, x_syn: torch.Te
             "frechet": classifier.frechet_distance(f_real[r], f_syn[s]) if r.sum() >= 2 and s.sum() >= 2 else None,
             "precision": precision, "recall": recall,
             "diversity": spread(f_syn[s]) / max(spread(f_real[r]), 1e-12) if r.sum() >= 2 else None,
-            "memorization": memorization(px_real[r], px_syn[s]),
+            "memorization": memorization(subset(x_real, np.flatnonzero(r)), subset(x_syn, np.flatnonzero(s))),
         }
     return {k: {m: (round(v, 4) if isinstance(v, float) else v) for m, v in d.items()} for k, d in out.items()}

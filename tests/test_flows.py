@@ -52,16 +52,22 @@ def test_bad_input_fails_at_once_without_retries(prefect_server, tmp_path):
     assert len(ingest_runs) == 1 and ingest_runs[0].run_count == 1  # a DataError is not retried
 
 
-def test_generation_sharded_over_a_two_worker_dask_cluster_equals_one_process(prefect_server, trained, tmp_path):
-    """A Prefect flow run on a 2-worker Dask LocalCluster: the shards (class, seed range) run as
-    mapped tasks in other processes, and the candidates are the single process's, bit for bit."""
+def test_generate_and_filter_spread_over_a_two_worker_dask_cluster_equal_one_process(prefect_server, trained,
+                                                                                    tmp_path):
+    """Prefect flow runs on 2-worker Dask LocalClusters: generate's shards (class, seed range) and
+    filter's classes (every round, with the guards on) run as mapped tasks in other processes,
+    and the candidates, the accepted images and the filter's report are the single process's,
+    bit for bit."""
     import hashlib
+    import json
 
-    from ganaug.flows.augment import generate
+    from ganaug.flows.augment import filter_candidates, generate
+    from ganaug.pipeline.filter import filter_candidates as filter_here
     from ganaug.pipeline.generate import generate as generate_here
 
     root = Path(trained.paths.raw).parent
-    small = {"batch_size": 8, "shard_size": 16}  # several shards per class
+    # Several shards per class, and two classes to fill (one worker each in the filter).
+    small = {"batch_size": 8, "shard_size": 16, "sampling_strategy": {"cross": 20, "square": 40}}
     one = tiny_params(root, generate=small, paths={"candidates": str(tmp_path / "one")})
     spread = tiny_params(root, generate={**small, "workers": 2}, paths={"candidates": str(tmp_path / "two")})
     here = generate_here(one)
@@ -72,3 +78,15 @@ def test_generation_sharded_over_a_two_worker_dask_cluster_equals_one_process(pr
         return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
                 for p in sorted(folder.rglob("*")) if p.is_file()}
     assert tree(tmp_path / "one") == tree(tmp_path / "two")
+
+    # No score threshold: a 30-step GAN scores badly, and the guards are what runs on the workers.
+    guards = {"mode": "none", "require_agreement": True, "reject_copies": True, "dedupe": True, "max_rounds": 3}
+    outputs = {name: {"candidates": str(tmp_path / name), "accepted": str(tmp_path / f"{name}-accepted"),
+                      "reports": str(tmp_path / f"{name}-reports")} for name in ("one", "two")}
+    here = filter_here(tiny_params(root, generate=small, filter=guards, paths=outputs["one"]))
+    there = filter_candidates(tiny_params(root, generate=small, filter={**guards, "workers": 2}, paths=outputs["two"]))
+    assert here == there and here["accepted"] > 0
+    assert any(c["rounds"] > 1 for c in here["classes"].values())  # workers generated top-ups themselves
+    assert tree(tmp_path / "one-accepted") == tree(tmp_path / "two-accepted")
+    assert json.loads((tmp_path / "one-reports" / "filter.json").read_text()) == \
+        json.loads((tmp_path / "two-reports" / "filter.json").read_text())

@@ -226,27 +226,34 @@ def test_filter_stops_a_hopeless_class_early(trained):
 
 
 def test_filter_guards_reject_copies_wrong_classes_and_duplicates(trained):
-    from ganaug.pipeline.filter import Guards
+    from ganaug.pipeline.filter import Guard, reference_judge
+    from ganaug.pipeline.pixels import Images
 
     p = tiny_params(Path(trained.paths.raw).parent, filter={"require_agreement": True, "reject_copies": True,
                                                             "dedupe": True}, evaluate={"epochs": 30})
     prepared = read_manifest(p.paths.prepared)
     label_map = {"circle": 0, "cross": 1, "square": 2}
-    guards = Guards(p, prepared, label_map)
+    judge = reference_judge(p, prepared, label_map)
     root = Path(p.paths.prepared)
 
-    def imgs(label, split="train"):
-        rows = prepared[(prepared["split"] == split) & (prepared["label"] == label)]
-        return np.stack([np.asarray(Image.open(root / r))[:, :, None] for r in rows["path"]])
+    def rows(label, split="train"):
+        return np.flatnonzero(((prepared["split"] == split) & (prepared["label"] == label)).to_numpy())
 
-    assert guards.check("circle", imgs("circle"))["near_copy"].all()      # copies of training images
-    assert not guards.check("circle", imgs("circle", "test"))["near_copy"].all()  # unseen real ones pass
-    assert guards.check("cross", imgs("square", "test"))["disagrees"].mean() > 0.5  # a square is no cross
-    assert guards.check("circle", imgs("circle", "test"))["disagrees"].mean() < 0.5
+    def guard(label):  # the class's real training images stay on disk (the pixel array)
+        return Guard(p, Images(root, len(prepared), rows(label)), label_map[label], judge)
+
+    def imgs(label, split="train"):  # the PNGs, as a candidate would arrive
+        return np.stack([np.asarray(Image.open(root / r))[:, :, None] for r in prepared["path"].iloc[rows(label, split)]])
+
+    circle, cross, square = guard("circle"), guard("cross"), guard("square")
+    assert circle.check(imgs("circle"))["near_copy"].all()      # copies of training images
+    assert not circle.check(imgs("circle", "test"))["near_copy"].all()  # unseen real ones pass
+    assert cross.check(imgs("square", "test"))["disagrees"].mean() > 0.5  # a square is no cross
+    assert circle.check(imgs("circle", "test"))["disagrees"].mean() < 0.5
     batch = imgs("square", "test")
     doubled = np.concatenate([batch[:3], batch[:3]])
-    assert guards.distinct("square", doubled, limit=10) == [0, 1, 2]
-    assert guards.distinct("square", doubled, limit=2) == [0, 1]
+    assert square.distinct(doubled, limit=10) == [0, 1, 2]
+    assert square.distinct(doubled, limit=2) == [0, 1]
 
 
 def test_few_val_images_borrow_the_pooled_threshold(trained):
@@ -264,6 +271,14 @@ def test_filter_none_keeps_exactly_the_target(trained):
     generate(p)
     report = filter_candidates(p)
     assert all(c["accepted"] == c["needed"] for c in report["classes"].values())
+    # Evaluate trains on the accepted images' pixel array: row i must be manifest row i's PNG.
+    from ganaug.pipeline.pixels import open_pixels
+
+    kept = read_manifest(p.paths.accepted, check_files=True)
+    pixels = open_pixels(p.paths.accepted, len(kept), "filter")
+    assert len(kept) == report["accepted"] > 1
+    for i, rel in enumerate(kept["path"]):
+        assert np.array_equal(pixels[i][:, :, 0], np.asarray(Image.open(Path(p.paths.accepted) / rel)))
 
 
 def test_filter_refuses_candidates_of_another_checkpoint(trained):

@@ -1,0 +1,75 @@
+"""SMOTE on pixels, as indices: each new image is a row pair and a step, made a batch at a time.
+
+imbalanced-learn's SMOTE returns the whole resampled set as floats: for 300,000 images of
+64 px RGB that is 15 GB before the first step. Here the same algorithm keeps, per new image,
+(i, j, step): new = x_i + step * (x_j - x_i), with j one of i's k nearest images of its class.
+Neighbours are found a block of the class's rows at a time (`quality.k_nearest`), and the
+draws repeat imbalanced-learn's (per class a fresh RandomState(seed): `randint` over the
+n x k neighbour table, then `uniform` steps; classes in its order), so the images are the
+library's, to the last bit, where nearest neighbours are not tied (tests/test_evaluate.py).
+Differences by design: a duplicate image is a neighbour, the image itself never is (the
+library drops its first column, which is the duplicate when one exists).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .pixels import Stack, subset
+from .quality import k_nearest
+
+
+def _flat(batch: torch.Tensor) -> np.ndarray:
+    """uint8 or [-1, 1] images, flattened to float32 in [-1, 1] (the library's input)."""
+    batch = batch.float() / 127.5 - 1.0 if batch.dtype == torch.uint8 else batch
+    return batch.flatten(1).numpy()
+
+
+class SmoteRows:
+    """New images of one set: row i, row j of `x` and a step each; indexing makes them."""
+
+    def __init__(self, x, i: np.ndarray, j: np.ndarray, step: np.ndarray):
+        self.x, self.i, self.j, self.step = x, i, j, step
+        self.shape = (len(i), *x.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        i, j, step = self.i[idx], self.j[idx], self.step[idx]
+        xi, xj = _flat(self.x[torch.from_numpy(i)]), _flat(self.x[torch.from_numpy(j)])
+        # The library's arithmetic: float32 difference, float64 step, back to float32.
+        new = (xi + step[:, None] * (xj - xi)).astype(np.float32)
+        return torch.from_numpy(new).view(len(i), *self.shape[1:])
+
+
+def smote(x, y: torch.Tensor, seed: int, k_max: int = 5):
+    """(images, labels): x's rows then SMOTE's new rows, classes balanced to the largest ('auto'
+    sampling strategy); k shrinks for classes with very few images; (x, y) unchanged when a
+    class has a single image. x: an image set in uint8 (Images or a tensor)."""
+    from imblearn.utils import check_sampling_strategy
+
+    counts = torch.bincount(y)
+    k = int(min(k_max, counts[counts > 0].min().item() - 1))
+    if k < 1:
+        return x, y
+    y_np = y.numpy()
+    parts_i, parts_j, parts_step, parts_y = [], [], [], []
+    for label, n_new in check_sampling_strategy("auto", y_np, "over-sampling").items():
+        if n_new == 0:
+            continue
+        members = np.flatnonzero(y_np == label)
+        class_x = subset(x, members)
+        nns = k_nearest(class_x, class_x, k, skip="self")[1]
+        rng = np.random.RandomState(seed)
+        drawn = rng.randint(low=0, high=nns.size, size=n_new)
+        steps = rng.uniform(size=n_new)
+        rows, cols = np.floor_divide(drawn, k), np.mod(drawn, k)
+        parts_i.append(members[rows])
+        parts_j.append(members[nns[rows, cols]])
+        parts_step.append(steps)
+        parts_y.append(np.full(n_new, label))
+    if not parts_i:
+        return x, y
+    new = SmoteRows(x, np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_step))
+    return Stack(x, new), torch.cat([y, torch.from_numpy(np.concatenate(parts_y)).long()])

@@ -1,0 +1,87 @@
+"""Evaluate and filter read images a block at a time: the block-wise pieces equal the
+whole-set computations they replace (imbalanced-learn's SMOTE, all-pairs nearest neighbours)."""
+import numpy as np
+import pytest
+import torch
+
+from ganaug.pipeline import quality
+from ganaug.pipeline.pixels import Images, PixelWriter, Stack
+from ganaug.pipeline.smote import smote
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks far smaller than the sets, so every merge across blocks is exercised."""
+    monkeypatch.setattr(quality, "CHUNK", 7)
+    monkeypatch.setattr(quality, "BLOCK", 11)
+
+
+def _pixel_folder(tmp_path, imgs: np.ndarray):
+    writer = PixelWriter(tmp_path, imgs.shape[1:])
+    writer.extend(imgs)
+    writer.close()
+    return Images(tmp_path, len(imgs))
+
+
+def _imbalanced(seed=0):
+    rng = np.random.default_rng(seed)
+    counts = [40, 9, 4, 23]
+    imgs = rng.integers(0, 256, (sum(counts), 6, 5, 3), dtype=np.uint8)
+    y = torch.from_numpy(np.repeat(np.arange(4), counts))
+    perm = torch.from_numpy(rng.permutation(len(y)))
+    return imgs[perm.numpy()], y[perm]
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_smote_rows_equal_imbalanced_learns_smote_bit_for_bit(tmp_path, small_blocks, seed):
+    from imblearn.over_sampling import SMOTE
+
+    imgs, y = _imbalanced(seed)
+    x = _pixel_folder(tmp_path, imgs)
+    flat = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0).flatten(1).numpy()
+    want_x, want_y = SMOTE(k_neighbors=3, random_state=seed).fit_resample(flat, y.numpy())
+
+    got_x, got_y = smote(x, y, seed)
+    assert isinstance(got_x, Stack) and len(got_x) == len(want_x)   # rows, not a float copy of the set
+    assert torch.equal(got_y, torch.from_numpy(want_y))
+    # k = 3 (the smallest class has 4 images), made in shuffled batches of any size.
+    order = np.random.default_rng(1).permutation(len(want_x))
+    made = torch.cat([got_x[order[i:i + 13]] for i in range(0, len(order), 13)])
+    assert torch.equal(made.flatten(1), torch.from_numpy(want_x[order]))
+
+
+def test_smote_leaves_a_set_with_a_single_image_class_alone():
+    x = torch.zeros(5, 1, 2, 2, dtype=torch.uint8)
+    y = torch.tensor([0, 0, 0, 0, 1])
+    assert smote(x, y, 0) == (x, y)
+
+
+def test_block_wise_nearest_neighbours_equal_all_pairs(small_blocks):
+    rng = np.random.default_rng(0)
+    a = torch.from_numpy(rng.integers(0, 256, (30, 1, 4, 4), dtype=np.uint8))
+    b = torch.cat([a[:5], torch.from_numpy(rng.integers(0, 256, (25, 1, 4, 4), dtype=np.uint8))])
+    fa, fb = [(t.float() / 127.5 - 1).flatten(1).double() for t in (a, b)]
+    d = torch.cdist(fa, fb).numpy()
+    dist, at = quality.k_nearest(a, b, 4)
+    assert np.array_equal(dist, np.sort(d, axis=1)[:, :4]) and np.array_equal(at, np.argsort(d, axis=1, kind="stable")[:, :4])
+    no_zero = np.where(d == 0, np.inf, d)
+    assert np.array_equal(quality._nearest(a, b, skip_zero=True), no_zero.min(axis=1))
+    assert quality.nearest_pair(b) == np.where(torch.cdist(fb, fb).numpy() == 0, np.inf, torch.cdist(fb, fb).numpy()).min()
+
+
+def test_images_read_only_the_rows_asked_for_and_stack_as_one(tmp_path):
+    imgs = np.random.default_rng(0).integers(0, 256, (9, 4, 4, 3), dtype=np.uint8)
+    x = _pixel_folder(tmp_path, imgs)
+    part = x.subset(np.array([7, 2, 5]))
+    assert part.shape == (3, 3, 4, 4)
+    assert torch.equal(part[[2, 0]], torch.from_numpy(imgs[[5, 7]]).permute(0, 3, 1, 2))
+    assert torch.equal(part[1:], torch.from_numpy(imgs[[2, 5]]).permute(0, 3, 1, 2))
+    floats = torch.full((2, 3, 4, 4), 0.5)
+    both = Stack(part, floats)
+    got = both[[4, 0, 3]]
+    assert got.dtype == torch.float32 and torch.equal(got[0], floats[1]) and torch.equal(got[2], floats[0])
+    assert torch.equal(got[1], torch.from_numpy(imgs[7]).permute(2, 0, 1).float() / 127.5 - 1)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(part))  # a worker maps the file itself
+    assert again._pixels is None and torch.equal(again[:], part[:])
