@@ -1,6 +1,6 @@
 """Scale: a made-up set of 100,000 small PNGs through ingest, train, generate and evaluate.
 
-    python -m bench.scale [--n 100000] [--steps 300]
+    python -m bench.scale [--n 100000] [--steps 300] [--stages ingest,train,...]
 
 Prints, each with its baseline measured in the same run:
 - ingest images/s with worker processes (ingest.workers: one per core) against a bare
@@ -11,7 +11,9 @@ Prints, each with its baseline measured in the same run:
   bare GANTrainer.step loop over an in-memory float tensor of the same images (no data
   pipeline, probes, validation or checkpoints); aim >= 0.95x;
 - the peak resident memory of every stage (GNU time's maximum RSS of the stage's process;
-  ingest's worker processes are measured on their own, each smaller); aim <= 2 GB each.
+  ingest's worker processes are measured on their own, each smaller); aim <= 2 GB each;
+  filter twice: with its guards off (all of generate's candidates accepted, the set evaluate
+  then measures) and on (one round: near copies, the judge, dedupe).
 The data: four shape classes of 60,000 / 30,000 / 8,000 / 2,000 images (24 px grey, drawn
 with seed 0), ingested at 16 px; generate fills every class up to the largest
 (sampling_strategy "not majority", about 84,000 images, 1.5x candidates).
@@ -112,7 +114,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--stages", default="ingest,train,generate,filter,evaluate",
+                    help="the first stages to run (each needs the ones before it)")
     args = ap.parse_args()
+    stages = args.stages.split(",")
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         t0 = time.perf_counter()
@@ -127,20 +132,31 @@ def main():
         one_worker = run_stage(work, "ingest", common + ["ingest.workers=1", "paths.prepared=data/prepared-1",
                                                          "paths.reports=reports-1"])
         results = {}
-        for stage in ("ingest", "train", "generate", "filter", "evaluate"):
+        for stage in stages:
             results[stage] = run_stage(work, stage, common)
             s, mb, line = results[stage]
             print(f"{stage:>9}: {s:7.1f}s, peak RSS {mb:7.0f} MB  {line[:150]}", flush=True)
+        # The filter's guards on (their defaults), one round: each candidate against the real
+        # images of its class (near copies), the judge, and the accepted ones (dedupe).
+        guarded = common + ["filter.reject_copies=true", "filter.require_agreement=true", "filter.dedupe=true",
+                            "filter.max_rounds=1", "paths.accepted=data/accepted-guarded",
+                            "paths.reports=reports-guarded"]
+        if "filter" in stages:
+            results["filter (guards on)"] = run_stage(work, "filter", guarded)
+            s, mb, line = results["filter (guards on)"]
+            print(f"filter (guards on): {s:7.1f}s, peak RSS {mb:7.0f} MB  {line[:150]}", flush=True)
         ingest_rate = len(files) / results["ingest"][0]
-        streamed = float(re.search(r"([\d.]+) img/s", results["train"][2]).group(1))
-        bare_rate = bare_train(work, min(args.steps, 200), 64, 32)
+        if "train" in stages:
+            streamed = float(re.search(r"([\d.]+) img/s", results["train"][2]).group(1))
+            bare_rate = bare_train(work, min(args.steps, 200), 64, 32)
     print(f"\ningest: {ingest_rate:.0f} img/s with {os.cpu_count()} workers (whole stage, process start "
           f"included) vs bare single-process decode {bare:.0f} img/s: ratio {ingest_rate / bare:.2f} (aim >= 1.7); "
           f"vs ingest with 1 worker {len(files) / one_worker[0]:.0f} img/s: ratio "
           f"{one_worker[0] / results['ingest'][0]:.2f}; this disk creates {create:.0f} small files/s "
           f"(ingest writes one PNG per image)")
-    print(f"train: streamed {streamed:.0f} img/s (whole loop) vs bare in-memory step loop {bare_rate:.0f} img/s: "
-          f"ratio {streamed / bare_rate:.2f} (aim >= 0.95)")
+    if "train" in stages:
+        print(f"train: streamed {streamed:.0f} img/s (whole loop) vs bare in-memory step loop {bare_rate:.0f} img/s: "
+              f"ratio {streamed / bare_rate:.2f} (aim >= 0.95)")
     worst = max(r[1] for r in results.values())
     print("peak RSS MB: " + ", ".join(f"{k} {v[1]:.0f}" for k, v in results.items())
           + f"; largest {worst:.0f} MB (aim <= 2048)")

@@ -89,7 +89,7 @@ def generate_flow(params: Params) -> dict:
     """generate, its shards mapped over the task runner's workers (Dask; see `generate`)."""
     def on_workers(params, shards, label_map, folder, _sampler):  # workers load their own
         futures = tasks.generate_shard.map(unmapped(params), shards, unmapped(label_map), unmapped(str(folder)),
-                                           unmapped(_threads()))
+                                           unmapped(_threads(params.generate)))
         return [f.result() for f in futures]  # in shard order: the manifest is the single-process one
 
     result = run("generate", params, run_shards=on_workers)
@@ -102,7 +102,7 @@ def filter_flow(params: Params) -> dict:
     """filter, one class per mapped task on the task runner's workers (Dask; see `generate`)."""
     def on_workers(params, jobs, label_map, judge, folder, _sampler):  # workers load their own
         futures = tasks.filter_class.map(unmapped(params), jobs, unmapped(label_map), unmapped(judge),
-                                         unmapped(str(folder)), unmapped(_threads()))
+                                         unmapped(str(folder)), unmapped(_threads(params.filter)))
         return [f.result() for f in futures]  # in job order: the manifest is the single-process one
 
     result = run("filter", params, run_classes=on_workers)
@@ -137,12 +137,17 @@ def _dask(workers: int, address: str | None):
                         "dashboard_address": None})
 
 
-def _threads() -> int:
-    """The planning process's torch thread count, for the workers: CPU kernels may round
-    differently with another, and the results are to be the single process's to the last bit."""
+def _threads(section) -> int:
+    """Torch threads per worker. A LocalCluster shares this machine: its cores split between
+    the workers (the flow's count each would oversubscribe them, and spinning threads made a
+    2-worker filter 6x slower on 2 cores). A cluster elsewhere: this process's count. Results
+    are bit for bit those of one process with that many threads; CPU kernels split their
+    reductions by thread, so another count may change a score's last bit."""
     import torch
 
-    return torch.get_num_threads()
+    if section.dask_address:
+        return torch.get_num_threads()
+    return max(1, torch.get_num_threads() // section.workers)
 
 
 def summary_markdown(params, ingested, trained, generated, filtered, appended, evaluated) -> str:

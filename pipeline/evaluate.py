@@ -32,7 +32,7 @@ from .files import atomic_file, write_json
 from .manifest import label_map_of, read_manifest
 from .params import Params
 from .pixels import Images, Stack
-from .smote import smote
+from .smote import Smote
 from .progress import progress
 
 
@@ -104,8 +104,9 @@ def evaluate(params: Params) -> dict:
 
     test_runs: dict[str, list[dict]] = {arm: [] for arm in OTHER_ARMS}
     reference = None  # the first over-sampled real classifier: it does predict the rare classes
+    oversampler = Smote(x_real, y_real)  # neighbours once; per seed, new images as row pairs
     for seed in progress(seeds, desc="evaluate: baselines", unit="seed"):
-        x_sm, y_sm = smote(x_real, y_real, seed)  # new images as row pairs, made a batch at a time
+        x_sm, y_sm = oversampler.resample(seed)
         for arm, (x, y, balanced) in {"real_only": (x_real, y_real, False),
                                       "real_oversampled": (x_real, y_real, True),
                                       "smote": (x_sm, y_sm, False)}.items():

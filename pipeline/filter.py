@@ -105,8 +105,9 @@ class Guard:
 
     def distinct(self, imgs: np.ndarray, limit: int, prior: np.ndarray | None = None) -> list[int]:
         """Indices (in order) of images kept greedily: none nearer than half the class's floor to
-        one kept before it or to an image accepted earlier (prior). Linear in what it compares:
-        the kept ones fill a preallocated buffer, earlier rounds' are compared a block at a time."""
+        one kept before it or to an image accepted earlier (prior). A block of candidates at a
+        time: one distance matrix against what is kept, one within the block, then the greedy
+        pass over the block's rows (the kept ones fill a preallocated buffer)."""
         if not self.dedupe:
             return list(range(min(limit, len(imgs))))
         radius = DEDUPE_SHARE * self.floor
@@ -118,13 +119,23 @@ class Guard:
                 far[i:i + len(x)] &= ~near.numpy()
         pool = torch.empty(min(limit, len(imgs)), int(np.prod(imgs.shape[1:])))
         kept: list[int] = []
-        for i in np.flatnonzero(far).tolist():
+        candidates = np.flatnonzero(far)
+        for b in range(0, len(candidates), quality.CHUNK):
             if len(kept) >= limit:
                 break
-            x = _to_float(imgs[i:i + 1]).flatten(1)
-            if not kept or torch.cdist(x, pool[:len(kept)]).min() >= radius:
-                pool[len(kept)] = x[0]
-                kept.append(i)
+            block = candidates[b:b + quality.CHUNK]
+            x = _to_float(imgs[block]).flatten(1)
+            ok = (torch.cdist(x, pool[:len(kept)]).min(1).values >= radius).numpy() if kept \
+                else np.ones(len(block), dtype=bool)
+            within = torch.cdist(x, x).numpy()
+            chosen: list[int] = []
+            for r in np.flatnonzero(ok):
+                if len(kept) + len(chosen) >= limit:
+                    break
+                if not chosen or within[r, chosen].min() >= radius:
+                    chosen.append(r)
+            pool[len(kept):len(kept) + len(chosen)] = x[chosen]
+            kept += block[chosen].tolist()
         return kept
 
 

@@ -51,47 +51,45 @@ def ingest(params: Params) -> dict:
             raise DataError(f"{src.path}: {reason} (set ingest.on_bad_file=quarantine to skip such files)")
         quarantine.append({"path": src.shown, "label": src.label, "reason": reason})
 
-    # Pass 1: hash the bytes, drop exact duplicates (the sample_id is the content hash).
-    unique: dict[str, Source] = {}
-    duplicates = []
-    conflicting: dict[str, list[Source]] = {}
-    for src in progress(sources, desc="ingest: hash", unit="file", leave=False):
-        try:
-            size = src.path.stat().st_size
-            if size > cfg.max_file_mb * 2**20:
-                bad(src, f"oversized: {size / 2**20:.1f} MB > ingest.max_file_mb={cfg.max_file_mb}")
+    workers = cfg.workers or os.cpu_count() or 1
+    with _pool(workers, len(sources)) as pool:
+        # Pass 1: hash the bytes (in the workers), drop exact duplicates (the sample_id is the
+        # content hash). Results come in input order: the first of two copies is kept.
+        unique: dict[str, Source] = {}
+        duplicates = []
+        conflicting: dict[str, list[Source]] = {}
+        hashed = pool.map(hash_one, [(str(src.path), cfg.max_file_mb) for src in sources],
+                          chunksize=_chunksize(len(sources), workers))
+        for src, (digest, problem) in progress(zip(sources, hashed), total=len(sources), desc="ingest: hash",
+                                               unit="file", leave=False):
+            if problem:
+                bad(src, problem)
                 continue
-            digest = content_hash(src.path.read_bytes())
-        except OSError as e:
-            bad(src, f"unreadable: {e.strerror or e}")
-            continue
-        if digest in unique:
-            first = unique[digest]
-            if first.label != src.label:
-                conflicting.setdefault(digest, [first]).append(src)
-            duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
-                               "conflict": first.label != src.label})
-            continue
-        unique[digest] = src
+            if digest in unique:
+                first = unique[digest]
+                if first.label != src.label:
+                    conflicting.setdefault(digest, [first]).append(src)
+                duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
+                                   "conflict": first.label != src.label})
+                continue
+            unique[digest] = src
 
-    # One image under two labels: which is right cannot be known, so neither copy is used.
-    for digest, copies in conflicting.items():
-        names = sorted({c.label for c in copies})
-        for c in copies:
-            bad(c, f"the same image is listed under labels {names} (see duplicates); fix its label")
-        del unique[digest]
+        # One image under two labels: which is right cannot be known, so neither copy is used.
+        for digest, copies in conflicting.items():
+            names = sorted({c.label for c in copies})
+            for c in copies:
+                bad(c, f"the same image is listed under labels {names} (see duplicates); fix its label")
+            del unique[digest]
 
-    # Pass 2: decode, convert, write: in worker processes (ingest.workers), results in input
-    # order, so the manifest, the pixel array and the quarantine report do not depend on them.
-    prepared = Path(params.paths.prepared)
-    with atomic_dir(prepared) as tmp:
-        jobs = [(str(src.path), f"images/{src.label}/{sid}.png", str(tmp), cfg.channels, cfg.max_pixels,
-                 cfg.background, cfg.size, cfg.resize) for sid, src in unique.items()]
-        rows = []
-        pixels = PixelWriter(tmp)
-        workers = cfg.workers or os.cpu_count() or 1
-        with _pool(workers, len(jobs)) as pool:
-            results = pool.map(prepare_one, jobs, chunksize=max(1, min(64, len(jobs) // (8 * workers))))
+        # Pass 2: decode, convert, write, in the workers, results in input order, so the
+        # manifest, the pixel array and the quarantine report do not depend on them.
+        prepared = Path(params.paths.prepared)
+        with atomic_dir(prepared) as tmp:
+            jobs = [(str(src.path), f"images/{src.label}/{sid}.png", str(tmp), cfg.channels, cfg.max_pixels,
+                     cfg.background, cfg.size, cfg.resize) for sid, src in unique.items()]
+            rows = []
+            pixels = PixelWriter(tmp)
+            results = pool.map(prepare_one, jobs, chunksize=_chunksize(len(jobs), workers))
             for (sid, src), (result, arr) in progress(zip(unique.items(), results), total=len(jobs),
                                                       desc="ingest: decode", unit="img"):
                 if arr is not None:
@@ -100,16 +98,16 @@ def ingest(params: Params) -> dict:
                     pixels.append(arr)
                 else:
                     bad(src, result)
-        pixels.close()
+            pixels.close()
 
-        df = make_manifest(rows)
-        check_class_sizes(df, params, [s.label for s in sources])
-        if df["split"].isin(["val", "test"]).any():  # the user's table fixes the split
-            check_given_split(df)
-        else:
-            df["split"] = stratified_split(df, params)
-            df["split_given"] = False
-        write_manifest(df, tmp)
+            df = make_manifest(rows)
+            check_class_sizes(df, params, [s.label for s in sources])
+            if df["split"].isin(["val", "test"]).any():  # the user's table fixes the split
+                check_given_split(df)
+            else:
+                df["split"] = stratified_split(df, params)
+                df["split_given"] = False
+            write_manifest(df, tmp)
 
     per_class = (df.groupby(["label", "split"]).size().unstack(fill_value=0)
                  .reindex(columns=["train", "val", "test"], fill_value=0))
@@ -125,6 +123,22 @@ def ingest(params: Params) -> dict:
     }
     write_json(Path(params.paths.reports) / "ingest.json", report)
     return report
+
+
+def hash_one(job) -> tuple[str | None, str | None]:
+    """(content hash, None), or (None, why the file cannot be used): in a worker."""
+    path, max_file_mb = job
+    try:
+        size = os.stat(path).st_size
+        if size > max_file_mb * 2**20:
+            return None, f"oversized: {size / 2**20:.1f} MB > ingest.max_file_mb={max_file_mb}"
+        return content_hash(Path(path).read_bytes()), None
+    except OSError as e:
+        return None, f"unreadable: {e.strerror or e}"
+
+
+def _chunksize(n_jobs: int, workers: int) -> int:
+    return max(1, min(64, n_jobs // (8 * workers)))
 
 
 def prepare_one(job) -> tuple[str, np.ndarray | None]:

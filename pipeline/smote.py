@@ -43,33 +43,41 @@ class SmoteRows:
         return torch.from_numpy(new).view(len(i), *self.shape[1:])
 
 
-def smote(x, y: torch.Tensor, seed: int, k_max: int = 5):
-    """(images, labels): x's rows then SMOTE's new rows, classes balanced to the largest ('auto'
-    sampling strategy); k shrinks for classes with very few images; (x, y) unchanged when a
-    class has a single image. x: an image set in uint8 (Images or a tensor)."""
-    from imblearn.utils import check_sampling_strategy
+class Smote:
+    """SMOTE for one set: the neighbours are found once (the costly part, quadratic within a
+    class), `resample(seed)` draws the new rows, as many times as evaluate has seeds."""
 
-    counts = torch.bincount(y)
-    k = int(min(k_max, counts[counts > 0].min().item() - 1))
-    if k < 1:
-        return x, y
-    y_np = y.numpy()
-    parts_i, parts_j, parts_step, parts_y = [], [], [], []
-    for label, n_new in check_sampling_strategy("auto", y_np, "over-sampling").items():
-        if n_new == 0:
-            continue
-        members = np.flatnonzero(y_np == label)
-        class_x = subset(x, members)
-        nns = k_nearest(class_x, class_x, k, skip="self")[1]
-        rng = np.random.RandomState(seed)
-        drawn = rng.randint(low=0, high=nns.size, size=n_new)
-        steps = rng.uniform(size=n_new)
-        rows, cols = np.floor_divide(drawn, k), np.mod(drawn, k)
-        parts_i.append(members[rows])
-        parts_j.append(members[nns[rows, cols]])
-        parts_step.append(steps)
-        parts_y.append(np.full(n_new, label))
-    if not parts_i:
-        return x, y
-    new = SmoteRows(x, np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_step))
-    return Stack(x, new), torch.cat([y, torch.from_numpy(np.concatenate(parts_y)).long()])
+    def __init__(self, x, y: torch.Tensor, k_max: int = 5):
+        """x: an image set in uint8 (Images or a tensor). k shrinks for classes with very few
+        images; a class with a single image leaves the set unchanged."""
+        from imblearn.utils import check_sampling_strategy
+
+        self.x, self.y = x, y
+        counts = torch.bincount(y)
+        self.k = int(min(k_max, counts[counts > 0].min().item() - 1))
+        self.classes = []  # (label, how many to add, its members' rows, their neighbours' positions)
+        if self.k < 1:
+            return
+        y_np = y.numpy()
+        for label, n_new in check_sampling_strategy("auto", y_np, "over-sampling").items():
+            if n_new:
+                members = np.flatnonzero(y_np == label)
+                class_x = subset(x, members)
+                self.classes.append((label, n_new, members, k_nearest(class_x, class_x, self.k, skip="self")[1]))
+
+    def resample(self, seed: int):
+        """(images, labels): the set's rows then the new ones, classes balanced to the largest."""
+        if not self.classes:
+            return self.x, self.y
+        parts_i, parts_j, parts_step, parts_y = [], [], [], []
+        for label, n_new, members, nns in self.classes:
+            rng = np.random.RandomState(seed)  # the library's: a fresh state per class
+            drawn = rng.randint(low=0, high=nns.size, size=n_new)
+            steps = rng.uniform(size=n_new)
+            rows, cols = np.floor_divide(drawn, self.k), np.mod(drawn, self.k)
+            parts_i.append(members[rows])
+            parts_j.append(members[nns[rows, cols]])
+            parts_step.append(steps)
+            parts_y.append(np.full(n_new, label))
+        new = SmoteRows(self.x, np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_step))
+        return Stack(self.x, new), torch.cat([self.y, torch.from_numpy(np.concatenate(parts_y)).long()])

@@ -6,7 +6,7 @@ import torch
 
 from ganaug.pipeline import quality
 from ganaug.pipeline.pixels import Images, PixelWriter, Stack
-from ganaug.pipeline.smote import smote
+from ganaug.pipeline.smote import Smote
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_smote_rows_equal_imbalanced_learns_smote_bit_for_bit(tmp_path, small_bl
     flat = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0).flatten(1).numpy()
     want_x, want_y = SMOTE(k_neighbors=3, random_state=seed).fit_resample(flat, y.numpy())
 
-    got_x, got_y = smote(x, y, seed)
+    got_x, got_y = Smote(x, y).resample(seed)
     assert isinstance(got_x, Stack) and len(got_x) == len(want_x)   # rows, not a float copy of the set
     assert torch.equal(got_y, torch.from_numpy(want_y))
     # k = 3 (the smallest class has 4 images), made in shuffled batches of any size.
@@ -53,7 +53,7 @@ def test_smote_rows_equal_imbalanced_learns_smote_bit_for_bit(tmp_path, small_bl
 def test_smote_leaves_a_set_with_a_single_image_class_alone():
     x = torch.zeros(5, 1, 2, 2, dtype=torch.uint8)
     y = torch.tensor([0, 0, 0, 0, 1])
-    assert smote(x, y, 0) == (x, y)
+    assert Smote(x, y).resample(0) == (x, y)
 
 
 def test_block_wise_nearest_neighbours_equal_all_pairs(small_blocks):

@@ -1,12 +1,14 @@
-"""Sharded generation: the Prefect flow on a 2-worker Dask LocalCluster against one process.
+"""Generate and filter spread over workers: the Prefect flows on a 2-worker Dask LocalCluster
+against one process.
 
     dvc repro                                   # first: the demo's prepared set and checkpoint
-    python -m bench.sharded_generate [--n 40000] [--workers 2]
+    python -m bench.dask_workers [--n 40000] [--workers 2]
 
 Both generate the same plan (about n candidates for the demo's two rare classes, shards of
-5,000) from the demo's checkpoint; prints images/s of each (the flow's time includes starting
-the cluster and its workers importing torch, not the Prefect server), the ratio, and whether
-the two candidate folders are identical file for file.
+5,000) from the demo's checkpoint, then filter them (the guards on, one round: a class per
+task); prints images/s of each (the flows' times include starting the cluster and its workers
+importing torch, not the Prefect server), the ratios, and whether the two candidate folders,
+the two accepted folders and the two filter reports are identical.
 """
 from __future__ import annotations
 
@@ -33,7 +35,11 @@ def main():
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.testing.utilities import prefect_test_harness
 
+    import json
+
+    from ganaug.flows.augment import filter_candidates as filter_on_dask
     from ganaug.flows.augment import generate as generate_on_dask
+    from ganaug.pipeline.filter import filter_candidates
     from ganaug.pipeline.generate import generate
     from ganaug.pipeline.manifest import class_counts, read_manifest
     from ganaug.pipeline.params import load_params
@@ -47,21 +53,33 @@ def main():
 
         def params(name, **extra):
             sets = [f"paths.prepared={REPO / 'data/prepared'}", f"paths.model={REPO / 'models/gan.pt'}",
-                    f"paths.candidates={tmp / name}", f"generate.sampling_strategy={strategy}",
-                    "generate.shard_size=5000"] + [f"generate.{k}={v}" for k, v in extra.items()]
+                    f"paths.candidates={tmp / name}", f"paths.accepted={tmp / name}-accepted",
+                    f"paths.reports={tmp / name}-reports", f"generate.sampling_strategy={strategy}",
+                    "generate.shard_size=5000", "filter.max_rounds=1"] + [f"{k}={v}" for k, v in extra.items()]
             return load_params(None, sets)
 
         t0 = time.perf_counter()
         one = generate(params("one"))
         t_one = time.perf_counter() - t0
         t0 = time.perf_counter()
-        generate_on_dask(params("two", workers=args.workers))
+        generate_on_dask(params("two", **{"generate.workers": args.workers}))
         t_two = time.perf_counter() - t0
         n = sum(one["candidates"].values())
         same = tree(tmp / "one") == tree(tmp / "two")
-    print(f"{n} candidates in {one['shards']} shards: one process {n / t_one:.0f} img/s ({t_one:.1f}s); "
+        t0 = time.perf_counter()
+        kept = filter_candidates(params("one"))
+        f_one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        filter_on_dask(params("two", **{"filter.workers": args.workers}))
+        f_two = time.perf_counter() - t0
+        same_kept = tree(tmp / "one-accepted") == tree(tmp / "two-accepted") and \
+            json.loads((tmp / "one-reports/filter.json").read_text()) == json.loads((tmp / "two-reports/filter.json").read_text())
+    print(f"generate: {n} candidates in {one['shards']} shards: one process {n / t_one:.0f} img/s ({t_one:.1f}s); "
           f"{args.workers}-worker LocalCluster {n / t_two:.0f} img/s ({t_two:.1f}s, cluster start included); "
           f"ratio {t_one / t_two:.2f}; identical files: {same}")
+    print(f"filter: {n} candidates of {len(rare)} classes, {kept['accepted']} accepted: one process "
+          f"{n / f_one:.0f} img/s ({f_one:.1f}s); {args.workers}-worker LocalCluster {n / f_two:.0f} img/s "
+          f"({f_two:.1f}s, cluster start included); ratio {f_one / f_two:.2f}; identical files and report: {same_kept}")
 
 
 if __name__ == "__main__":
