@@ -37,31 +37,75 @@ def as_float(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
 
 
-def fit(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: float,
-        width: int, seed: int, balanced: bool = False, augment: Callable | None = None) -> SmallCNN:
+def fit(x, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: float,
+        width: int, seed: int, balanced: bool = False, augment: Callable | None = None,
+        device: torch.device | str = "cpu", workers: int = 0) -> SmallCNN:
     """Train for a fixed number of steps (not epochs): a bigger training set gets no extra updates.
-    x: NCHW float in [-1, 1], or uint8 (converted a batch at a time).
+    x: an image set (NCHW tensor, uint8 or float in [-1, 1], or pixels.Images / Stack), read a
+    batch at a time through a DataLoader: `workers` processes read the rows ahead.
 
     balanced: draw batches class-balanced (random over-sampling, the classic baseline).
-    augment: a batch transform (the classic augmentation every arm of evaluate shares).
+    augment: a batch transform (the classic augmentation every arm of evaluate shares), applied
+    here, in order, so its seeded random stream does not depend on the number of workers.
     """
     torch.manual_seed(seed)
-    model = SmallCNN(x.shape[1], n_classes, width)
+    device = torch.device(device)
+    model = SmallCNN(x.shape[1], n_classes, width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    g = torch.Generator().manual_seed(seed)
     weights = (1.0 / torch.bincount(y, minlength=n_classes).clamp(min=1).float())[y] if balanced \
         else torch.ones(len(y))
+    loader = torch.utils.data.DataLoader(
+        _Rows(x, y), batch_sampler=_Draws(weights, batch_size, steps, seed), collate_fn=_as_is,
+        num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=_one_thread,
+        prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0))
     model.train()
-    for _ in range(steps):
-        idx = torch.multinomial(weights, batch_size, replacement=True, generator=g)
-        xb = as_float(x[idx]) if augment is None else augment(as_float(x[idx]))
-        loss = F.cross_entropy(model(xb), y[idx])
+    for xb, yb in loader:
+        if augment is not None:
+            xb = augment(xb)
+        loss = F.cross_entropy(model(xb.to(device, non_blocking=True)), yb.to(device, non_blocking=True))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     return model.eval()
+
+
+class _Draws:
+    """Each step's batch indices, drawn in order from one seeded generator (in the main process:
+    a DataLoader runs its batch sampler there), so workers never change which rows a step sees."""
+
+    def __init__(self, weights: torch.Tensor, batch_size: int, steps: int, seed: int):
+        self.weights, self.batch_size, self.steps, self.seed = weights, batch_size, steps, seed
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.steps):
+            yield torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g)
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+class _Rows(torch.utils.data.Dataset):
+    """A batch of rows of an image set, as [-1, 1] floats, with their labels."""
+
+    def __init__(self, x, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __getitems__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return as_float(self.x[idx]), self.y[idx]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def _as_is(batch):
+    return batch
+
+
+def _one_thread(_):
+    torch.set_num_threads(1)  # a worker reads rows; the main process's threads train
 
 
 def fit_reference(x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg, seed: int) -> SmallCNN:
@@ -97,13 +141,14 @@ def classic_augment(shift: float, rotate: float, scale: float, hflip: bool, seed
 
 
 @torch.no_grad()
-def predict(model: SmallCNN, x: torch.Tensor, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class, penultimate features)."""
+def predict(model: SmallCNN, x, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, penultimate features), on the model's device; x as in `fit`."""
+    device = next(model.parameters()).device
     preds, feats = [], []
     for i in range(0, len(x), batch_size):
-        f = model.features(as_float(x[i:i + batch_size]))
-        feats.append(f)
-        preds.append(model.head(f).argmax(1))
+        f = model.features(as_float(x[i:i + batch_size]).to(device))
+        feats.append(f.float().cpu())
+        preds.append(model.head(f).argmax(1).cpu())
     if not preds:
         return np.empty(0, dtype=int), np.empty((0, model.head.in_features))
     return torch.cat(preds).numpy(), torch.cat(feats).numpy()

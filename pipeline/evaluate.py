@@ -26,6 +26,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
+from ganaug.gan import pick_device
+
 from . import classifier, quality
 from .gate import GATE_FILE, OTHER_ARMS, cap_synthetic, decide
 from .files import atomic_file, write_json
@@ -94,10 +96,13 @@ def evaluate(params: Params) -> dict:
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
     aug = cfg.augment
 
+    device = pick_device(cfg.device)
+    workers = cfg.loader_workers if cfg.loader_workers is not None else (0 if device.type == "cpu" else 4)
+
     def fit(x, y, seed, balanced):
         augment = classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, seed)
         return classifier.fit(x, y, len(names), steps, cfg.batch_size, cfg.lr, cfg.width, seed,
-                              balanced=balanced, augment=augment)
+                              balanced=balanced, augment=augment, device=device, workers=workers)
 
     def judge(model, x, y):
         return scores(y.numpy(), classifier.predict(model, x)[0], names, rare)

@@ -51,44 +51,46 @@ def ingest(params: Params) -> dict:
             raise DataError(f"{src.path}: {reason} (set ingest.on_bad_file=quarantine to skip such files)")
         quarantine.append({"path": src.shown, "label": src.label, "reason": reason})
 
+    # Pass 1: hash the bytes (in worker processes), drop exact duplicates (the sample_id is the
+    # content hash). Results come in input order: the first of two copies is kept.
     workers = cfg.workers or os.cpu_count() or 1
     with _pool(workers, len(sources)) as pool:
-        # Pass 1: hash the bytes (in the workers), drop exact duplicates (the sample_id is the
-        # content hash). Results come in input order: the first of two copies is kept.
-        unique: dict[str, Source] = {}
-        duplicates = []
-        conflicting: dict[str, list[Source]] = {}
-        hashed = pool.map(hash_one, [(str(src.path), cfg.max_file_mb) for src in sources],
-                          chunksize=_chunksize(len(sources), workers))
-        for src, (digest, problem) in progress(zip(sources, hashed), total=len(sources), desc="ingest: hash",
-                                               unit="file", leave=False):
-            if problem:
-                bad(src, problem)
-                continue
-            if digest in unique:
-                first = unique[digest]
-                if first.label != src.label:
-                    conflicting.setdefault(digest, [first]).append(src)
-                duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
-                                   "conflict": first.label != src.label})
-                continue
-            unique[digest] = src
+        hashed = list(progress(pool.map(hash_one, [(str(src.path), cfg.max_file_mb) for src in sources],
+                                        chunksize=_chunksize(len(sources), workers)),
+                               total=len(sources), desc="ingest: hash", unit="file", leave=False))
+    unique: dict[str, Source] = {}
+    duplicates = []
+    conflicting: dict[str, list[Source]] = {}
+    for src, (digest, problem) in zip(sources, hashed):
+        if problem:
+            bad(src, problem)
+            continue
+        if digest in unique:
+            first = unique[digest]
+            if first.label != src.label:
+                conflicting.setdefault(digest, [first]).append(src)
+            duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
+                               "conflict": first.label != src.label})
+            continue
+        unique[digest] = src
 
-        # One image under two labels: which is right cannot be known, so neither copy is used.
-        for digest, copies in conflicting.items():
-            names = sorted({c.label for c in copies})
-            for c in copies:
-                bad(c, f"the same image is listed under labels {names} (see duplicates); fix its label")
-            del unique[digest]
+    # One image under two labels: which is right cannot be known, so neither copy is used.
+    for digest, copies in conflicting.items():
+        names = sorted({c.label for c in copies})
+        for c in copies:
+            bad(c, f"the same image is listed under labels {names} (see duplicates); fix its label")
+        del unique[digest]
 
-        # Pass 2: decode, convert, write, in the workers, results in input order, so the
-        # manifest, the pixel array and the quarantine report do not depend on them.
-        prepared = Path(params.paths.prepared)
-        with atomic_dir(prepared) as tmp:
-            jobs = [(str(src.path), f"images/{src.label}/{sid}.png", str(tmp), cfg.channels, cfg.max_pixels,
-                     cfg.background, cfg.size, cfg.resize) for sid, src in unique.items()]
-            rows = []
-            pixels = PixelWriter(tmp)
+    # Pass 2: decode, convert, write: in worker processes, results in input order, so the
+    # manifest, the pixel array and the quarantine report do not depend on them. The pool
+    # closes (its workers stop writing) before a failure removes the temporary folder.
+    prepared = Path(params.paths.prepared)
+    with atomic_dir(prepared) as tmp:
+        jobs = [(str(src.path), f"images/{src.label}/{sid}.png", str(tmp), cfg.channels, cfg.max_pixels,
+                 cfg.background, cfg.size, cfg.resize) for sid, src in unique.items()]
+        rows = []
+        pixels = PixelWriter(tmp)
+        with _pool(workers, len(jobs)) as pool:
             results = pool.map(prepare_one, jobs, chunksize=_chunksize(len(jobs), workers))
             for (sid, src), (result, arr) in progress(zip(unique.items(), results), total=len(jobs),
                                                       desc="ingest: decode", unit="img"):
@@ -98,16 +100,16 @@ def ingest(params: Params) -> dict:
                     pixels.append(arr)
                 else:
                     bad(src, result)
-            pixels.close()
+        pixels.close()
 
-            df = make_manifest(rows)
-            check_class_sizes(df, params, [s.label for s in sources])
-            if df["split"].isin(["val", "test"]).any():  # the user's table fixes the split
-                check_given_split(df)
-            else:
-                df["split"] = stratified_split(df, params)
-                df["split_given"] = False
-            write_manifest(df, tmp)
+        df = make_manifest(rows)
+        check_class_sizes(df, params, [s.label for s in sources])
+        if df["split"].isin(["val", "test"]).any():  # the user's table fixes the split
+            check_given_split(df)
+        else:
+            df["split"] = stratified_split(df, params)
+            df["split_given"] = False
+        write_manifest(df, tmp)
 
     per_class = (df.groupby(["label", "split"]).size().unstack(fill_value=0)
                  .reindex(columns=["train", "val", "test"], fill_value=0))

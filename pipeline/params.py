@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
 
@@ -87,6 +87,15 @@ class Ingest(Section):
         return self
 
 
+def _device(v: str) -> str:
+    if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        return v
+    raise ValueError("expected auto, cpu, cuda or cuda:N")
+
+
+Device = Annotated[str, AfterValidator(_device)]  # auto (a GPU when there is one) | cpu | cuda | cuda:N
+
+
 class Train(Section):
     steps: int = Field(1000, ge=1)
     minutes: float | None = Field(None, gt=0)  # wall-clock budget of one run; a re-run resumes
@@ -104,7 +113,7 @@ class Train(Section):
     diffaug: list[Literal["color", "translation", "cutout"]] = ["translation"]
     lecam: float = Field(0.0, ge=0)
     mode_seeking: float = Field(0.1, ge=0)     # MSGAN weight: keeps different z apart within a class
-    device: str = "auto"                     # auto | cpu | cuda | cuda:N
+    device: Device = "auto"
     compile: bool = False
     # Processes (one per device) under torchrun with DistributedDataParallel; batch_size is per
     # process, so N processes step on N x batch_size images. 1: no torchrun; null: one per
@@ -118,12 +127,6 @@ class Train(Section):
     # work pool) and wait for it; data travels through the DVC remote. None = in-process.
     deployment: str | None = None
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
-            return v
-        raise ValueError("expected auto, cpu, cuda or cuda:N")
 
 
 SamplingStrategy = Union[
@@ -197,6 +200,8 @@ class Evaluate(Section):
     # Append synthetic images only when they beat the best other arm by more than this;
     # null turns the gate off (append whatever passed the filter).
     min_gain: float | None = 0.0
+    device: Device = "auto"                          # where the classifiers train
+    loader_workers: int | None = Field(None, ge=0)   # batch-reading processes; null: 0 on the CPU, 4 on a GPU
 
 
 class Params(Section):

@@ -85,3 +85,25 @@ def test_images_read_only_the_rows_asked_for_and_stack_as_one(tmp_path):
 
     again = pickle.loads(pickle.dumps(part))  # a worker maps the file itself
     assert again._pixels is None and torch.equal(again[:], part[:])
+
+
+def test_classifier_trains_alike_from_disk_with_reader_processes_and_from_memory(tmp_path):
+    """The evaluate classifier's batches: rows of the pixel array read by 0 or 2 worker processes,
+    or an in-memory tensor, give the same weights (augmentation on: its seeded stream runs in
+    the main process, in step order)."""
+    from ganaug.pipeline import classifier
+
+    imgs, y = _imbalanced()
+    x = _pixel_folder(tmp_path, imgs)
+    in_memory = torch.from_numpy(imgs).permute(0, 3, 1, 2)
+
+    def weights(images, workers):
+        augment = classifier.classic_augment(0.1, 10.0, 0.1, False, seed=3)
+        model = classifier.fit(images, y, 4, steps=6, batch_size=16, lr=1e-3, width=4, seed=3, balanced=True,
+                               augment=augment, workers=workers)
+        return model.state_dict()
+
+    reference = weights(in_memory, 0)
+    for images, workers in ((x, 0), (x, 2)):
+        got = weights(images, workers)
+        assert all(torch.equal(got[k], reference[k]) for k in reference)
