@@ -27,6 +27,12 @@ def tree(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - t0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=40_000)
@@ -58,20 +64,12 @@ def main():
                     "generate.shard_size=5000", "filter.max_rounds=1"] + [f"{k}={v}" for k, v in extra.items()]
             return load_params(None, sets)
 
-        t0 = time.perf_counter()
-        one = generate(params("one"))
-        t_one = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        generate_on_dask(params("two", **{"generate.workers": args.workers}))
-        t_two = time.perf_counter() - t0
+        one, t_one = timed(generate, params("one"))
+        _, t_two = timed(generate_on_dask, params("two", **{"generate.workers": args.workers}))
         n = sum(one["candidates"].values())
         same = tree(tmp / "one") == tree(tmp / "two")
-        t0 = time.perf_counter()
-        kept = filter_candidates(params("one"))
-        f_one = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        filter_on_dask(params("two", **{"filter.workers": args.workers}))
-        f_two = time.perf_counter() - t0
+        kept, f_one = timed(filter_candidates, params("one"))
+        _, f_two = timed(filter_on_dask, params("two", **{"filter.workers": args.workers}))
         same_kept = tree(tmp / "one-accepted") == tree(tmp / "two-accepted") and \
             json.loads((tmp / "one-reports/filter.json").read_text()) == json.loads((tmp / "two-reports/filter.json").read_text())
     print(f"generate: {n} candidates in {one['shards']} shards: one process {n / t_one:.0f} img/s ({t_one:.1f}s); "
