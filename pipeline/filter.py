@@ -33,7 +33,7 @@ from .files import atomic_dir, atomic_file, write_json
 from .images import load_tensor, to_uint8
 from .manifest import class_counts, label_map_of, make_manifest, read_manifest, write_manifest
 from .params import Params
-from .pixels import Images, PixelWriter
+from .pixels import Images, PixelWriter, to_float
 from .plots import class_grid, notice, score_histograms
 from .progress import progress
 from .sampler import Sampler, needed_per_class, seed_base, seeds_for, write_images
@@ -113,9 +113,9 @@ class Guard:
         radius = DEDUPE_SHARE * self.floor
         far = np.ones(len(imgs), dtype=bool)  # from every image accepted in earlier rounds
         for i in range(0, len(imgs) if prior is not None else 0, quality.CHUNK):
-            x = _to_float(imgs[i:i + quality.CHUNK]).flatten(1)
+            x = to_float(imgs[i:i + quality.CHUNK]).flatten(1)
             for j in range(0, len(prior), quality.BLOCK):
-                near = torch.cdist(x, _to_float(prior[j:j + quality.BLOCK]).flatten(1)).min(1).values < radius
+                near = torch.cdist(x, to_float(prior[j:j + quality.BLOCK]).flatten(1)).min(1).values < radius
                 far[i:i + len(x)] &= ~near.numpy()
         pool = torch.empty(min(limit, len(imgs)), int(np.prod(imgs.shape[1:])))
         kept: list[int] = []
@@ -124,7 +124,7 @@ class Guard:
             if len(kept) >= limit:
                 break
             block = candidates[b:b + quality.CHUNK]
-            x = _to_float(imgs[block]).flatten(1)
+            x = to_float(imgs[block]).flatten(1)
             ok = (torch.cdist(x, pool[:len(kept)]).min(1).values >= radius).numpy() if kept \
                 else np.ones(len(block), dtype=bool)
             within = torch.cdist(x, x).numpy()
@@ -137,10 +137,6 @@ class Guard:
             pool[len(kept):len(kept) + len(chosen)] = x[chosen]
             kept += block[chosen].tolist()
         return kept
-
-
-def _to_float(imgs: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 @dataclass
