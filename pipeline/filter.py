@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ganaug.gan import pick_device
+
 from . import classifier, quality
 from .errors import DataError
 from .files import atomic_dir, atomic_file, write_json
@@ -79,7 +81,8 @@ def reference_judge(params: Params, prepared: pd.DataFrame, label_map: dict[str,
     at = _real(prepared, "train")
     x = Images(params.paths.prepared, len(prepared), at)
     y = torch.tensor([label_map[v] for v in prepared["label"].iloc[at]])
-    return classifier.fit_reference(x, y, len(label_map), params.evaluate, params.evaluate.seed)
+    device = pick_device(params.train.device)  # trained there, used on the CPU (and on Dask workers)
+    return classifier.fit_reference(x, y, len(label_map), params.evaluate, params.evaluate.seed, device).cpu()
 
 
 class Guard:

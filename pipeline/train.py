@@ -92,7 +92,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     # there the judge's draws are undone (and resuming gives the same weights as not stopping).
     resumed = trainer.step_count > 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if resumed else nullcontext():
-        judge = ValidationJudge(x_ref, y_ref, names, params) if trainer.step_count < end else None  # none when done
+        judge = ValidationJudge(x_ref, y_ref, names, params, device) if trainer.step_count < end else None  # none when done
     real_spread = torch.tensor([health.spread(x_ref[y_ref == c]) for c in range(len(names))]).clamp(min=1e-6)
     del x_ref
     if world > 1:
@@ -344,8 +344,8 @@ class ValidationJudge:
 
     PER_CLASS = 32
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, names: list[str], params: Params):
-        self.model = classifier.fit_reference(x, y, len(names), params.evaluate, params.train.seed)
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, names: list[str], params: Params, device: torch.device):
+        self.model = classifier.fit_reference(x, y, len(names), params.evaluate, params.train.seed, device)
         _, feats = classifier.predict(self.model, x)
         self.real = [feats[(y == c).numpy()] for c in range(len(names))]
         self.n_classes = len(names)
