@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .pixels import as_float
+
 
 class SmallCNN(nn.Module):
     def __init__(self, channels: int, n_classes: int, width: int = 32):
@@ -30,11 +32,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
-
-
-def as_float(x: torch.Tensor) -> torch.Tensor:
-    """Images kept as uint8 (a quarter of the memory) become [-1, 1] floats a batch at a time."""
-    return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
 
 
 def fit(x, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: float,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ganaug import gan
 
@@ -21,6 +20,7 @@ from .errors import ParamsError
 from .images import save_png, to_uint8
 from .manifest import synthetic_id
 from .params import Params
+from .pixels import to_float
 
 SEED_STRIDE = 1_000_000_000  # seeds of one class and one generate.seed never meet another's
 
@@ -68,8 +68,7 @@ class Sampler:
         return rows, imgs
 
     def score(self, imgs: np.ndarray, y: list[int]) -> np.ndarray:
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return gan.score(self.D, x, y).numpy().astype(np.float64)
+        return gan.score(self.D, to_float(imgs), y).numpy().astype(np.float64)
 
 
 def seed_base(params: Params, label: str, label_map: dict[str, int]) -> int:

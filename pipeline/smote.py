@@ -15,14 +15,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .pixels import Stack, subset
+from .pixels import Stack, as_float, subset
 from .quality import k_nearest
 
 
 def _flat(batch: torch.Tensor) -> np.ndarray:
     """uint8 or [-1, 1] images, flattened to float32 in [-1, 1] (the library's input)."""
-    batch = batch.float() / 127.5 - 1.0 if batch.dtype == torch.uint8 else batch
-    return batch.flatten(1).numpy()
+    return as_float(batch).flatten(1).numpy()
 
 
 class SmoteRows:

@@ -104,7 +104,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           retries=1, retry_delay_s=30),  # a retry resumes from the last checkpoint
     Stage("generate", "ganaug.pipeline.generate:generate", "generate scored candidates for the classes that need them",
           reads=(_p("prepared"), _p("model")), outs=(_p("candidates", folder=True),),
-          params=("generate", "train.device"), code=("gan", "pipeline/generate.py", "pipeline/sampler.py")),
+          params=("generate", "train.device"),
+          code=("gan", "pipeline/generate.py", "pipeline/sampler.py", "pipeline/pixels.py")),
     Stage("filter", "ganaug.pipeline.filter:filter_candidates", "keep candidates D scores as real enough; top up",
           reads=(_p("prepared"), _p("candidates"), _p("model")), outs=(_p("accepted", folder=True),),
           pictures=(_p("reports", "filter_scores.png", **REPORT), _p("reports", "accepted_samples.png", **REPORT)),
