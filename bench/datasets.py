@@ -6,6 +6,10 @@
   unpickler that admits numpy array reconstruction and nothing else. Made long-tailed:
   classes 7, 8 and 9 keep 20, 10 and 5 training images (3 val each); every class keeps
   100 balanced test images; the others keep 100 val and the rest (800) for training.
+- tail: Animal-MNIST as a user's data comes: an ImageFolder with no split column, classes cut
+  to 400, 200, 100, 75, 50, 35, 20, 10, 6 and 4 images (class c keeps TAIL_COUNTS[c]), so
+  ganaug's own carve-outs are what is tested. 100 test images per class are written apart
+  (`<root>/tail-test/<class>/`): ganaug never sees them; bench/tail.py judges with them.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import pandas as pd
 from PIL import Image
 
 ANIMAL_CUT = {7: 20, 8: 10, 9: 5}
+TAIL_COUNTS = (400, 200, 100, 75, 50, 35, 20, 10, 6, 4)
+TAIL_TEST = 100
 _NUMPY_ONLY = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype")}
 
@@ -64,10 +70,39 @@ def write_animal_mnist(dest: Path, seed: int = 0) -> Path:
     return dest / "index.csv"
 
 
+def tail_split(y: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """Animal-MNIST indices of the tail benchmark: "test" (100 a class, kept apart), "user" (the
+    user's images, TAIL_COUNTS a class) and "rest" (never in the benchmark: bench/tail_gan.py's
+    independent yardstick classifier trains on them)."""
+    rng = np.random.default_rng(seed)
+    parts = {"test": [], "user": [], "rest": []}
+    for cls, n in enumerate(TAIL_COUNTS):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        parts["test"].append(idx[:TAIL_TEST])
+        parts["user"].append(idx[TAIL_TEST:TAIL_TEST + n])
+        parts["rest"].append(idx[TAIL_TEST + n:])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def write_tail(dest: Path, seed: int = 0) -> tuple[Path, Path]:
+    """(the user's ImageFolder, the kept-apart balanced test folder), both `<class>/*.png`."""
+    x, y = load_animal_mnist()
+    images, test = dest / "tail", dest / "tail-test"
+    split = tail_split(y, seed)
+    for cls in range(len(TAIL_COUNTS)):
+        for folder, part in ((test, "test"), (images, "user")):
+            members = split[part][y[split[part]] == cls]
+            (folder / str(cls)).mkdir(parents=True, exist_ok=True)
+            for i in members:
+                Image.fromarray(x[i]).save(folder / str(cls) / f"animal-{i:05d}.png")
+    return images, test
+
+
 DATASETS = {
     # name: (overrides that point ganaug at it and size the images)
     "demo": ["ingest.size=16"],
     "animal": ["ingest.size=32"],
+    "tail": ["ingest.size=32"],
 }
 
 
@@ -81,6 +116,8 @@ def prepare(name: str, root: Path) -> list[str]:
         raw = root / "demo" / "index.csv"
     elif name == "animal":
         raw = write_animal_mnist(root / "animal")
+    elif name == "tail":
+        raw, _ = write_tail(root)
     else:
         raise SystemExit(f"unknown dataset {name!r}: {sorted(DATASETS)}")
     return [f"paths.raw={raw}", *DATASETS[name]]

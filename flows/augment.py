@@ -166,8 +166,14 @@ def summary_markdown(params, ingested, trained, generated, filtered, appended, e
     arms = [a for a in ("real_only", "real_oversampled", "smote", "synthetic") if a in evaluated]
     lines += ["", "| metric | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
     for m in ("balanced_accuracy", "macro_f1", "rare_recall"):
-        lines.append(f"| {m} | " + " | ".join(f"{evaluated[a][m]:.4f} ± {evaluated[a][m + '_std']:.4f}"
-                                               for a in arms) + " |")
+        lines.append(f"| {m} | " + " | ".join(_with_interval(evaluated[a], m) for a in arms) + " |")
+    per_class = gate.get("per_class_recall_gain") or {}
+    if per_class:
+        lines += ["", f"Recall gain per class against {gate['best_other_arm']} "
+                      f"({gate['confidence']:.0%} interval, test images and seeds redrawn):", "",
+                  "| class | real train | gain | interval |", "|---|---:|---:|---|"]
+        lines += [f"| {k} | {before.get(k, '')} | {g['gain']:+.3f} | [{g['interval'][0]:+.3f}, {g['interval'][1]:+.3f}] |"
+                  for k, g in per_class.items()]
     health = trained["health"]
     lines += ["", f"**Gate {'passed' if gate['passed'] else 'closed'}**: {gate['reason']}.",
               f"GAN: {trained['steps_done']} steps on {trained['device']}, {trained['images_per_s']} img/s, "
@@ -184,3 +190,9 @@ def summary_markdown(params, ingested, trained, generated, filtered, appended, e
         n = len(read_manifest(Path(params.paths.augmented)))
         lines.append(f"Augmented set: `{params.paths.augmented}` ({n} images).")
     return "\n".join(lines) + "\n"
+
+
+def _with_interval(arm: dict, metric: str) -> str:
+    lo, hi = arm.get(f"{metric}_interval", (None, None))
+    shown = f"{arm[metric]:.4f} ± {arm[metric + '_std']:.4f}"
+    return shown + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")

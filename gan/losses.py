@@ -1,4 +1,5 @@
-"""Hinge loss, LeCam regularization (Tseng et al. 2021), mode seeking (Mao et al. 2019)."""
+"""Hinge loss, LeCam regularization (Tseng et al. 2021), mode seeking (Mao et al. 2019), and
+group spectral regularization of the class-conditional BatchNorms (gSR, Rangwani et al. 2022)."""
 from __future__ import annotations
 
 import torch
@@ -38,3 +39,12 @@ def mode_seeking(fake: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor
     a, b = fake[:half], fake[half:2 * half]
     ratio = (a - b).abs().mean(dim=(1, 2, 3)) / (z[:half] - z[half:2 * half]).abs().mean(dim=1)
     return 1.0 / (ratio.mean() + 1e-5)
+
+
+def group_spectral(G, groups: int = 4) -> torch.Tensor:
+    """gSR: the mean over classes and conditional BatchNorms of the largest singular value of each
+    class's gain deviation and bias, grouped into a (groups x C/groups) matrix. A tail class whose
+    few images D memorizes collapses through these few parameters (their spectra explode, Rangwani
+    et al. 2022); penalizing the top singular value keeps its conditioning in the range of the others'."""
+    mats = [m for norm in G.class_conditioned_norms() for m in norm.class_matrices(groups)]
+    return torch.stack([torch.linalg.matrix_norm(m, ord=2).mean() for m in mats]).mean()

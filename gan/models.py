@@ -50,8 +50,20 @@ class ConditionalBatchNorm2d(nn.Module):
         nn.init.ones_(self.gain.weight)
         nn.init.zeros_(self.bias.weight)
 
-    def forward(self, x, y):
-        return self.bn(x) * self.gain(y)[:, :, None, None] + self.bias(y)[:, :, None, None]
+    def forward(self, x, y, strength: float = 1.0):
+        """strength < 1 blends towards the class-free affine (gain 1, bias 0): transitional
+        conditioning (Shahbazi et al. 2022) starts a run unconditional."""
+        gain, bias = self.gain(y), self.bias(y)
+        if strength != 1.0:
+            gain, bias = 1 + strength * (gain - 1), strength * bias
+        return self.bn(x) * gain[:, :, None, None] + bias[:, :, None, None]
+
+    def class_matrices(self, groups: int) -> list[torch.Tensor]:
+        """Each class's gain deviation and bias as (groups x C/groups) matrices: what gSR's
+        spectral penalty reads (Rangwani et al. 2022)."""
+        n, c = self.gain.weight.shape
+        groups = groups if c % groups == 0 else 1
+        return [(self.gain.weight - 1).view(n, groups, c // groups), self.bias.weight.view(n, groups, c // groups)]
 
 
 class GBlock(nn.Module):
@@ -62,9 +74,9 @@ class GBlock(nn.Module):
         self.bn2 = ConditionalBatchNorm2d(ch, n_classes)
         self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
 
-    def forward(self, x, y):
-        h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
+    def forward(self, x, y, strength: float = 1.0):
+        h = F.interpolate(F.relu(self.bn1(x, y, strength)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), y, strength)))
         return h + F.interpolate(x, scale_factor=2, mode="nearest")
 
 
@@ -81,11 +93,17 @@ class Generator(nn.Module):
         self.out_bn = nn.BatchNorm2d(w)
         self.out_conv = nn.Conv2d(w, cfg.channels, 3, padding=1)
 
-    def forward(self, z, y):
-        h = self.fc(torch.cat([z, self.embed(y)], dim=1)).view(z.shape[0], -1, 4, 4)
+    def forward(self, z, y, strength: float = 1.0):
+        """strength: how much the class conditions the image (1 after training; see
+        ConditionalBatchNorm2d)."""
+        e = self.embed(y) if strength == 1.0 else strength * self.embed(y)
+        h = self.fc(torch.cat([z, e], dim=1)).view(z.shape[0], -1, 4, 4)
         for block in self.blocks:
-            h = block(h, y)
+            h = block(h, y, strength)
         return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
+
+    def class_conditioned_norms(self):
+        return [m for m in self.modules() if isinstance(m, ConditionalBatchNorm2d)]
 
 
 class DBlock(nn.Module):
@@ -125,7 +143,14 @@ class Discriminator(nn.Module):
         self.fc = spectral_norm(nn.Linear(w, 1))
         self.embed = spectral_norm(nn.Embedding(cfg.n_classes, w))
 
-    def forward(self, x, y):
+    def forward(self, x, y, strength: float = 1.0):
+        realness, projection = self.terms(x, y)
+        return realness + projection if strength == 1.0 else realness + strength * projection
+
+    def terms(self, x, y):
+        """(class-free realness, class projection): the logit is their sum (Miyato & Koyama 2018).
+        The first judges any image against all real images; the second, how well it matches
+        its class's embedding, which for a class of a few images D has seen hundreds of times
+        rewards closeness to exactly those."""
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))
-        # Projection: unconditional realness + <class embedding, features>.
-        return self.fc(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)
+        return self.fc(h).squeeze(1), (self.embed(y) * h).sum(dim=1)

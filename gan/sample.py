@@ -33,12 +33,14 @@ def generate(G: Generator, labels: Sequence[int], seeds: Sequence[int],
 
 @torch.no_grad()
 def score(D: Discriminator, images: torch.Tensor, labels: Sequence[int],
-          batch_size: int = 512) -> torch.Tensor:
-    """D's logit for each image under its class: higher means 'more real'. No augmentation."""
+          batch_size: int = 512, conditional: bool = True) -> torch.Tensor:
+    """D's logit for each image under its class: higher means 'more real'. No augmentation.
+    conditional=False: only D's class-free realness term (see Discriminator.terms)."""
     device = next(D.parameters()).device
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(device)
         y = torch.as_tensor(labels[i:i + batch_size], dtype=torch.long, device=device)
-        out.append(D(x, y).float().cpu())
+        realness, projection = D.terms(x, y)
+        out.append((realness + projection if conditional else realness).float().cpu())
     return torch.cat(out) if out else torch.empty(0)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .diffaug import diff_augment
-from .losses import LeCam, d_hinge, g_hinge, mode_seeking
+from .losses import LeCam, d_hinge, g_hinge, group_spectral, mode_seeking
 from .models import Discriminator, GANConfig, Generator
 
 CHECKPOINT_FORMAT = 1
@@ -29,6 +29,10 @@ class TrainHyper:
     diffaug: tuple[str, ...] = ("translation",)
     lecam: float = 0.0
     mode_seeking: float = 0.1
+    gsr: float = 0.0                 # weight of group spectral regularization (losses.group_spectral)
+    # Transitional conditioning: unconditional until the first step, the class fading in linearly
+    # until the second (Shahbazi et al. 2022), so the tail learns shapes from every class first.
+    transition: tuple[int, int] | None = None
 
 
 class NonFiniteLoss(RuntimeError):
@@ -87,19 +91,27 @@ class GANTrainer:
         y = torch.randint(0, self.cfg.n_classes, (n,), device=self.device)
         return z, y
 
+    def conditioning(self) -> float:
+        """How much the class conditions G and D at this step: 1, unless in a transition."""
+        if self.hyper.transition is None:
+            return 1.0
+        start, end = self.hyper.transition
+        return min(1.0, max(0.0, (self.step_count - start) / max(1, end - start)))
+
     def step(self, real: torch.Tensor, real_y: torch.Tensor) -> dict[str, float]:
         """real: float images in [-1, 1], NCHW on self.device."""
         policy = self.hyper.diffaug
         n = real.shape[0]
+        c = self.conditioning()
 
         # (1) D-step: maximize D(x|y) - D(G(z|y')|y'), hinge form.
         for _ in range(self.hyper.n_dis):
             z, fake_y = self._fake_batch(n)
             with self._autocast():
                 with torch.no_grad():
-                    fake = self._G(z, fake_y)
-                real_logits = self._D(diff_augment(real, policy), real_y).float()
-                fake_logits = self._D(diff_augment(fake, policy), fake_y).float()
+                    fake = self._G(z, fake_y, c)
+                real_logits = self._D(diff_augment(real, policy), real_y, c).float()
+                fake_logits = self._D(diff_augment(fake, policy), fake_y, c).float()
                 loss_d = d_hinge(real_logits, fake_logits)
                 if self.lecam is not None:
                     loss_d = loss_d + self.hyper.lecam * self.lecam(real_logits, fake_logits)
@@ -113,11 +125,13 @@ class GANTrainer:
         if self.hyper.mode_seeking > 0:  # pairs: the second half repeats the first half's labels
             fake_y[n // 2: 2 * (n // 2)] = fake_y[: n // 2]
         with self._autocast():
-            fake_g = self._G(z, fake_y)
-            fake_logits_g = self._D(diff_augment(fake_g, policy), fake_y).float()
+            fake_g = self._G(z, fake_y, c)
+            fake_logits_g = self._D(diff_augment(fake_g, policy), fake_y, c).float()
             loss_g = g_hinge(fake_logits_g)
             if self.hyper.mode_seeking > 0:
                 loss_g = loss_g + self.hyper.mode_seeking * mode_seeking(fake_g.float(), z, n // 2)
+            if self.hyper.gsr > 0:
+                loss_g = loss_g + self.hyper.gsr * group_spectral(self.G)
         self._check(loss_g, "generator")
         self.opt_G.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -173,7 +187,8 @@ class GANTrainer:
             "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_dict(),
             "hyper": {**asdict(self.hyper), "betas": list(self.hyper.betas),
-                      "diffaug": list(self.hyper.diffaug)},
+                      "diffaug": list(self.hyper.diffaug),
+                      "transition": list(self.hyper.transition) if self.hyper.transition else None},
             "label_map": dict(label_map),
             "step": self.step_count,
             "G": self.G.state_dict(),
@@ -193,8 +208,8 @@ class GANTrainer:
                         hyper: TrainHyper | None = None) -> "GANTrainer":
         check_format(state)
         saved = state["hyper"]
-        hyper = hyper or TrainHyper(**{**saved, "betas": tuple(saved["betas"]),
-                                       "diffaug": tuple(saved["diffaug"])})
+        hyper = hyper or TrainHyper(**{**saved, "betas": tuple(saved["betas"]), "diffaug": tuple(saved["diffaug"]),
+                                       "transition": tuple(saved["transition"]) if saved.get("transition") else None})
         trainer = cls(GANConfig(**state["config"]), hyper, device, compile)
         trainer.G.load_state_dict(state["G"])
         trainer.G_ema.load_state_dict(state["G_ema"])

@@ -28,7 +28,7 @@ import pandas as pd
 from .errors import DataError
 from .gate import cap_synthetic, read_gate
 from .files import atomic_dir, link_or_copy
-from .manifest import MANIFEST, class_counts, make_manifest, read_manifest, write_manifest
+from .manifest import MANIFEST, augmented_counts, make_manifest, read_manifest, users_training_images, write_manifest
 from .params import Params
 
 
@@ -44,16 +44,8 @@ def gated_synthetic(params: Params, prepared: pd.DataFrame) -> tuple[pd.DataFram
         return accepted.head(0), gate
     share = gate.get("synthetic_share")
     if share is not None:
-        accepted = cap_synthetic(accepted, class_counts(prepared), float(share))
+        accepted = cap_synthetic(accepted, augmented_counts(prepared), float(share))
     return accepted, gate
-
-
-def users_training_images(prepared: pd.DataFrame) -> pd.DataFrame:
-    """Every real image the user gave for training: ganaug's own val/test carve-outs included,
-    the user's own val/test (a split column in their table) excluded."""
-    real = prepared[prepared["source"] == "real"]
-    given = real["split_given"].fillna(False).astype(bool)
-    return real[~given | (real["split"] == "train")]
 
 
 def append(params: Params) -> dict:

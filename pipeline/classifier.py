@@ -105,12 +105,15 @@ def _one_thread(_):
     torch.set_num_threads(1)  # a worker reads rows; the main process's threads train
 
 
-def fit_reference(x, y: torch.Tensor, n_classes: int, cfg, seed: int, device: torch.device | str = "cpu") -> SmallCNN:
+def fit_reference(x, y: torch.Tensor, n_classes: int, cfg, seed: int, device: torch.device | str = "cpu",
+                  augment: Callable | None = None) -> SmallCNN:
     """The real-data yardstick (class-balanced, evaluate's settings, at least 200 steps): judges
-    class agreement in filter and gives the feature space for train's validation metric. On the
-    stage's device: at 300,000 images its 15 epochs are 70,000 steps."""
+    class agreement in filter (with the classic augmentation there, so that a class of three
+    images is learnt as a class) and gives the feature space for train's validation metric. On
+    the stage's device: at 300,000 images its 15 epochs are 70,000 steps."""
     steps = max(200, cfg.epochs * math.ceil(len(x) / cfg.batch_size))
-    return fit(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed, balanced=True, device=device)
+    return fit(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed, balanced=True, augment=augment,
+               device=device)
 
 
 def classic_augment(shift: float, rotate: float, scale: float, hflip: bool, seed: int) -> Callable | None:

@@ -1,24 +1,33 @@
 """evaluate: do the accepted synthetic images help more than what users would do anyway?
 
-Runs before append and decides the gate append acts on. One fixed small CNN, the same
-classic augmentation (albumentations, `evaluate.augment`) and the same number of optimizer
-steps for every arm, `evaluate.repeats` seeds each, tested on ganaug's real test split:
+Runs before append and decides the gate append acts on. One fixed small CNN and the same number
+of optimizer steps for every arm, `evaluate.repeats` seeds each, tested on ganaug's real test
+split. The arms train the way the user's own stage trains on its folder (`evaluate.user_training`):
 
-- real_only         the real train images as they are;
-- real_oversampled  the same, drawn class-balanced (random over-sampling);
-- smote             SMOTE on pixels, to balance (imbalanced-learn's algorithm and draws, kept as
+- plain     (default) the folder as it lands: shuffled, unweighted, no augmentation. Each arm is
+            the folder the user would otherwise train on, sized to generate.sampling_strategy's
+            counts over the real train split:
+  real_only         the real train images;
+  real_oversampled  the same, randomly over-sampled (duplicates) to the counts;
+  smote             SMOTE on pixels to the counts (imbalanced-learn's algorithm and draws, kept as
                     row pairs and made a batch at a time: pipeline/smote.py);
-- synthetic         real + accepted synthetic images, drawn class-balanced, with at most
-                    `share` of a class's images synthetic. The share is chosen on the val
-                    split among `evaluate.synthetic_shares`, never on test.
+  synthetic         real + accepted synthetic images up to the counts (first in seed order);
+- balanced  class-balanced batches and the classic augmentation (albumentations,
+            `evaluate.augment`) for every arm: real_only unweighted, real_oversampled drawn
+            class-balanced, smote as above, synthetic real + accepted images drawn class-balanced.
+
+In both, at most `share` of a class's images are synthetic; the share is chosen on the val split
+(over the classes it holds) among `evaluate.synthetic_shares`, never on test.
 
 The gate (pipeline/gate.py): the synthetic arm must beat the best other arm on
-`evaluate.gate_metric` by more than `evaluate.min_gain` and by more than the seed spread (the
-larger std of the two). Written to reports/gate.json; append reads it.
+`evaluate.gate_metric`, and the lower end of the paired bootstrap interval of that gain (test
+images and classifier seeds redrawn, pipeline/evidence.py) must be above `evaluate.min_gain`.
+Written to reports/gate.json; append reads it.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +37,10 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 
 from ganaug.gan import pick_device
 
-from . import classifier, quality
+from . import classifier, evidence, quality
 from .gate import GATE_FILE, OTHER_ARMS, cap_synthetic, decide
 from .files import atomic_file, write_json
-from .manifest import label_map_of, read_manifest
+from .manifest import label_map_of, needed_per_class, read_manifest
 from .params import Params
 from .pixels import Images, Stack
 from .smote import Smote
@@ -53,14 +62,22 @@ def rare_classes(counts: dict[str, int]) -> list[str]:
     return rare or [min(counts, key=counts.get)]
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], rare: list[str]) -> dict:
-    labels = list(range(len(names)))
-    recall = dict(zip(names, recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0).tolist()))
+def scores(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], rare: list[str],
+           present_only: bool = False) -> dict:
+    """present_only: macro figures over the classes y_true holds (val lacks the tiny classes,
+    which lent it no image)."""
+    labels = sorted(set(y_true.tolist())) if present_only else list(range(len(names)))
+    recall = dict(zip(names, recall_score(y_true, y_pred, labels=list(range(len(names))), average=None,
+                                          zero_division=0).tolist()))
+    rare_here = [c for c in rare if names.index(c) in labels]
+    with warnings.catch_warnings():  # val: a prediction of a class val lacks is just a miss
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = balanced_accuracy_score(y_true, y_pred)
     return {
         "accuracy": accuracy_score(y_true, y_pred),
-        "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
+        "balanced_accuracy": balanced,
         "macro_f1": f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0),
-        "rare_recall": float(np.mean([recall[c] for c in rare])),
+        "rare_recall": float(np.mean([recall[c] for c in rare_here])) if rare_here else 0.0,
         "per_class_recall": recall,
     }
 
@@ -78,8 +95,30 @@ def _mean(runs: list[dict]) -> dict:
     return out
 
 
+def oversample_rows(y: torch.Tensor, need: dict[int, int], seed: int) -> np.ndarray:
+    """Rows to repeat so that class c gains need[c] images: random over-sampling (with replacement,
+    per class a fresh RandomState(seed), as imbalanced-learn's RandomOverSampler draws)."""
+    y_np, extra = y.numpy(), []
+    for c, n in need.items():
+        members = np.flatnonzero(y_np == c)
+        extra.append(members[np.random.RandomState(seed).randint(0, len(members), size=n)])
+    return np.concatenate(extra) if extra else np.zeros(0, np.int64)
+
+
+def synthetic_rows(synth: pd.DataFrame, counts: dict[str, int], share: float, need: dict[str, int] | None):
+    """Which accepted synthetic rows an arm trains on: at most `share` of a class synthetic and,
+    for a plain folder (need given), no more than the class needs to reach its count."""
+    kept = cap_synthetic(synth, counts, share)
+    if need is not None:
+        kept = pd.concat([rows.sort_values("seed", kind="stable").head(need.get(str(k), 0))
+                          for k, rows in kept.groupby("label", sort=False)]) if len(kept) else kept
+    return synth["sample_id"].isin(kept["sample_id"]).to_numpy()
+
+
 def evaluate(params: Params) -> dict:
+
     cfg = params.evaluate
+    plain = cfg.user_training == "plain"
     prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
     prepared = read_manifest(prepared_dir)
     accepted = read_manifest(accepted_dir)
@@ -89,6 +128,9 @@ def evaluate(params: Params) -> dict:
     real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
     counts = {k: int((real["label"] == k).sum()) for k in names}
     rare = rare_classes(counts)
+    # The counts every arm's folder is sized to (plain), over ganaug's train split.
+    need = needed_per_class(counts, params.generate.sampling_strategy)
+    need_idx = {label_map[k]: n for k, n in need.items()}
     x_real, y_real = _images(prepared_dir, prepared, real, label_map, "ingest")
     x_val, y_val = _images(prepared_dir, prepared, prepared[prepared["split"] == "val"], label_map, "ingest")
     x_test, y_test = _images(prepared_dir, prepared, prepared[prepared["split"] == "test"], label_map, "ingest")
@@ -100,23 +142,26 @@ def evaluate(params: Params) -> dict:
     workers = cfg.loader_workers if cfg.loader_workers is not None else (0 if device.type == "cpu" else 4)
 
     def fit(x, y, seed, balanced):
-        augment = classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, seed)
+        augment = None if plain else classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, seed)
         return classifier.fit(x, y, len(names), steps, cfg.batch_size, cfg.lr, cfg.width, seed,
-                              balanced=balanced, augment=augment, device=device, workers=workers)
+                              balanced=balanced and not plain, augment=augment, device=device, workers=workers)
 
-    def judge(model, x, y):
-        return scores(y.numpy(), classifier.predict(model, x)[0], names, rare)
+    def predict(model, x):
+        return classifier.predict(model, x)[0]
 
-    test_runs: dict[str, list[dict]] = {arm: [] for arm in OTHER_ARMS}
+    test_preds: dict[str, list[np.ndarray]] = {arm: [] for arm in OTHER_ARMS}
     reference = None  # the first over-sampled real classifier: it does predict the rare classes
-    oversampler = Smote(x_real, y_real)  # neighbours once; per seed, new images as row pairs
+    # SMOTE to the same final counts; neighbours found once, per seed new images as row pairs.
+    oversampler = Smote(x_real, y_real, strategy={c: counts[names[c]] + n for c, n in need_idx.items()})
     for seed in progress(seeds, desc="evaluate: baselines", unit="seed"):
         x_sm, y_sm = oversampler.resample(seed)
-        for arm, (x, y, balanced) in {"real_only": (x_real, y_real, False),
-                                      "real_oversampled": (x_real, y_real, True),
+        extra = oversample_rows(y_real, need_idx, seed)
+        over = ((Stack(x_real, x_real.subset(extra)), torch.cat([y_real, y_real[torch.from_numpy(extra)]]), False)
+                if plain else (x_real, y_real, True))
+        for arm, (x, y, balanced) in {"real_only": (x_real, y_real, False), "real_oversampled": over,
                                       "smote": (x_sm, y_sm, False)}.items():
             model = fit(x, y, seed, balanced)
-            test_runs[arm].append(judge(model, x_test, y_test))
+            test_preds[arm].append(predict(model, x_test))
             if reference is None and arm == "real_oversampled":
                 reference = model
 
@@ -125,23 +170,30 @@ def evaluate(params: Params) -> dict:
     if len(synth):
         x_syn_all, y_syn_all = _images(accepted_dir, accepted, synth, label_map, "filter")
         for share in progress(sorted(set(cfg.synthetic_shares)), desc="evaluate: synthetic mixes", unit="mix"):
-            kept = cap_synthetic(synth, counts, share)
-            mask = synth["sample_id"].isin(kept["sample_id"]).to_numpy()
+            mask = synthetic_rows(synth, counts, share, need if plain else None)
             x = Stack(x_real, x_syn_all.subset(mask))
             y = torch.cat([y_real, y_syn_all[torch.tensor(mask)]])
-            val_runs, runs = [], []
+            val_runs, preds = [], []
             for seed in seeds:
                 model = fit(x, y, seed, balanced=True)
-                val_runs.append(judge(model, x_val, y_val))
-                runs.append(judge(model, x_test, y_test))
-            shares[share] = {"images": int(mask.sum()), "val": _mean(val_runs), "test": runs}
-    means = {arm: _mean(r) for arm, r in test_runs.items()}
+                val_runs.append(scores(y_val.numpy(), predict(model, x_val), names, rare, present_only=True))
+                preds.append(predict(model, x_test))
+            shares[share] = {"images": int(mask.sum()), "val": _mean(val_runs), "test": preds}
     chosen = None
     if shares:  # ties go to the smaller share: fewer synthetic images for the same result
         chosen = max(shares, key=lambda s: (shares[s]["val"][cfg.gate_metric], -s))
-        means["synthetic"] = _mean(shares[chosen]["test"])
+        test_preds["synthetic"] = shares[chosen]["test"]
 
-    gate = decide(means, cfg.gate_metric, cfg.min_gain, chosen, shares.get(chosen, {}).get("images", 0))
+    y_true = y_test.numpy()
+    means = {arm: _mean([scores(y_true, p, names, rare) for p in preds]) for arm, preds in test_preds.items()}
+    boot = evidence.bootstrap(y_true, {arm: np.stack(p) for arm, p in test_preds.items()}, len(names),
+                              [label_map[c] for c in rare], cfg.bootstrap, cfg.seed)
+    for arm, b in boot.items():
+        for k in METRICS:
+            means[arm][f"{k}_interval"] = [round(float(v), 4) for v in evidence.interval(b[k], cfg.confidence)]
+    gate = decide(boot, names, cfg.gate_metric, cfg.min_gain, cfg.confidence, chosen,
+                  shares.get(chosen, {}).get("images", 0))
+    gate["user_training"] = cfg.user_training
     metrics = {
         **means,
         "gate": gate,
@@ -149,11 +201,15 @@ def evaluate(params: Params) -> dict:
         "mixes": {str(s): {"synthetic_images": v["images"], f"val_{cfg.gate_metric}": v["val"][cfg.gate_metric]}
                   for s, v in shares.items()},
         "synthetic_quality": _synthetic_quality(reference, x_syn_all, y_syn_all, names, x_real, y_real,
-                                                x_test, y_test, fit, seeds[0]) if len(synth) else {"count": 0},
+                                                x_test, y_test, fit, seeds[0],
+                                                quality.class_copy_radii(prepared_dir, prepared, label_map,
+                                                                         params.filter.copy_quantile)[0])
+        if len(synth) else {"count": 0},
         "train_images": {"real": len(real), "synthetic_accepted": len(synth),
                          "synthetic_used": gate["synthetic_images"]},
-        "classifier": {"steps": steps, "repeats": cfg.repeats, "seeds": seeds,
-                       "augment": aug.model_dump()},
+        "classifier": {"steps": steps, "repeats": cfg.repeats, "seeds": seeds, "user_training": cfg.user_training,
+                       "augment": None if plain else aug.model_dump(),
+                       "test_images": len(y_true), "bootstrap": cfg.bootstrap},
     }
     reports = Path(params.paths.reports)
     write_json(reports / "metrics.json", metrics)
@@ -165,10 +221,10 @@ def evaluate(params: Params) -> dict:
     return metrics
 
 
-def _synthetic_quality(model, x_syn, y_syn, names, x_real, y_real, x_test, y_test, fit, seed) -> dict:
+def _synthetic_quality(model, x_syn, y_syn, names, x_real, y_real, x_test, y_test, fit, seed, radii) -> dict:
     """Per-class quality (pipeline/quality.py) and CAS: a classifier trained on the synthetic
     images alone, tested on real test images of those classes, against the real-trained one."""
-    per_class = quality.per_class(model, x_real, y_real, x_syn, y_syn, names)
+    per_class = quality.per_class(model, x_real, y_real, x_syn, y_syn, names, radii)
     classes = torch.unique(y_syn)
     on_test = torch.isin(y_test, classes)
     out = {"count": len(x_syn), "per_class": per_class}
@@ -188,4 +244,4 @@ def summarize(r: dict) -> str:
     m = g["metric"]
     arms = ", ".join(f"{arm} {r[arm][m]:.4f}" for arm in ("real_only", "real_oversampled", "smote", "synthetic")
                      if arm in r)
-    return f"{m}: {arms}; gate {'PASSED' if g['passed'] else 'CLOSED'}: {g['reason']}"
+    return f"{m} ({g.get('user_training', 'balanced')} training): {arms}; gate {'PASSED' if g['passed'] else 'CLOSED'}: {g['reason']}"

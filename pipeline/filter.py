@@ -1,20 +1,28 @@
-"""filter: keep candidates that look real, are not copies, are what they claim, and differ.
+"""filter: keep candidates that look real, are what they claim, are no copies, and differ.
 
-A candidate is accepted when, in seed order (not best-first, which would narrow diversity):
-1. its discriminator score passes the class's threshold (filter.mode):
-   - quantile: the filter.quantile-th quantile of D's scores on the class's held-out real
-     (val) images. A class with fewer than filter.min_val_per_class val images cannot place
-     a quantile on its own: its threshold is shrunk towards the same quantile over every
-     class's val scores, weighted by how many it has;
+Three questions, kept apart, so that none of them rewards copying the few images a rare class
+has. A candidate is accepted when, in seed order (not best-first, which would narrow diversity):
+1. realness (filter.mode): D's class-free realness term (the projection discriminator's logit
+   minus its class term; see gan.Discriminator.terms) passes the class's threshold:
+   - quantile: the filter.quantile-th quantile of that term on the class's held-out real (val)
+     images. A class with fewer than filter.min_val_per_class val images (a tiny class gives
+     none) borrows: its threshold is shrunk towards the same quantile over every class's val
+     images, weighted by how many it has. D's class term is left out: for a class of a few
+     images it has seen hundreds of times, it scores "is it one of those", so new, good images
+     fall below the very images a copy would match;
    - absolute: one filter.threshold for every class; none: no threshold (the ablation);
-2. (filter.reject_copies) it is not nearer, in pixels, to a real training image of its class
-   than the two closest real training images of that class are to each other;
-3. (filter.require_agreement) a classifier trained on the real train images assigns it to
-   its class;
-4. (filter.dedupe) it is not within half that distance of an image accepted before it.
-Classes short of their target get more rounds, seeds continuing where they stopped, until
-filter.max_rounds; a class whose acceptance rate falls below filter.min_acceptance stops
-(hopeless: more candidates would burn compute for nothing) and the report says so.
+2. class (filter.require_agreement): a classifier trained on the real train images (with
+   evaluate's classic augmentation, so that a class of three images is a class, not three
+   images) assigns it to its class;
+3. novelty (filter.reject_copies): it is not within the class's copy radius of a real training
+   image of its class: the pooled filter.copy_quantile of unseen real images' distance to their
+   class's training images, in units of each class's scale (quality.copy_radii), so a class of
+   two images is judged on a scale drawn from all classes, not from its one pair;
+4. (filter.dedupe) it is not within that radius of an image accepted before it.
+Classes short of their target (the plan's final counts, as in generate) get more rounds, seeds
+continuing where they stopped, until filter.max_rounds; a class whose acceptance rate falls below
+filter.min_acceptance stops (hopeless: more candidates would burn compute for nothing) and the
+report says so. reports/filter_rejected.png shows, per class, what each test rejected.
 """
 from __future__ import annotations
 
@@ -33,15 +41,14 @@ from . import classifier, quality
 from .errors import DataError
 from .files import atomic_dir, atomic_file, write_json
 from .images import load_tensor, to_uint8
-from .manifest import class_counts, label_map_of, make_manifest, read_manifest, write_manifest
+from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, read_manifest, write_manifest
 from .params import Params
 from .pixels import Images, PixelWriter, to_float
 from .plots import class_grid, notice, score_histograms
 from .progress import progress
-from .sampler import Sampler, needed_per_class, seed_base, seeds_for, write_images
+from .sampler import Sampler, seed_base, seeds_for, write_images
 
 MIN_JUDGED = 50     # candidates of a class seen before its acceptance rate may call it hopeless
-DEDUPE_SHARE = 0.5  # accepted images are at least this share of the near-copy distance apart
 SCORE_CHUNK = 4096  # val images scored at once (a multiple of gan.score's batch: the same batches)
 
 
@@ -75,24 +82,26 @@ def thresholds_for(params: Params, sampler: Sampler, prepared: pd.DataFrame) -> 
 
 def reference_judge(params: Params, prepared: pd.DataFrame, label_map: dict[str, int]) -> classifier.SmallCNN | None:
     """The classifier of the agreement guard, trained on the real train images (read a batch
-    at a time); None when filter.require_agreement is off."""
+    at a time) with evaluate's classic augmentation; None when filter.require_agreement is off."""
     if not params.filter.require_agreement:
         return None
     at = _real(prepared, "train")
     x = Images(params.paths.prepared, len(prepared), at)
     y = torch.tensor([label_map[v] for v in prepared["label"].iloc[at]])
     device = pick_device(params.train.device)  # trained there, used on the CPU (and on Dask workers)
-    return classifier.fit_reference(x, y, len(label_map), params.evaluate, params.evaluate.seed, device).cpu()
+    aug = params.evaluate.augment
+    augment = classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, params.evaluate.seed)
+    return classifier.fit_reference(x, y, len(label_map), params.evaluate, params.evaluate.seed, device,
+                                    augment=augment).cpu()
 
 
 class Guard:
-    """One class's guards: its real training images (left on disk), the near-copy floor (the
-    distance between the two closest of them), and the agreement judge (or None)."""
+    """One class's guards: its real training images (left on disk), its near-copy radius, and the
+    agreement judge (or None)."""
 
-    def __init__(self, params: Params, real: Images, index: int, judge: classifier.SmallCNN | None):
+    def __init__(self, params: Params, real: Images, index: int, judge: classifier.SmallCNN | None, radius: float):
         cfg = params.filter
-        self.real, self.index, self.judge = real, index, judge
-        self.floor = quality.nearest_pair(real)
+        self.real, self.index, self.judge, self.radius = real, index, judge, radius
         self.reject_copies, self.dedupe = cfg.reject_copies, cfg.dedupe
 
     def check(self, imgs: np.ndarray) -> pd.DataFrame:
@@ -100,20 +109,20 @@ class Guard:
         x = torch.from_numpy(imgs).permute(0, 3, 1, 2)
         near_copy = np.zeros(len(x), dtype=bool)
         if self.reject_copies:
-            near_copy = quality.near_copies(self.real, x, self.floor)
+            near_copy = quality.near_copies(self.real, x, self.radius)
         disagrees = np.zeros(len(x), dtype=bool)
         if self.judge is not None and len(x):
             disagrees = classifier.predict(self.judge, x)[0] != self.index
         return pd.DataFrame({"near_copy": near_copy, "disagrees": disagrees})
 
     def distinct(self, imgs: np.ndarray, limit: int, prior: np.ndarray | None = None) -> list[int]:
-        """Indices (in order) of images kept greedily: none nearer than half the class's floor to
-        one kept before it or to an image accepted earlier (prior). A block of candidates at a
+        """Indices (in order) of images kept greedily: none within the class's copy radius of one
+        kept before it or of an image accepted earlier (prior). A block of candidates at a
         time: one distance matrix against what is kept, one within the block, then the greedy
         pass over the block's rows (the kept ones fill a preallocated buffer)."""
         if not self.dedupe:
             return list(range(min(limit, len(imgs))))
-        radius = DEDUPE_SHARE * self.floor
+        radius = self.radius
         far = np.ones(len(imgs), dtype=bool)  # from every image accepted in earlier rounds
         for i in range(0, len(imgs) if prior is not None else 0, quality.CHUNK):
             x = to_float(imgs[i:i + quality.CHUNK]).flatten(1)
@@ -150,18 +159,24 @@ class ClassJob:
     label: str
     index: int                 # its place in the plan: of its rows in the manifest and of its pixel part
     needed: int
-    threshold: float
+    threshold: float           # realness
+    radius: float              # near copy
     candidates: pd.DataFrame   # its first-round candidates (generate's rows)
     real: Images               # its real training images (a worker maps the pixel array itself)
+
+
+REASONS = ("low_realness", "near_copy", "wrong_class", "duplicate")  # in the order the tests run
+EXAMPLES = 8  # rejected images kept per class and reason, for reports/filter_rejected.png
 
 
 @dataclass
 class ClassResult:
     label: str
-    seen: pd.DataFrame         # every candidate scored and checked
+    seen: pd.DataFrame         # every candidate scored and checked, with why it was rejected ("" if not)
     accepted: pd.DataFrame     # manifest rows of the accepted images, written to the folder
     rounds: int
     hopeless: str | None
+    rejected: dict[str, np.ndarray]  # a few uint8 images per reason
 
 
 def _part(folder: Path, index: int) -> Path:
@@ -175,11 +190,20 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
     A worker process loads the sampler itself; one process passes the one it has."""
     cfg, k, folder = params.filter, job.label, Path(folder)
     sampler = sampler or Sampler.load(params, label_map)
-    guard = Guard(params, job.real, label_map[k], judge)
+    guard = Guard(params, job.real, label_map[k], judge, job.radius)
     cand_dir = Path(params.paths.candidates)
     seen = job.candidates.head(0)
     accepted = job.candidates.head(0)
     accepted_imgs: np.ndarray | None = None  # only accepted images stay in memory
+    rejected: dict[str, list[np.ndarray]] = {r: [] for r in REASONS}
+
+    def keep_examples(reason: str, imgs: np.ndarray):
+        room = EXAMPLES - sum(len(a) for a in rejected[reason])
+        if room > 0 and len(imgs):
+            rejected[reason].append(imgs[:room])
+
+    def load(rows: pd.DataFrame) -> np.ndarray:
+        return to_uint8(load_tensor([cand_dir / p for p in rows["path"]], params.ingest.channels))
 
     def take(rows: pd.DataFrame, imgs: np.ndarray | None):
         """Check one round's candidates (seeds above every earlier round's, so taking them in
@@ -187,25 +211,37 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
         nonlocal seen, accepted, accepted_imgs
         rows = rows.sort_values("seed", kind="stable").reset_index(drop=True)
         scored = rows["d_score"].to_numpy() >= job.threshold
+        why = np.where(scored, "", "low_realness").astype(object)
         if imgs is None:  # first round: read from the candidates folder only what passed the score
-            paths = [cand_dir / p for p in rows.loc[scored, "path"]]
-            loaded = to_uint8(load_tensor(paths, params.ingest.channels)) if paths else None
+            loaded = load(rows[scored]) if scored.any() else None
+            keep_examples("low_realness", load(rows[~scored].head(EXAMPLES)) if (~scored).any() else np.zeros(0))
         else:
             loaded = imgs[scored]
-        near_copy, disagrees = np.zeros(len(rows), bool), np.zeros(len(rows), bool)
+            keep_examples("low_realness", imgs[~scored])
         if loaded is not None and len(loaded):
             checks = guard.check(loaded)
-            near_copy[scored], disagrees[scored] = checks["near_copy"], checks["disagrees"]
-        rows = rows.assign(scored=scored, near_copy=near_copy, disagrees=disagrees)
+            at = np.flatnonzero(scored)
+            # The report counts each candidate once, under the first test it fails.
+            why[at[checks["near_copy"].to_numpy()]] = "near_copy"
+            why[at[~checks["near_copy"].to_numpy() & checks["disagrees"].to_numpy()]] = "wrong_class"
+            for reason in ("near_copy", "wrong_class"):
+                keep_examples(reason, loaded[why[at] == reason])
+        ok = why == ""
+        if ok.any():
+            good_imgs = loaded[ok[scored]]
+            limit = job.needed - len(accepted)
+            chosen = guard.distinct(good_imgs, limit, accepted_imgs)
+            # Passed every test but too close to an image kept before it (those after the target
+            # was reached are neither accepted nor rejected: not needed).
+            examined = chosen[-1] + 1 if len(chosen) == limit and chosen else len(good_imgs)
+            dup = np.setdiff1d(np.arange(examined), chosen)
+            why[np.flatnonzero(ok)[dup]] = "duplicate"
+            keep_examples("duplicate", good_imgs[dup])
+            accepted = pd.concat([accepted, rows[ok].iloc[chosen]], ignore_index=True)
+            new = good_imgs[chosen]
+            accepted_imgs = new if accepted_imgs is None else np.concatenate([accepted_imgs, new])
+        rows = rows.assign(rejected=why.astype(str))
         seen = pd.concat([seen, rows], ignore_index=True) if len(seen) else rows
-        ok = (rows["scored"] & ~rows["near_copy"] & ~rows["disagrees"]).to_numpy()
-        if not ok.any():
-            return
-        good_imgs = loaded[ok[scored]]
-        chosen = guard.distinct(good_imgs, job.needed - len(accepted), accepted_imgs)
-        accepted = pd.concat([accepted, rows[ok].iloc[chosen]], ignore_index=True)
-        new = good_imgs[chosen]
-        accepted_imgs = new if accepted_imgs is None else np.concatenate([accepted_imgs, new])
 
     take(job.candidates, None)
     rounds, hopeless = 1, None
@@ -227,11 +263,12 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
     if hopeless is None and len(accepted) < job.needed and rate < cfg.min_acceptance:  # whatever the round
         hopeless = f"acceptance rate {rate:.1%} is below filter.min_acceptance={cfg.min_acceptance:.1%}"
 
-    accepted = accepted.drop(columns=["scored", "near_copy", "disagrees"], errors="ignore")
+    accepted = accepted.drop(columns=["rejected"], errors="ignore")
     if len(accepted):
         accepted = write_images(accepted, accepted_imgs, folder)
         _part(folder, job.index).write_bytes(np.ascontiguousarray(accepted_imgs).tobytes())
-    return ClassResult(k, seen, accepted, rounds, hopeless)
+    examples = {r: np.concatenate(v) for r, v in rejected.items() if v}
+    return ClassResult(k, seen, accepted, rounds, hopeless, examples)
 
 
 def in_process(params: Params, jobs: list[ClassJob], label_map: dict[str, int], judge, folder: Path,
@@ -253,18 +290,19 @@ def filter_candidates(params: Params, run_classes: RunClasses = in_process) -> d
     unknown = set(cand["label"]) - set(label_map)
     if unknown:
         raise DataError(f"{cand_dir}: candidates for classes not in the data: {sorted(unknown)}")
-    need = needed_per_class(class_counts(prepared), params.generate.sampling_strategy)
+    need = needed_per_class(augmented_counts(prepared), params.generate.sampling_strategy)
     sampler = Sampler.load(params, label_map)
     stale = set(cand["checkpoint"].dropna()) - {sampler.ckpt_id}
     if stale:
         raise DataError(f"{cand_dir}: candidates come from another checkpoint than {params.paths.model}; "
                         "re-run `ganaug generate`")
     thresholds, real_val = thresholds_for(params, sampler, prepared)
+    radii, novelty = quality.class_copy_radii(params.paths.prepared, prepared, label_map, params.filter.copy_quantile)
     judge = reference_judge(params, prepared, label_map)
     train_rows = _real(prepared, "train")
     real = Images(params.paths.prepared, len(prepared), train_rows)
     train_labels = prepared["label"].iloc[train_rows].to_numpy()
-    jobs = [ClassJob(k, i, n, thresholds[k], cand[cand["label"] == k].reset_index(drop=True),
+    jobs = [ClassJob(k, i, n, thresholds[k], radii[k], cand[cand["label"] == k].reset_index(drop=True),
                      real.subset(train_labels == k))
             for i, (k, n) in enumerate(need.items())]
 
@@ -281,11 +319,10 @@ def filter_candidates(params: Params, run_classes: RunClasses = in_process) -> d
         kept = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(kept, tmp)
 
+    calibration = {"realness": _realness_calibration(params, real_val, list(label_map)), "novelty": novelty,
+                   "radius": {k: round(radii[k], 4) for k in label_map}}
+    report = _report(params, need, {r.label: r for r in results}, thresholds, calibration)
     seen = {r.label: r.seen for r in results}
-    accepted = {r.label: r.accepted for r in results}
-    rounds = {r.label: r.rounds for r in results}
-    hopeless = {r.label: r.hopeless for r in results if r.hopeless}
-    report = _report(params, need, seen, accepted, thresholds, rounds, hopeless)
     reports = Path(params.paths.reports)
     if need:
         score_histograms(pd.concat(seen.values(), ignore_index=True), real_val,
@@ -296,22 +333,46 @@ def filter_candidates(params: Params, run_classes: RunClasses = in_process) -> d
         _accepted_grid(params, kept)
     else:
         notice(reports / "accepted_samples.png", "no synthetic image passed the filter")
+    examples = {f"{r.label}: {reason}": imgs for r in results for reason, imgs in r.rejected.items()}
+    if examples:
+        class_grid(examples, reports / "filter_rejected.png",
+                   "rejected candidates: per class, the first few each test rejected")
+    else:
+        notice(reports / "filter_rejected.png", "the filter rejected no candidate")
     return report
 
 
-def _report(params, need, seen, accepted, thresholds, rounds, hopeless) -> dict:
+def _realness_calibration(params: Params, real_val: pd.DataFrame, labels: list[str]) -> dict:
+    """Per class, how its realness threshold was placed: from how many of its own val images."""
+    own = real_val["label"].value_counts()
+    m = params.filter.min_val_per_class
+    return {k: {"val_images": int(own.get(k, 0)), "own_weight": round(min(1.0, own.get(k, 0) / m), 3)}
+            for k in labels}
+
+
+def _report(params, need, results: dict[str, ClassResult], thresholds, calibration) -> dict:
     classes = {}
     for k in need:
-        s = seen[k]
+        s, acc = results[k].seen, results[k].accepted
+        why = s["rejected"].value_counts() if len(s) else pd.Series(dtype=int)
+        own = calibration["realness"][k]
         classes[k] = {
-            "needed": need[k], "generated": len(s), "passed_score": int(s["scored"].sum()),
-            "near_copies": int((s["scored"] & s["near_copy"]).sum()),
-            "classifier_disagrees": int((s["scored"] & ~s["near_copy"] & s["disagrees"]).sum()),
-            "accepted": len(accepted[k]),
-            "acceptance_rate": round(len(accepted[k]) / len(s), 4) if len(s) else None,
+            "needed": need[k], "generated": len(s),
+            "passed_score": int(len(s) - why.get("low_realness", 0)),
+            "rejected": {r: int(why.get(r, 0)) for r in REASONS},
+            "near_copies": int(why.get("near_copy", 0)),
+            "classifier_disagrees": int(why.get("wrong_class", 0)),
+            "accepted": len(acc),
+            "acceptance_rate": round(len(acc) / len(s), 4) if len(s) else None,
             "threshold": None if math.isinf(thresholds[k]) else round(thresholds[k], 5),
-            "rounds": rounds[k], "reached_target": len(accepted[k]) >= need[k],
-            "hopeless": hopeless.get(k),
+            "threshold_from": (f"filter.mode={params.filter.mode}" if params.filter.mode != "quantile" else
+                               "no val image in any class: realness not checked" if math.isinf(thresholds[k]) else
+                               "pooled val images of every class" if own["own_weight"] == 0 else
+                               f"{own['val_images']} own val images (weight {own['own_weight']}), rest pooled"
+                               if own["own_weight"] < 1 else f"{own['val_images']} own val images"),
+            "copy_radius": calibration["radius"][k],
+            "rounds": results[k].rounds, "reached_target": len(acc) >= need[k],
+            "hopeless": results[k].hopeless,
         }
     total_seen = sum(c["generated"] for c in classes.values())
     report = {
@@ -321,11 +382,14 @@ def _report(params, need, seen, accepted, thresholds, rounds, hopeless) -> dict:
         "needed": sum(need.values()),
         "acceptance_rate": round(sum(c["accepted"] for c in classes.values()) / total_seen, 4) if total_seen else None,
         "hopeless": sorted(k for k in classes if classes[k]["hopeless"]),
+        "novelty": calibration["novelty"],
         "classes": classes,
     }
     reports = Path(params.paths.reports)
     write_json(reports / "filter.json", report)
-    table = pd.DataFrame([{"label": k, **v} for k, v in classes.items()])
+    table = pd.DataFrame([{"label": k, **{c: v for c, v in row.items() if c != "rejected"},
+                           **{f"rejected_{r}": n for r, n in row["rejected"].items()}}
+                          for k, row in classes.items()])
     with atomic_file(reports / "filter_classes.csv") as tmp:
         table.to_csv(tmp, index=False)
     return report

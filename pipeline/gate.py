@@ -9,37 +9,51 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .evidence import interval
 from .params import Params
 
 GATE_FILE = "gate.json"                                 # under paths.reports
 OTHER_ARMS = ("real_only", "real_oversampled", "smote")  # what the synthetic arm must beat
 
 
-def decide(means: dict, metric: str, min_gain: float | None, share: float | None, images: int) -> dict:
-    """Open the gate only when the synthetic arm beats every other arm by more than min_gain
-    and by more than the seed spread (a gain the classifier's own seed noise could make is
-    no gain: appending then would change the user's data for nothing)."""
-    best_other = max(OTHER_ARMS, key=lambda a: means[a][metric])
-    gate = {"metric": metric, "min_gain": min_gain, "best_other_arm": best_other,
-            "best_other": means[best_other][metric], "synthetic_share": share, "synthetic_images": images}
-    if "synthetic" not in means:
-        return {**gate, "passed": False, "gain": None, "spread": None, "synthetic_images": 0,
+def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str, min_gain: float | None,
+           confidence: float, share: float | None, images: int) -> dict:
+    """Open the gate only when the synthetic arm beats the best other arm with confidence: the
+    lower end of the paired bootstrap interval of its gain (pipeline/evidence.py: test images and
+    classifier seeds redrawn) is above min_gain. A gain that test-image or seed noise could make
+    is no gain: appending then would change the user's data for nothing. boot[arm][metric]: the
+    metric's bootstrap values, replicate 0 the data as it is; boot[arm]["recall"]: per class."""
+    others = [a for a in OTHER_ARMS if a in boot]
+    best_other = max(others, key=lambda a: boot[a][metric][0])
+    gate = {"metric": metric, "min_gain": min_gain, "confidence": confidence, "best_other_arm": best_other,
+            "best_other": round(float(boot[best_other][metric][0]), 4), "synthetic_share": share,
+            "synthetic_images": images}
+    if "synthetic" not in boot:
+        return {**gate, "passed": False, "gain": None, "interval": None, "synthetic_images": 0,
                 "reason": "no synthetic image passed the filter: nothing to append"}
-    gain = round(means["synthetic"][metric] - means[best_other][metric], 4)
-    spread = max(means["synthetic"][f"{metric}_std"], means[best_other][f"{metric}_std"])
-    gate |= {"gain": gain, "spread": spread}
+    # In each replicate, against the best of the other arms there: beating them all, not one.
+    gain = boot["synthetic"][metric] - np.max([boot[a][metric] for a in others], axis=0)
+    lo, hi = interval(gain, confidence)
+    recall_gain = boot["synthetic"]["recall"] - boot[best_other]["recall"]
+    r_lo, r_hi = interval(recall_gain, confidence)
+    gate |= {"gain": round(float(gain[0]), 4), "interval": [round(float(lo), 4), round(float(hi), 4)],
+             "per_class_recall_gain": {n: {"gain": round(float(recall_gain[0, k]), 4),
+                                           "interval": [round(float(r_lo[k]), 4), round(float(r_hi[k]), 4)]}
+                                       for k, n in enumerate(names)}}
+    shown = f"{gain[0]:+.4f}, {confidence:.0%} interval [{lo:+.4f}, {hi:+.4f}]"
     if min_gain is None:
-        return {**gate, "passed": True, "reason": f"gate off (evaluate.min_gain=null); {metric} gain {gain:+.4f}"}
-    needed = max(min_gain, spread)
-    if gain > needed:
-        return {**gate, "passed": True, "reason": f"synthetic beats {best_other} on {metric} by {gain:+.4f} "
-                                                 f"(> min_gain {min_gain} and seed spread {spread:.4f})"}
+        return {**gate, "passed": True, "reason": f"gate off (evaluate.min_gain=null); {metric} gain {shown}"}
+    if lo > min_gain:
+        return {**gate, "passed": True, "reason": f"synthetic beats {best_other} on {metric} by {shown}, "
+                                                 f"all above min_gain {min_gain}"}
     return {**gate, "passed": False, "synthetic_images": 0,
-            "reason": f"synthetic does not beat {best_other} on {metric}: {gain:+.4f}, needs > {needed:.4f} "
-                      f"(min_gain {min_gain}, seed spread {spread:.4f}); no synthetic image is appended"}
+            "reason": f"synthetic does not beat {best_other} on {metric} with confidence: gain {shown}, whose "
+                      f"lower end is not above min_gain {min_gain} (test images and classifier seeds could make "
+                      "such a gain); no synthetic image is appended"}
 
 
 def cap_synthetic(synth: pd.DataFrame, real_counts: dict[str, int], share: float) -> pd.DataFrame:

@@ -22,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from .files import atomic_dir
-from .manifest import class_counts, label_map_of, make_manifest, read_manifest, write_manifest
+from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, read_manifest, write_manifest
 from .params import Params
-from .sampler import Sampler, needed_per_class, seeds_for, write_images
+from .sampler import Sampler, seeds_for, write_images
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def generate(params: Params, run_shards: RunShards = in_process) -> dict:
     passes one that maps them over Dask workers, which load the checkpoint themselves)."""
     df = read_manifest(params.paths.prepared)
     label_map = label_map_of(df)
-    need = needed_per_class(class_counts(df), params.generate.sampling_strategy)
+    need = needed_per_class(augmented_counts(df), params.generate.sampling_strategy)
     sampler = Sampler.load(params, label_map)  # fails here, once, on a checkpoint that does not fit
     shards = plan(params, need)
     with atomic_dir(params.paths.candidates) as tmp:

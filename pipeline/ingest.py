@@ -12,6 +12,7 @@ one memory-mappable array (pixels.u8, pipeline/pixels.py) that training streams 
 """
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -106,8 +107,9 @@ def ingest(params: Params) -> dict:
         check_class_sizes(df, params, [s.label for s in sources])
         if df["split"].isin(["val", "test"]).any():  # the user's table fixes the split
             check_given_split(df)
+            why = {str(k): "split given by the table" for k in df["label"].unique()}
         else:
-            df["split"] = stratified_split(df, params)
+            df["split"], why = stratified_split(df, params)
             df["split_given"] = False
         write_manifest(df, tmp)
 
@@ -117,7 +119,8 @@ def ingest(params: Params) -> dict:
         "source": str(raw),
         "files_seen": len(sources),
         "images": len(df),
-        "classes": {label: {k: int(v) for k, v in r.items()} for label, r in per_class.iterrows()},
+        "classes": {label: {**{k: int(v) for k, v in r.items()}, "why": why[str(label)]}
+                    for label, r in per_class.iterrows()},
         "quarantined": quarantine,
         "duplicates": duplicates,
         "skipped_synthetic": skipped_synthetic,
@@ -276,40 +279,60 @@ def check_class_sizes(df: pd.DataFrame, params: Params, all_labels: list[str]):
         raise DataError(f"class(es) {empty} have no usable image (see the quarantine in the ingest report)")
     small = {k: int(v) for k, v in counts.items() if v < cfg.min_per_class}
     if small:
-        raise DataError(f"class(es) with too few images to split into train/val/test: {small}; "
-                        f"need ingest.min_per_class={cfg.min_per_class} (add images, remove the class, "
-                        "or lower ingest.min_per_class to no less than 3)")
+        raise DataError(f"class(es) with too few images to split: {small}; ganaug needs "
+                        f"ingest.min_per_class={cfg.min_per_class} images of a class (at least 2 to train the GAN "
+                        "on and 1 to test with): add images or remove the class")
 
 
 def check_given_split(df: pd.DataFrame):
-    """A split fixed by the user must still give every class train, val and test images."""
+    """A split fixed by the user must still give every class train and test images (a class
+    without val images borrows the filter's calibration from the others)."""
     per = df.groupby(["label", "split"]).size().unstack(fill_value=0).reindex(columns=list(SPLITS), fill_value=0)
-    lacking = {label: [s for s in SPLITS if row[s] == 0] for label, row in per.iterrows() if (row == 0).any()}
+    lacking = {label: [s for s in ("train", "test") if row[s] == 0] for label, row in per.iterrows()
+               if (row[["train", "test"]] == 0).any()}
     if lacking:
         raise DataError(f"the split column leaves class(es) without images in some split: {lacking}; "
-                        "every class needs train, val and test images")
+                        "every class needs train and test images")
 
 
-def stratified_split(df: pd.DataFrame, params: Params) -> list[str]:
-    """Per class: shuffle (seeded, independent of file order), then test, val, rest train.
+def carve_outs(n: int, cfg) -> tuple[int, int, str]:
+    """(test, val, why) for a class of n images with no split given.
 
-    Every class gets at least one image in each split, so per-class calibration (val)
-    and per-class recall (test) exist even for the rarest class.
-    """
+    A class of at least ingest.full_split_from images gives test_fraction and val_fraction of
+    them. A smaller class of n gives n / full_split_from of those shares (so a class of 4 keeps
+    3 for the GAN where flat fractions kept 2): at least one test image (the gate needs one),
+    and at least 2 images stay for training. What a small class cannot give, val above all, the
+    filter borrows, pooled, from the other classes."""
+    def whole(x: float) -> int:
+        return math.floor(x + 0.5)
+
+    shrink = min(1.0, n / cfg.full_split_from)
+    n_test = max(1, whole(n * cfg.test_fraction * shrink))
+    n_val = whole(n * cfg.val_fraction * shrink)
+    n_val = max(0, min(n_val, n - n_test - 2))
+    if shrink == 1.0:
+        why = f"{n} images >= ingest.full_split_from={cfg.full_split_from}: the full fractions"
+    else:
+        why = (f"{n} images < ingest.full_split_from={cfg.full_split_from}: carve-outs shrink to {n}/"
+               f"{cfg.full_split_from} of the fractions, so the GAN keeps {n - n_test - n_val}")
+        if n_val == 0:
+            why += "; no val image (the filter borrows its calibration, pooled, from the other classes)"
+    return n_test, n_val, why
+
+
+def stratified_split(df: pd.DataFrame, params: Params) -> tuple[list[str], dict[str, str]]:
+    """(split per row, why per class). Per class: shuffle (seeded, independent of file order),
+    then test, val, rest train, sized by `carve_outs`."""
     cfg = params.ingest
     split = pd.Series("train", index=df.index, dtype="string")
+    why = {}
     for label, group in df.groupby("label"):
         rng = np.random.default_rng([cfg.seed, int(content_hash(str(label).encode())[:8], 16)])
         order = rng.permutation(np.sort(group["sample_id"].to_numpy()))
-        n = len(order)
-        n_test = max(1, round(n * cfg.test_fraction))
-        n_val = max(1, round(n * cfg.val_fraction))
-        if n - n_test - n_val < 1:
-            raise DataError(f"class {label!r}: {n} images leave none for train after val/test "
-                            "(lower ingest.val_fraction/test_fraction or add images)")
+        n_test, n_val, why[str(label)] = carve_outs(len(order), cfg)
         split[group.index[group["sample_id"].isin(order[:n_test])]] = "test"
         split[group.index[group["sample_id"].isin(order[n_test:n_test + n_val])]] = "val"
-    return split.tolist()
+    return split.tolist(), why
 
 
 def summarize(r: dict) -> str:

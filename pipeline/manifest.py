@@ -13,9 +13,10 @@ import io
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, ParamsError
 from .files import atomic_file
 from .paths import safe_relative
 
@@ -125,10 +126,38 @@ def synthetic_id(checkpoint: str, label: str, seed: int) -> str:
 
 
 def class_counts(df: pd.DataFrame) -> dict[str, int]:
+    """Real images per class in ganaug's train split (what the GAN and the classifiers fit)."""
     real = df[(df["split"] == "train") & (df["source"] == "real")]
+    return {k: int(v) for k, v in real["label"].value_counts().sort_index().items()}
+
+
+def users_training_images(df: pd.DataFrame) -> pd.DataFrame:
+    """Every real image the user gave for training, which the augmented set holds: ganaug's own
+    val/test carve-outs included, the user's own val/test (a split column in their table) excluded."""
+    real = df[df["source"] == "real"]
+    given = real["split_given"].fillna(False).astype(bool)
+    return real[~given | (real["split"] == "train")]
+
+
+def augmented_counts(df: pd.DataFrame) -> dict[str, int]:
+    """Real images per class in the augmented set: what the plan's final counts start from."""
+    real = users_training_images(df)
     return {k: int(v) for k, v in real["label"].value_counts().sort_index().items()}
 
 
 def label_map_of(df: pd.DataFrame) -> dict[str, int]:
     """Class name -> index, sorted by name: fixed at ingest, carried in every checkpoint."""
     return {name: i for i, name in enumerate(sorted(df["label"].unique()))}
+
+
+def needed_per_class(counts: dict[str, int], strategy) -> dict[str, int]:
+    """Images to add per class to reach `strategy`'s counts (imbalanced-learn's over-sampling
+    semantics) from `counts` (the plan: `augmented_counts`)."""
+    from imblearn.utils import check_sampling_strategy
+
+    y = np.repeat(np.array(list(counts), dtype=object), list(counts.values()))
+    try:
+        need = check_sampling_strategy(strategy, y, "over-sampling")
+    except ValueError as e:
+        raise ParamsError(f"generate.sampling_strategy={strategy!r}: {e}") from None
+    return {str(k): int(v) for k, v in need.items() if v > 0}

@@ -72,7 +72,10 @@ class Ingest(Section):
     resize: Literal["stretch", "pad", "crop"] = "stretch"
     val_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.25
-    min_per_class: int = Field(5, ge=3)        # fewer cannot fill train, val and test
+    # A class of fewer images gives n/full_split_from of the fractions (at least 1 test image):
+    # the GAN keeps most of a rare class; the filter borrows what the class cannot give.
+    full_split_from: int = Field(50, ge=1)
+    min_per_class: int = Field(3, ge=3)        # 2 to train on, 1 to test with
     max_file_mb: float = Field(50.0, gt=0)
     max_pixels: int = Field(50_000_000, gt=0)  # decompression-bomb guard
     on_bad_file: Literal["quarantine", "fail"] = "quarantine"
@@ -113,6 +116,10 @@ class Train(Section):
     diffaug: list[Literal["color", "translation", "cutout"]] = ["translation"]
     lecam: float = Field(0.0, ge=0)
     mode_seeking: float = Field(0.1, ge=0)     # MSGAN weight: keeps different z apart within a class
+    gsr: float = Field(0.0, ge=0)              # group spectral regularization of G's class BatchNorms (gSR)
+    # Transitional conditioning [start, end]: unconditional until step start, the class fading in
+    # until step end (Shahbazi et al. 2022); null: conditional from the first step.
+    transition: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=2, max_length=2)
     device: Device = "auto"
     compile: bool = False
     # Processes (one per device) under torchrun with DistributedDataParallel; batch_size is per
@@ -127,6 +134,11 @@ class Train(Section):
     # work pool) and wait for it; data travels through the DVC remote. None = in-process.
     deployment: str | None = None
 
+    @model_validator(mode="after")
+    def _transition_ends_after_it_starts(self):
+        if self.transition is not None and self.transition[1] <= self.transition[0]:
+            raise ValueError("transition must be [start, end] with end > start")
+        return self
 
 
 SamplingStrategy = Union[
@@ -162,6 +174,9 @@ class Filter(Section):
     max_rounds: int = Field(4, ge=1)
     min_acceptance: float = Field(0.02, ge=0.0, lt=1.0)  # below this a class stops generating: hopeless
     reject_copies: bool = True                    # no near-copies of a real training image
+    # A near copy: closer to a real training image of its class than all but this share of unseen
+    # real images are, in units of the class's scale (pooled over classes; quality.copy_radii).
+    copy_quantile: float = Field(0.05, ge=0.0, lt=1.0)
     require_agreement: bool = True                # a classifier trained on real images must agree on the class
     dedupe: bool = True                           # no near-duplicates among the accepted images
     # Prefect flow only: one class per mapped task on Dask, as generate.workers / dask_address.
@@ -196,10 +211,15 @@ class Evaluate(Section):
     augment: ClassicAugment = ClassicAugment()
     # Mixes tried: the most a class's training images may be synthetic; val picks one.
     synthetic_shares: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field([0.5, 1.0], min_length=1)
+    # How the user's own stage trains on the folder: plain (as it lands: shuffled, unweighted, no
+    # augmentation) or balanced (class-balanced batches with `augment`). Every arm trains so.
+    user_training: Literal["plain", "balanced"] = "plain"
     gate_metric: Literal["macro_f1", "balanced_accuracy", "rare_recall"] = "macro_f1"
-    # Append synthetic images only when they beat the best other arm by more than this;
-    # null turns the gate off (append whatever passed the filter).
+    # Append synthetic images only when the lower end of the bootstrap interval of their gain over
+    # the best other arm is above this; null turns the gate off (append whatever passed the filter).
     min_gain: float | None = 0.0
+    bootstrap: int = Field(1000, ge=100)       # paired redraws of test images and seeds
+    confidence: float = Field(0.9, gt=0, lt=1)  # of the central interval the gate reads the lower end of
     device: Device = "auto"                          # where the classifiers train
     loader_workers: int | None = Field(None, ge=0)   # batch-reading processes; null: 0 on the CPU, 4 on a GPU
 

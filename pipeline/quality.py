@@ -5,8 +5,8 @@ Features come from the fixed small CNN (`classifier.py`) trained here on the rea
 - precision / recall: k-NN manifolds (Kynkäänniemi et al. 2019): share of synthetic images
   inside the real images' k-NN balls, and of real images inside the synthetic ones';
 - diversity: within-class mean pairwise feature distance, synthetic / real (1 = as varied);
-- memorization: share of synthetic images nearer (in pixels) to some real training image
-  than any two real training images of the class are to each other;
+- memorization: share of synthetic images within the class's copy radius (in pixels) of a real
+  training image: closer than all but a small share of unseen real images are (`copy_radii`);
 - label_agreement: the real-trained classifier assigns the image to its intended class.
 Used by evaluate (the report) and filter (the near-copy guard is `near_copies`).
 """
@@ -100,6 +100,86 @@ def knn_precision_recall(real: np.ndarray, fake: np.ndarray, k: int = K_NEAREST)
     return precision, recall
 
 
+SCALE_SAMPLE = 256  # images of a class its scale is measured on (evenly spaced): 32k pairs at most
+
+
+def class_scale(real) -> float:
+    """A class's typical distance: the median pixel distance between two of its images (0 with
+    fewer than two). Unlike the nearest pair, it does not shrink as the class grows, and two or
+    three images estimate it as well as four hundred do."""
+    n = len(real)
+    if n < 2:
+        return 0.0
+    at = np.unique(np.linspace(0, n - 1, min(n, SCALE_SAMPLE)).round().astype(int))
+    x = _pixels(subset(real, at), 0, len(at))
+    d = torch.cdist(x, x).numpy()
+    return float(np.median(d[np.triu_indices(len(at), 1)]))
+
+
+def class_copy_radii(folder, prepared, label_map: dict[str, int], quantile: float) -> tuple[dict[str, float], dict]:
+    """Per class, the near-copy radius (`copy_radii`) over a prepared set's real train and val
+    images (left on disk: `folder`'s pixel array, read a block at a time)."""
+    from .pixels import Images
+
+    real = (prepared["source"] == "real").to_numpy()
+    sets = {}
+    for split in ("train", "val"):
+        at = np.flatnonzero(real & (prepared["split"] == split).to_numpy())
+        x, labels = Images(folder, len(prepared), at), prepared["label"].iloc[at].to_numpy()
+        sets[split] = [x.subset(labels == k) for k in label_map]
+    radii, info = copy_radii(sets["train"], sets["val"], quantile)
+    return {k: float(r) for k, r in zip(label_map, radii)}, info
+
+
+DONOR_HELD_OUT = 128  # held-out images a donor class lends to each size's calibration
+DONOR_REPEATS = 4     # random subsets of a donor's training images per size
+SIZE_CAP = 256        # classes above this many training images are calibrated as if they had it
+
+
+def copy_radii(train: list, held_out: list, quantile: float, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Per class, the distance to a real training image of the class below which an image is a
+    near copy of it: radius_k = tau(n_k) * scale_k. scale_k is the class's `class_scale`, shrunk
+    towards the median of every class's with weight (n-1)/(n+1) (one distance between two images
+    is a poor scale: of two zebras that happen to be alike, say); tau(n) is the `quantile` of unseen real
+    images' distance to the nearest of n training images of their class, in units of that
+    class's scale, pooled over every class that has at least n training images and held-out
+    images, each cut to n at random (DONOR_REPEATS times). So "a copy" of a class of 3 images is:
+    closer to one of them than all but that share of unseen images are to 3 images of their own
+    class. The nearer a class's images lie to each other, the fewer they are, the larger tau:
+    a class cannot measure this itself at 3 images; it borrows it from classes that can, at its
+    own size. train, held_out: per class, image sets (held-out: the val split; with none
+    anywhere, each training image against the others)."""
+    rng = np.random.default_rng(seed)
+    n_imgs = np.array([len(x) for x in train])
+    own = np.array([class_scale(x) for x in train])
+    pooled = float(np.median(own[n_imgs >= 2])) if (n_imgs >= 2).any() else 0.0
+    # Two images give one distance: shrink a small class's own scale towards the pooled one.
+    weight = np.clip((n_imgs - 1) / (n_imgs + 1), 0, 1)
+    scales = weight * own + (1 - weight) * pooled
+    sizes = [min(len(x), SIZE_CAP) for x in train]
+    donors = [j for j, (x, y) in enumerate(zip(train, held_out)) if len(y) and len(x) >= 2 and scales[j] > 0]
+    taus, calibrated_on = {}, {}
+    for n in sorted(set(sizes)):
+        ratios = []
+        for j in [j for j in donors if len(train[j]) >= n]:
+            y = subset(held_out[j], np.arange(min(len(held_out[j]), DONOR_HELD_OUT)))
+            for _ in range(1 if len(train[j]) == n else DONOR_REPEATS):
+                pick = np.sort(rng.choice(len(train[j]), n, replace=False))
+                ratios.append(_nearest(y, subset(train[j], pick)) / scales[j])
+        if not ratios:  # no held-out images at this size: each training image against the rest of its class
+            ratios = [k_nearest(x, x, 1, "self")[0][:, 0] / scales[k] for k, x in enumerate(train)
+                      if len(x) >= max(2, n) and scales[k] > 0]
+        pool = np.concatenate(ratios) if ratios else np.zeros(0)
+        taus[n] = float(np.quantile(pool, quantile)) if len(pool) else 0.0
+        calibrated_on[n] = len(pool)
+    tau = np.array([taus[n] for n in sizes])
+    return tau * scales, {"quantile": quantile, "pooled_scale": round(pooled, 4),
+                          "tau_by_size": {n: round(t, 4) for n, t in taus.items()},
+                          "distances_per_size": calibrated_on,
+                          "calibrated_on": "held-out (val) images of the classes at least as large" if donors
+                          else "training images against the others of their class (no val images)"}
+
+
 def nearest_pair(real) -> float:
     """The distance between the two closest distinct real images (0 with fewer than two).
     Image sets here and below: uint8 or [-1, 1] tensors, or pixels.Images."""
@@ -110,23 +190,24 @@ def nearest_pair(real) -> float:
     return float(d.min()) if len(d) else 0.0
 
 
-def near_copies(real, fake, floor: float | None = None) -> np.ndarray:
-    """Per fake: nearer to some real image than the two closest distinct real images are."""
-    floor = nearest_pair(real) if floor is None else floor
+def near_copies(real, fake, radius: float) -> np.ndarray:
+    """Per fake: within `radius` (the class's copy radius, `copy_radii`) of some real image."""
     if not len(real) or not len(fake):
         return np.zeros(len(fake), dtype=bool)
-    return _nearest(fake, real) < floor
+    return _nearest(fake, real) < radius
 
 
-def memorization(real, fake) -> float:
-    """Share of fakes that are near copies of a real image."""
-    if len(real) < 2 or not len(fake):
+def memorization(real, fake, radius: float) -> float:
+    """Share of fakes that are near copies of a real image (the filter's definition)."""
+    if not len(real) or not len(fake):
         return float("nan")
-    return float(near_copies(real, fake).mean())
+    return float(near_copies(real, fake, radius).mean())
 
 
-def per_class(model, x_real, y_real: torch.Tensor, x_syn, y_syn: torch.Tensor, names: list[str]) -> dict[str, dict]:
-    """Quality figures for each class that has synthetic images (x: image sets, as above)."""
+def per_class(model, x_real, y_real: torch.Tensor, x_syn, y_syn: torch.Tensor, names: list[str],
+              radii: dict[str, float]) -> dict[str, dict]:
+    """Quality figures for each class that has synthetic images (x: image sets, as above;
+    radii: each class's copy radius)."""
     pred, f_syn = classifier.predict(model, x_syn)
     _, f_real = classifier.predict(model, x_real)
     y_real, y_syn = y_real.numpy(), y_syn.numpy()
@@ -140,6 +221,7 @@ def per_class(model, x_real, y_real: torch.Tensor, x_syn, y_syn: torch.Tensor, n
             "frechet": classifier.frechet_distance(f_real[r], f_syn[s]) if r.sum() >= 2 and s.sum() >= 2 else None,
             "precision": precision, "recall": recall,
             "diversity": spread(f_syn[s]) / max(spread(f_real[r]), 1e-12) if r.sum() >= 2 else None,
-            "memorization": memorization(subset(x_real, np.flatnonzero(r)), subset(x_syn, np.flatnonzero(s))),
+            "memorization": memorization(subset(x_real, np.flatnonzero(r)), subset(x_syn, np.flatnonzero(s)),
+                                         radii[names[c]]),
         }
     return {k: {m: (round(v, 4) if isinstance(v, float) else v) for m, v in d.items()} for k, d in out.items()}

@@ -1,4 +1,4 @@
-"""What generate and filter share: how many images each class needs, the checkpoint's
+"""What generate and filter share: the checkpoint's
 generator and discriminator as a sampler, the seed scheme, and writing images out.
 
 Seeds: class c of generate.seed s draws from range((s * n_classes + c) * SEED_STRIDE, ...),
@@ -16,25 +16,12 @@ import pandas as pd
 from ganaug import gan
 
 from .checkpoints import check_label_map, checkpoint_id, load_checkpoint, restore_sampler
-from .errors import ParamsError
 from .images import save_png, to_uint8
 from .manifest import synthetic_id
 from .params import Params
 from .pixels import to_float
 
 SEED_STRIDE = 1_000_000_000  # seeds of one class and one generate.seed never meet another's
-
-
-def needed_per_class(counts: dict[str, int], strategy) -> dict[str, int]:
-    """Images to add per class, with imbalanced-learn's over-sampling semantics."""
-    from imblearn.utils import check_sampling_strategy
-
-    y = np.repeat(np.array(list(counts), dtype=object), list(counts.values()))
-    try:
-        need = check_sampling_strategy(strategy, y, "over-sampling")
-    except ValueError as e:
-        raise ParamsError(f"generate.sampling_strategy={strategy!r}: {e}") from None
-    return {str(k): int(v) for k, v in need.items() if v > 0}
 
 
 @dataclass
@@ -68,7 +55,9 @@ class Sampler:
         return rows, imgs
 
     def score(self, imgs: np.ndarray, y: list[int]) -> np.ndarray:
-        return gan.score(self.D, to_float(imgs), y).numpy().astype(np.float64)
+        """D's class-free realness (the filter's realness test; class identity is the agreement
+        judge's question, and D's class term rewards copies of a tiny class's few images)."""
+        return gan.score(self.D, to_float(imgs), y, conditional=False).numpy().astype(np.float64)
 
 
 def seed_base(params: Params, label: str, label_map: dict[str, int]) -> int:

@@ -46,9 +46,10 @@ class Smote:
     """SMOTE for one set: the neighbours are found once (the costly part, quadratic within a
     class), `resample(seed)` draws the new rows, as many times as evaluate has seeds."""
 
-    def __init__(self, x, y: torch.Tensor, k_max: int = 5):
+    def __init__(self, x, y: torch.Tensor, k_max: int = 5, strategy="auto"):
         """x: an image set in uint8 (Images or a tensor). k shrinks for classes with very few
-        images; a class with a single image leaves the set unchanged."""
+        images; a class with a single image leaves the set unchanged. strategy: imbalanced-learn's
+        sampling_strategy, over class indices ("auto": every class up to the largest)."""
         from imblearn.utils import check_sampling_strategy
 
         self.x, self.y = x, y
@@ -58,14 +59,14 @@ class Smote:
         if self.k < 1:
             return
         y_np = y.numpy()
-        for label, n_new in check_sampling_strategy("auto", y_np, "over-sampling").items():
+        for label, n_new in check_sampling_strategy(strategy, y_np, "over-sampling").items():
             if n_new:
                 members = np.flatnonzero(y_np == label)
                 class_x = subset(x, members)
                 self.classes.append((label, n_new, members, k_nearest(class_x, class_x, self.k, skip="self")[1]))
 
     def resample(self, seed: int):
-        """(images, labels): the set's rows then the new ones, classes balanced to the largest."""
+        """(images, labels): the set's rows then the new ones, to the sampling strategy."""
         if not self.classes:
             return self.x, self.y
         parts_i, parts_j, parts_step, parts_y = [], [], [], []

@@ -84,7 +84,8 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
                             z_dim=cfg.z_dim, width=cfg.width)
         hyper = TrainHyper(lr_g=cfg.lr_g, lr_d=cfg.lr_d, betas=(cfg.beta1, cfg.beta2),
                            n_dis=cfg.n_dis, ema_decay=cfg.ema_decay, diffaug=tuple(cfg.diffaug),
-                           lecam=cfg.lecam, mode_seeking=cfg.mode_seeking)
+                           lecam=cfg.lecam, mode_seeking=cfg.mode_seeking, gsr=cfg.gsr,
+                           transition=tuple(cfg.transition) if cfg.transition else None)
         trainer = GANTrainer(gan_cfg, hyper, device, compile=cfg.compile)
         history = []
     # The judge trains a seeded classifier, which moves torch's global RNG. A fresh run has always

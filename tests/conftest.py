@@ -50,7 +50,7 @@ def tiny_params(tmp: Path, **sections) -> Params:
 def tiny_overrides(tmp: Path, **sections) -> list[str]:
     """The same, as `section.key=value` strings (what the CLI and the flows take)."""
     overrides = {
-        "ingest": {"size": 8, "min_per_class": 5},
+        "ingest": {"size": 8},
         "train": {"steps": 30, "batch_size": 16, "width": 8, "z_dim": 16, "checkpoint_every": 10},
         "generate": {"batch_size": 64},
         # A 30-step GAN makes junk: the filter's guards and evaluate's gate (on by default) would

@@ -19,15 +19,35 @@ def test_image_folder_becomes_a_validated_stratified_manifest(params):
     assert report["images"] == len(df) == 68
     assert set(df["label"]) == {"circle", "square", "cross"}
     assert (df["source"] == "real").all()
-    # Every class, even the rare one, has images in every split.
+    # Every class has train and test images; the common ones (30, under ingest.full_split_from=50)
+    # lend val images too, the rare one (8) only one test image: the GAN keeps 7 of its 8.
     per = df.groupby(["label", "split"]).size().unstack(fill_value=0)
-    assert (per[["train", "val", "test"]] >= 1).all(axis=None)
+    assert (per[["train", "test"]] >= 1).all(axis=None)
     assert per.loc["cross"].sum() == 8
     # Converted to the configured size and channels.
     with Image.open(Path(params.paths.prepared) / df["path"].iloc[0]) as im:
         assert im.size == (8, 8) and im.mode == "L"
     saved = json.loads((Path(params.paths.reports) / "ingest.json").read_text())
-    assert saved["classes"]["cross"] == {"train": 5, "val": 1, "test": 2}
+    cross, circle = saved["classes"]["cross"], saved["classes"]["circle"]
+    assert (cross["train"], cross["val"], cross["test"]) == (7, 0, 1)
+    assert "borrows" in cross["why"] and "8 images < ingest.full_split_from=50" in cross["why"]
+    assert (circle["train"], circle["val"], circle["test"]) == (22, 3, 5)
+
+
+def test_a_four_image_class_runs_with_defaults_and_keeps_three_for_training(tmp_path):
+    """What a user's rare class looks like: 4 images in an ImageFolder, no split, no setting changed."""
+    from ganaug.pipeline.params import load_params
+
+    make_shapes(tmp_path / "raw", {"circle": 200, "square": 40, "cross": 4})
+    p = load_params(None, [f"paths.raw={tmp_path / 'raw'}", f"paths.prepared={tmp_path / 'prep'}",
+                           f"paths.reports={tmp_path / 'reports'}"])
+    ingest(p)
+    per = read_manifest(p.paths.prepared).groupby(["label", "split"]).size().unstack(fill_value=0)
+    assert per.loc["cross", "train"] >= 3 and per.loc["cross", "test"] == 1
+    # Carve-outs shrink with the class: 40 images lend fewer (in share) than 200 do.
+    share = 1 - per["train"] / per.sum(axis=1)
+    assert share["cross"] <= share["square"] < share["circle"]
+    assert per.loc["circle", "val"] == 30 and per.loc["circle", "test"] == 50  # full fractions at >= 50
 
 
 def test_split_is_reproducible_and_independent_of_listing(params, tmp_path):
@@ -114,9 +134,10 @@ def test_empty_class_folder_is_an_error(params):
 
 
 def test_class_too_small_to_split(params):
-    for f in sorted((Path(params.paths.raw) / "cross").iterdir())[3:]:
+    for f in sorted((Path(params.paths.raw) / "cross").iterdir())[2:]:
         f.unlink()
-    with pytest.raises(DataError, match=r"too few images to split.*'cross': 3"):
+    with pytest.raises(DataError, match=r"too few images to split: \{'cross': 2\}.*at least 2 to train the GAN "
+                                         r"on and 1 to test with"):
         ingest(params)
 
 
@@ -177,10 +198,17 @@ def test_split_column_is_honoured_and_checked(tmp_path):
     df = read_manifest(p.paths.prepared)
     assert sorted(df["split"].value_counts().items()) == [("test", 4), ("train", 6), ("val", 2)]
 
+    # A class without val images is fine (it borrows the filter's calibration); without test, not.
     pd.DataFrame({"path": [str(f.relative_to(tmp_path)) for f in files],
                   "label": [f.parent.name for f in files],
                   "split": ["train"] * 5 + ["test"] + splits[6:]}).to_csv(table, index=False)
-    with pytest.raises(DataError, match=r"without images in some split: \{'circle': \['val'\]\}"):
+    ingest(p)
+    assert not ((read_manifest(p.paths.prepared)["label"] == "circle")
+                & (read_manifest(p.paths.prepared)["split"] == "val")).any()
+    pd.DataFrame({"path": [str(f.relative_to(tmp_path)) for f in files],
+                  "label": [f.parent.name for f in files],
+                  "split": ["train"] * 5 + ["val"] + splits[6:]}).to_csv(table, index=False)
+    with pytest.raises(DataError, match=r"without images in some split: \{'circle': \['test'\]\}"):
         ingest(p)
     pd.DataFrame({"path": ["a.png"], "label": ["x"], "split": ["holdout"]}).to_csv(table, index=False)
     with pytest.raises(DataError, match=r"list.csv row 2: split must be one of"):

@@ -16,8 +16,7 @@ from ganaug.pipeline.errors import CheckpointError, DataError, ParamsError
 from ganaug.pipeline.evaluate import evaluate
 from ganaug.pipeline.filter import filter_candidates
 from ganaug.pipeline.generate import generate
-from ganaug.pipeline.manifest import class_counts
-from ganaug.pipeline.sampler import needed_per_class
+from ganaug.pipeline.manifest import augmented_counts, label_map_of, needed_per_class
 from ganaug.pipeline.ingest import ingest
 from ganaug.pipeline.manifest import read_manifest
 from ganaug.pipeline.train import train
@@ -128,10 +127,10 @@ def test_sampling_strategy_semantics():
 def test_generate_records_seeds_and_scores(trained):
     result = generate(trained)
     cand = read_manifest(trained.paths.candidates, check_files=True)
-    # circle 20 train, square 20, cross 5 -> not majority: cross needs 15, x1.5 candidates.
-    train_counts = class_counts(read_manifest(trained.paths.prepared))
-    assert result["needed"] == {k: max(train_counts.values()) - v for k, v in train_counts.items()
-                                if v < max(train_counts.values())}
+    # circle 30, square 30, cross 8 in the augmented set -> not majority: cross needs 22, x1.5 candidates.
+    final_counts = augmented_counts(read_manifest(trained.paths.prepared))
+    assert result["needed"] == {"cross": 22} == {k: max(final_counts.values()) - v for k, v in final_counts.items()
+                                                 if v < max(final_counts.values())}
     assert len(cand) == sum(int(np.ceil(n * 1.5)) for n in result["needed"].values())
     assert (cand["source"] == "synthetic").all() and (cand["split"] == "train").all()
     assert cand["seed"].notna().all() and cand["d_score"].notna().all()
@@ -144,7 +143,7 @@ def test_generate_records_seeds_and_scores(trained):
     again = ((gan.generate(G, [y], [int(row["seed"])]).clamp(-1, 1) + 1) * 127.5).round()
     on_disk = np.asarray(Image.open(Path(trained.paths.candidates) / row["path"]), dtype=np.float32)
     assert np.array_equal(again[0, 0].numpy(), on_disk)
-    rescored = gan.score(D, torch.from_numpy(on_disk / 127.5 - 1)[None, None], [y])
+    rescored = gan.score(D, torch.from_numpy(on_disk / 127.5 - 1)[None, None], [y], conditional=False)
     assert rescored.item() == pytest.approx(row["d_score"], abs=1e-4)
 
 
@@ -220,12 +219,14 @@ def test_filter_stops_a_hopeless_class_early(trained):
     generate(p)
     report = filter_candidates(p)
     cross = report["classes"]["cross"]
-    assert cross["rounds"] == 2 and cross["accepted"] == 0 and cross["generated"] < 400
+    need = cross["needed"]  # first round 1.5x, then one top-up of at most 20x; then it stops
+    assert cross["rounds"] == 2 and cross["accepted"] == 0 and cross["generated"] <= np.ceil(1.5 * need) + 20 * need
     assert "below filter.min_acceptance" in cross["hopeless"] and report["hopeless"] == ["cross"]
     assert "HOPELESS" in summarize("filter", report)
 
 
 def test_filter_guards_reject_copies_wrong_classes_and_duplicates(trained):
+    from ganaug.pipeline import quality
     from ganaug.pipeline.filter import Guard, reference_judge
     from ganaug.pipeline.pixels import Images
 
@@ -239,8 +240,10 @@ def test_filter_guards_reject_copies_wrong_classes_and_duplicates(trained):
     def rows(label, split="train"):
         return np.flatnonzero(((prepared["split"] == split) & (prepared["label"] == label)).to_numpy())
 
+    radii, _ = quality.class_copy_radii(root, prepared, label_map, p.filter.copy_quantile)
+
     def guard(label):  # the class's real training images stay on disk (the pixel array)
-        return Guard(p, Images(root, len(prepared), rows(label)), label_map[label], judge)
+        return Guard(p, Images(root, len(prepared), rows(label)), label_map[label], judge, radii[label])
 
     def imgs(label, split="train"):  # the PNGs, as a candidate would arrive
         return np.stack([np.asarray(Image.open(root / r))[:, :, None] for r in prepared["path"].iloc[rows(label, split)]])
@@ -254,6 +257,42 @@ def test_filter_guards_reject_copies_wrong_classes_and_duplicates(trained):
     doubled = np.concatenate([batch[:3], batch[:3]])
     assert square.distinct(doubled, limit=10) == [0, 1, 2]
     assert square.distinct(doubled, limit=2) == [0, 1]
+
+
+def test_copies_are_rejected_and_fresh_images_accepted_at_three_training_images(tmp_path):
+    """A user's rare class of 4 images (3 for training). What a memorizing generator makes, its
+    training images with a little noise, is rejected as near copies; fresh, well-drawn images of
+    the class are neither near copies nor refused by the class judge. (main's nearest-pair floor,
+    the distance between two of those 3 images, rejected the fresh ones too.)"""
+    from ganaug.pipeline import quality
+    from ganaug.pipeline.filter import Guard, reference_judge
+    from ganaug.pipeline.pixels import Images
+    from tests.conftest import draw_shape
+
+    make_shapes(tmp_path / "raw", {"circle": 40, "square": 40, "cross": 4})
+    p = tiny_params(tmp_path, ingest={"size": 16}, filter={"require_agreement": True, "reject_copies": True},
+                    evaluate={"epochs": 15})
+    ingest(p)
+    prepared = read_manifest(p.paths.prepared)
+    label_map = label_map_of(prepared)
+    radii, info = quality.class_copy_radii(p.paths.prepared, prepared, label_map, p.filter.copy_quantile)
+    rows = np.flatnonzero(((prepared["split"] == "train") & (prepared["label"] == "cross")).to_numpy())
+    assert len(rows) == 3
+    real = Images(p.paths.prepared, len(prepared), rows)
+    guard = Guard(p, real, label_map["cross"], reference_judge(p, prepared, label_map), radii["cross"])
+
+    train_imgs = real[:].permute(0, 2, 3, 1).numpy()
+    rng = np.random.default_rng(1)
+    copies = np.repeat(train_imgs, 10, axis=0).astype(int)
+    copies = np.clip(copies + rng.integers(-3, 4, copies.shape), 0, 255).astype(np.uint8)
+    fresh = np.stack([np.asarray(draw_shape("cross", rng).resize((16, 16), Image.BILINEAR))[:, :, None]
+                      for _ in range(60)])
+    assert guard.check(copies)["near_copy"].all()
+    checks = guard.check(fresh)
+    # filter.copy_quantile=0.05: about that share of unseen real images fall inside the radius.
+    assert checks["near_copy"].mean() <= 0.1 and checks["disagrees"].mean() < 0.2
+    assert radii["cross"] < quality.nearest_pair(real)  # the old floor would have called fresh ones copies
+    assert "held-out (val) images" in info["calibrated_on"]
 
 
 def test_few_val_images_borrow_the_pooled_threshold(trained):
@@ -316,9 +355,10 @@ def test_append_builds_the_augmented_set_idempotently(trained):
     assert set(real.index) == set(prepared["sample_id"])
     assert (real.loc[prepared["sample_id"], "split"].to_numpy() == prepared["split"].to_numpy()).all()
     assert first["real_by_ganaug_split"]["val"] > 0 and first["real_by_ganaug_split"]["test"] > 0
-    train_counts = prepared.query("split == 'train'")["label"].value_counts()
-    synth = aug[aug["source"] == "synthetic"]["label"].value_counts()
-    assert synth["cross"] == train_counts["circle"] - train_counts["cross"]  # balanced by 'not majority'
+    # The plan's counts are the augmented set's: 'not majority' balances the set the user gets
+    # (every real image plus the synthetic ones), not ganaug's train split.
+    final = aug["label"].value_counts()
+    assert (final == prepared["label"].value_counts().max()).all() and set(final.index) == {"circle", "square", "cross"}
 
     files = sorted(Path(p.paths.augmented).rglob("*.png"))
     mtimes = [f.stat().st_mtime_ns for f in files]
@@ -353,7 +393,7 @@ def test_interrupted_append_leaves_the_previous_set(trained, monkeypatch):
 # -- evaluate ------------------------------------------------------------------------
 def test_evaluate_reports_every_arm_and_decides_the_gate(trained):
     p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"},
-                                    generate={"sampling_strategy": "{circle: 25, square: 25, cross: 25}"},
+                                    generate={"sampling_strategy": "{circle: 40, square: 40, cross: 40}"},
                                     evaluate={"repeats": 2, "synthetic_shares": [0.5, 1.0]}))
     m = evaluate(p)
     for arm in ("real_only", "real_oversampled", "smote", "synthetic"):
@@ -394,21 +434,62 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     assert append(opened)["synthetic"] > 0
 
 
-def test_gate_needs_more_than_min_gain_and_the_seed_spread():
+def _arms_predictions(n_per_class: int, accuracy: dict[str, float], seeds: int = 3, seed: int = 0):
+    """Test labels of 3 balanced classes and, per arm, `seeds` rows of predictions that are right
+    with the arm's probability (wrong ones go to the next class)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), n_per_class)
+    preds = {arm: np.stack([np.where(rng.random(len(y)) < p, y, (y + 1) % 3) for _ in range(seeds)])
+             for arm, p in accuracy.items()}
+    return y, preds
+
+
+def test_bootstrap_interval_shrinks_with_more_test_images():
+    from ganaug.pipeline.evidence import bootstrap, interval
+
+    widths = []
+    for n in (5, 50, 500):
+        y, preds = _arms_predictions(n, {"a": 0.8, "b": 0.7})
+        boot = bootstrap(y, preds, 3, [2], replicates=500)
+        gain = boot["a"]["macro_f1"] - boot["b"]["macro_f1"]
+        lo, hi = interval(gain, 0.9)
+        assert lo <= gain[0] <= hi
+        widths.append(hi - lo)
+    assert widths[0] > 2 * widths[1] > 4 * widths[2] > 0
+
+
+def test_bootstrap_replicate_zero_is_the_data_as_it_is():
+    from sklearn.metrics import f1_score
+
+    from ganaug.pipeline.evidence import bootstrap
+
+    y, preds = _arms_predictions(20, {"a": 0.6})
+    boot = bootstrap(y, preds, 3, [0], replicates=100)
+    want = np.mean([f1_score(y, p, labels=[0, 1, 2], average="macro") for p in preds["a"]])
+    assert boot["a"]["macro_f1"][0] == pytest.approx(want)
+    assert boot["a"]["recall"].shape == (100, 3)
+
+
+def test_gate_opens_on_the_lower_end_of_the_interval():
+    from ganaug.pipeline.evidence import bootstrap
     from ganaug.pipeline.gate import decide
 
-    def arms(synthetic, std):
-        base = {"macro_f1": 0.80, "macro_f1_std": 0.01}
-        return {"real_only": {"macro_f1": 0.5, "macro_f1_std": 0.0}, "real_oversampled": base,
-                "smote": {"macro_f1": 0.7, "macro_f1_std": 0.0},
-                "synthetic": {"macro_f1": synthetic, "macro_f1_std": std}}
+    names = ["a", "b", "c"]
 
-    assert decide(arms(0.85, 0.02), "macro_f1", 0.0, 0.5, 10)["passed"]           # +0.05 > spread 0.02
-    closed = decide(arms(0.805, 0.002), "macro_f1", 0.0, 0.5, 10)                  # +0.005 < spread 0.01
-    assert not closed["passed"] and closed["synthetic_images"] == 0 and "seed spread 0.0100" in closed["reason"]
-    assert not decide(arms(0.85, 0.0), "macro_f1", 0.1, 0.5, 10)["passed"]         # +0.05 < min_gain 0.1
-    assert decide(arms(0.70, 0.0), "macro_f1", None, 0.5, 10)["passed"]            # gate off
-    assert decide(arms(0.85, 0.0), "macro_f1", 0.0, 0.5, 10)["best_other_arm"] == "real_oversampled"
+    def gate(n, synthetic, min_gain=0.0):
+        y, preds = _arms_predictions(n, {"real_only": 0.5, "real_oversampled": 0.8, "smote": 0.7,
+                                         "synthetic": synthetic})
+        return decide(bootstrap(y, preds, 3, [2], replicates=500), names, "macro_f1", min_gain, 0.9, 0.5, 10)
+
+    opened = gate(500, 0.9)                             # +0.1 on 1,500 test images: sure
+    assert opened["passed"] and opened["best_other_arm"] == "real_oversampled"
+    assert opened["interval"][0] > 0 and opened["interval"][0] <= opened["gain"] <= opened["interval"][1]
+    assert set(opened["per_class_recall_gain"]) == set(names)
+    noisy = gate(4, 0.9)                                # the same gain on 12 test images: a coin flip
+    assert not noisy["passed"] and noisy["synthetic_images"] == 0 and noisy["interval"][0] <= 0
+    assert "with confidence" in noisy["reason"] and "interval" in noisy["reason"]
+    assert not gate(500, 0.9, min_gain=0.5)["passed"]   # interval above 0 but not above min_gain 0.5
+    assert gate(4, 0.3, min_gain=None)["passed"]        # gate off
 
 
 def test_append_without_a_gate_decision_is_a_clear_error(trained):

@@ -1,0 +1,213 @@
+"""Rare classes the way users have them: does ganaug make the rarest classes better?
+
+    python bench/tail.py                                   # defaults, as a new user runs ganaug
+    python bench/tail.py --work /tmp/tail --from filter    # keep the folder; redo from a stage on
+    python bench/tail.py --set train.minutes=20 --out tail.json
+
+Data (bench/datasets.py, `tail`): Animal-MNIST at 32 px, classes cut to 400, 200, 100, 75, 50,
+35, 20, 10, 6 and 4 images, handed to ganaug as an ImageFolder with no split column (so ganaug's
+own carve-outs are what is tested); 100 test images per class kept apart, which ganaug never sees.
+
+Every stage runs with the defaults (no params.yaml; only the image size and the paths set).
+Then, per class: what the split gave to train/val/test, what the filter generated, accepted and
+rejected and why (its pictures are in <work>/run/reports/). Then the judgement of what users
+get (bench/judge.py): a plain classifier that is not ganaug's, trained on the appended folder as
+it landed, on the real images alone, and on the folders a user would otherwise train on (real
+over-sampled, SMOTE; built here from the same images, to the same sampling_strategy), tested on
+the kept-apart images. When the gate closed, the folder it would have appended is judged too, to
+see whether closing was right. Intervals: paired bootstrap over test images and seeds
+(pipeline/evidence.py). Seeds: the judge's 0..--seeds-1; ganaug's, params' defaults (0).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import judge  # noqa: E402
+from bench.datasets import TAIL_COUNTS, write_tail  # noqa: E402
+from ganaug.pipeline import evidence  # noqa: E402
+from ganaug.pipeline.gate import cap_synthetic  # noqa: E402
+from ganaug.pipeline.manifest import read_manifest  # noqa: E402
+from ganaug.pipeline.params import Params, load_params  # noqa: E402
+from ganaug.pipeline.stages import STAGES, run, summarize  # noqa: E402
+
+RAREST = [str(c) for c in np.argsort(TAIL_COUNTS)[:3]]  # the three smallest classes: 9, 8, 7
+
+
+def run_pipeline(params: Params, start: str | None) -> dict:
+    names = list(STAGES)
+    timings = {}
+    for name in names[names.index(start) if start else 0:]:
+        t0 = time.perf_counter()
+        result = run(name, params)
+        timings[name] = round(time.perf_counter() - t0, 1)
+        print(f"[{name}] {summarize(name, result)} ({timings[name]}s)", flush=True)
+    return timings
+
+
+def describe(params: Params) -> dict:
+    reports = Path(params.paths.reports)
+    ingest = json.loads((reports / "ingest.json").read_text())
+    filt = json.loads((reports / "filter.json").read_text())
+    metrics = json.loads((reports / "metrics.json").read_text())
+    print(f"\n{'class':>5} {'images':>6} {'train':>5} {'val':>4} {'test':>4} | {'needed':>6} {'generated':>9} "
+          f"{'accepted':>8}  rejected (why)")
+    for c, n in enumerate(TAIL_COUNTS):
+        k = str(c)
+        split = ingest["classes"][k]
+        f = filt["classes"].get(k, {})
+        why = {r: v for r, v in f.items() if r in ("near_copies", "classifier_disagrees", "rejected")}
+        if "passed_score" in f:
+            why = {"below_score": f["generated"] - f["passed_score"], **why}
+        print(f"{k:>5} {n:>6} {split.get('train', 0):>5} {split.get('val', 0):>4} {split.get('test', 0):>4} | "
+              f"{f.get('needed', 0):>6} {f.get('generated', 0):>9} {f.get('accepted', 0):>8}  {why}")
+    gate = metrics["gate"]
+    print(f"gate: {'PASSED' if gate['passed'] else 'CLOSED'}: {gate['reason']}")
+    return {"ingest": ingest["classes"], "filter": filt, "gate": gate, "evaluate": metrics}
+
+
+def accepted_quality(params: Params, work: Path, test: Path) -> dict:
+    """Per class, the accepted images against yardsticks ganaug never fit: label agreement of the
+    independent classifier (judge.yardstick), and memorization measured on the class's own
+    kept-apart real images: the share of accepted images nearer to one of its training images
+    than the nearest 5 % of those unseen real images are."""
+    import torch
+
+    from ganaug.pipeline import classifier, quality
+    from ganaug.pipeline.manifest import label_map_of
+    from ganaug.pipeline.pixels import Images
+
+    size = params.ingest.size
+    prepared = read_manifest(params.paths.prepared)
+    names = list(label_map_of(prepared))
+    accepted = read_manifest(params.paths.accepted)
+    x_fresh, y_fresh, _ = judge.read_folder(test, size, names)
+    model = judge.yardstick(work, size, names)
+    rows = np.flatnonzero(((prepared["split"] == "train") & (prepared["source"] == "real")).to_numpy())
+    train_x = Images(params.paths.prepared, len(prepared), rows)
+    train_lab = prepared["label"].iloc[rows].to_numpy()
+    out = {}
+    for c, name in enumerate(names):
+        mine = accepted[accepted["label"] == name]
+        if not len(mine):
+            continue
+        x = torch.from_numpy(np.stack([judge.read_image(Path(params.paths.accepted) / p, size)
+                                       for p in mine["path"]])).unsqueeze(1)
+        real = train_x.subset(train_lab == name)
+        fresh = torch.from_numpy(x_fresh[y_fresh == c]).unsqueeze(1)
+        floor = np.quantile(quality.k_nearest(fresh, real)[0][:, 0], 0.05)
+        out[name] = {"accepted": len(mine),
+                     "label_agreement": round(float((classifier.predict(model, x)[0] == c).mean()), 3),
+                     "memorization": round(float((quality.k_nearest(x, real)[0][:, 0] < floor).mean()), 3)}
+    return out
+
+
+def folders(params: Params, raw: Path, test: Path, gate: dict, seed: int, size: int) -> tuple[dict, tuple]:
+    """Each training folder the judge compares: name -> (images, labels)."""
+    x_real, y_real, names = judge.read_folder(raw, size)
+    strategy = params.generate.sampling_strategy
+    if isinstance(strategy, dict):
+        strategy = {names.index(k): v for k, v in strategy.items()}
+    sets = {"real": (x_real, y_real),
+            "oversampled": judge.oversampled(x_real, y_real, strategy, seed),
+            "smote": judge.smote(x_real, y_real, strategy, seed),
+            "appended": judge.read_folder(params.paths.augmented, size, names)[:2]}
+    if not gate["passed"]:  # what the gate held back: was closing right?
+        accepted = read_manifest(params.paths.accepted)
+        share = gate.get("synthetic_share")
+        if len(accepted) and share:
+            prepared = read_manifest(params.paths.prepared)
+            counts = prepared[prepared["source"] == "real"]["label"].value_counts().to_dict()
+            kept = cap_synthetic(accepted, {str(k): int(v) for k, v in counts.items()}, float(share))
+            x_syn = np.stack([judge.read_image(Path(params.paths.accepted) / p, size) for p in kept["path"]])
+            y_syn = np.array([names.index(v) for v in kept["label"]])
+            sets["held_back"] = (np.concatenate([x_real, x_syn]), np.concatenate([y_real, y_syn]))
+    return sets, judge.read_folder(test, size, names)
+
+
+def judgement(params: Params, raw: Path, test: Path, gate: dict, seeds: int, confidence: float) -> dict:
+    size = params.ingest.size
+    preds, counts = {}, {}
+    x_test = y_test = names = None
+    for seed in range(seeds):
+        sets, (x_test, y_test, names) = folders(params, raw, test, gate, seed, size)
+        for arm, (x, y) in sets.items():
+            model = judge.train_plain(x, y, len(names), seed)
+            preds.setdefault(arm, []).append(judge.predict(model, x_test))
+            counts[arm] = np.bincount(y, minlength=len(names)).tolist()
+    rare = [names.index(c) for c in RAREST]
+    boot = evidence.bootstrap(y_test, {a: np.stack(p) for a, p in preds.items()}, len(names), rare)
+    print(f"\nplain classifier (bench/judge.py) on {len(y_test)} kept-apart test images, {seeds} seeds; "
+          f"{confidence:.0%} intervals")
+    print(f"{'folder':<12} {'images':>6} {'macro-F1':>22} {'balanced acc.':>22}  recall of " + ", ".join(RAREST))
+    out = {}
+    for arm, b in boot.items():
+        lo, hi = evidence.interval(b["macro_f1"], confidence)
+        rec = {c: round(float(b["recall"][0, names.index(c)]), 3) for c in RAREST}
+        out[arm] = {"images": int(sum(counts[arm])), "macro_f1": round(float(b["macro_f1"][0]), 4),
+                    "macro_f1_interval": [round(float(lo), 4), round(float(hi), 4)],
+                    "balanced_accuracy": round(float(b["balanced_accuracy"][0]), 4),
+                    "per_class_recall": {n: round(float(b["recall"][0, i]), 3) for i, n in enumerate(names)}}
+        lo_b, hi_b = evidence.interval(b["balanced_accuracy"], confidence)
+        print(f"{arm:<12} {out[arm]['images']:>6} {b['macro_f1'][0]:>8.4f} [{lo:.4f}, {hi:.4f}] "
+              f"{b['balanced_accuracy'][0]:>8.4f} [{lo_b:.4f}, {hi_b:.4f}]  {rec}")
+    for arm in ("appended", "held_back"):
+        if arm not in boot:
+            continue
+        best = np.maximum(boot["oversampled"]["macro_f1"], boot["smote"]["macro_f1"])
+        gain = boot[arm]["macro_f1"] - best
+        lo, hi = evidence.interval(gain, confidence)
+        worse = gain[0] < 0
+        out[arm]["gain_over_best_baseline"] = {"gain": round(float(gain[0]), 4),
+                                               "interval": [round(float(lo), 4), round(float(hi), 4)]}
+        verdict = "beats both" if lo > 0 else ("worse than the best baseline" if worse else "no clear difference")
+        print(f"{arm}: macro-F1 gain over the better of over-sampled and SMOTE (per replicate) "
+              f"{gain[0]:+.4f} [{lo:+.4f}, {hi:+.4f}]: {verdict}")
+    if gate["passed"] and out["appended"]["gain_over_best_baseline"]["gain"] < 0:
+        print("GATE ERROR: the gate opened, yet the plain classifier finds the appended folder worse "
+              "than the best baseline folder")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default=None, help="keep data and outputs here (default: a temporary folder)")
+    ap.add_argument("--from", dest="start", default=None, choices=list(STAGES), help="re-run from this stage on")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--seeds", type=int, default=3, help="judge classifier seeds")
+    ap.add_argument("--confidence", type=float, default=0.9)
+    ap.add_argument("--out", default=None, help="write every figure as JSON here")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work or tmp)
+        raw, test = work / "tail", work / "tail-test"
+        if not raw.is_dir():
+            write_tail(work)
+        out = work / "run"
+        paths = [f"paths.{k}={out / v}" for k, v in Params().paths.model_dump().items() if k not in ("raw", "demo")]
+        params = load_params(None, paths + [f"paths.raw={raw}", "ingest.size=32"] + args.overrides)
+        timings = run_pipeline(params, args.start)
+        figures = describe(params)
+        figures["accepted_quality"] = accepted_quality(params, work, test)
+        print("accepted images, by yardsticks ganaug never fit (label agreement: judge.yardstick; memorization:"
+              " nearer a training image than the nearest 5% of the class's unseen real images):")
+        for name, q in figures["accepted_quality"].items():
+            print(f"  class {name}: {q}")
+        figures["judge"] = judgement(params, raw, test, figures["gate"], args.seeds, args.confidence)
+        figures |= {"timings": timings, "args": vars(args)}
+        if args.out:
+            Path(args.out).write_text(json.dumps(figures, indent=1, default=str))
+        print(f"\nseconds per stage: {timings}; pictures: {out / 'reports'}")
+
+
+if __name__ == "__main__":
+    main()
