@@ -47,10 +47,10 @@ def main():
     from ganaug.flows.augment import generate as generate_on_dask
     from ganaug.pipeline.filter import filter_candidates
     from ganaug.pipeline.generate import generate
-    from ganaug.pipeline.manifest import class_counts, read_manifest
+    from ganaug.pipeline.manifest import augmented_counts, read_manifest
     from ganaug.pipeline.params import load_params
 
-    counts = class_counts(read_manifest(REPO / "data/prepared"))
+    counts = augmented_counts(read_manifest(REPO / "data/prepared"))
     rare = sorted(counts, key=counts.get)[:2]
     final = int(args.n / 1.5 / len(rare))  # candidates = needed x oversample
     strategy = "{" + ", ".join(f"'{k}': {counts[k] + final}" for k in rare) + "}"

@@ -8,8 +8,8 @@ in a temporary folder and prints evaluate's table in both training regimes (the 
 evaluate.user_training drives the gate; the other is evaluated after, on the same accepted
 images): real only, real over-sampled, SMOTE (the baselines, measured in the same run) and
 real + synthetic, each mean +- std over evaluate.repeats classifier seeds with the bootstrap
-interval, on the real test split; then the gate and the aim (the lower end of the interval of
-the gain over the best baseline above 0, on macro-F1 and on rare-class recall).
+interval, on the real test split; then the gate (the lower end of the interval of the gain over
+the best baseline above evaluate.min_gain) and the rare classes' recall per arm.
 """
 from __future__ import annotations
 

@@ -32,11 +32,14 @@ def read_folder(root: Path, size: int, names: list[str] | None = None) -> tuple[
 
 
 def read_image(path: Path, size: int) -> np.ndarray:
+    """size x size grey uint8, resized (where it is not that size) exactly as ganaug's ingest
+    resizes (`ingest.resize=stretch`), so that every folder compared, and the test images, went
+    through the same conversion: the appended folder's real images were prepared that way."""
+    from ganaug.pipeline.images import convert, resizer
+
     with Image.open(path) as im:
-        im = im.convert("L")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        return np.asarray(im)
+        arr = np.asarray(im.convert("L"))
+    return arr if arr.shape == (size, size) else convert(arr[:, :, None], resizer(size, "stretch"))[:, :, 0]
 
 
 def oversampled(x: np.ndarray, y: np.ndarray, strategy, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +110,10 @@ def yardstick(work: Path, size: int, names: list[str]):
         return model.eval()
     x_all, y_all = load_animal_mnist()
     rest = tail_split(y_all)["rest"]
-    x = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in x_all[rest]])
+    from ganaug.pipeline.images import convert, resizer
+
+    resize = resizer(size, "stretch")
+    x = np.stack([convert(a[:, :, None], resize)[:, :, 0] for a in x_all[rest]])
     y = torch.tensor([names.index(str(v)) for v in y_all[rest]])
     model = classifier.fit(torch.from_numpy(x).unsqueeze(1), y, len(names), 20 * int(np.ceil(len(y) / 64)), 64,
                            2e-3, 32, 0, balanced=True)

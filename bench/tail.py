@@ -128,9 +128,10 @@ def folders(params: Params, raw: Path, test: Path, gate: dict, seed: int, size: 
             prepared = read_manifest(params.paths.prepared)
             counts = prepared[prepared["source"] == "real"]["label"].value_counts().to_dict()
             kept = cap_synthetic(accepted, {str(k): int(v) for k, v in counts.items()}, float(share))
-            x_syn = np.stack([judge.read_image(Path(params.paths.accepted) / p, size) for p in kept["path"]])
-            y_syn = np.array([names.index(v) for v in kept["label"]])
-            sets["held_back"] = (np.concatenate([x_real, x_syn]), np.concatenate([y_real, y_syn]))
+            if len(kept):
+                x_syn = np.stack([judge.read_image(Path(params.paths.accepted) / p, size) for p in kept["path"]])
+                y_syn = np.array([names.index(v) for v in kept["label"]])
+                sets["held_back"] = (np.concatenate([x_real, x_syn]), np.concatenate([y_real, y_syn]))
     return sets, judge.read_folder(test, size, names)
 
 
@@ -181,7 +182,8 @@ def judgement(params: Params, raw: Path, test: Path, gate: dict, seeds: int, con
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=None, help="keep data and outputs here (default: a temporary folder)")
-    ap.add_argument("--from", dest="start", default=None, choices=list(STAGES), help="re-run from this stage on")
+    ap.add_argument("--from", dest="start", default=None, choices=[*STAGES, "judge"],
+                    help="re-run from this stage on (judge: only the judgement, on the folder as it is)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--seeds", type=int, default=3, help="judge classifier seeds")
     ap.add_argument("--confidence", type=float, default=0.9)
@@ -195,7 +197,7 @@ def main():
         out = work / "run"
         paths = [f"paths.{k}={out / v}" for k, v in Params().paths.model_dump().items() if k not in ("raw", "demo")]
         params = load_params(None, paths + [f"paths.raw={raw}", "ingest.size=32"] + args.overrides)
-        timings = run_pipeline(params, args.start)
+        timings = run_pipeline(params, args.start) if args.start != "judge" else {}
         figures = describe(params)
         figures["accepted_quality"] = accepted_quality(params, work, test)
         print("accepted images, by yardsticks ganaug never fit (label agreement: judge.yardstick; memorization:"

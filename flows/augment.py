@@ -76,7 +76,9 @@ def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     appended = tasks.append(params)
 
     create_table_artifact(key="ganaug-filter", description="filter: acceptance per class",
-                          table=[{"class": k, **v} for k, v in filtered["classes"].items()])
+                          table=[{"class": k, **{c: x for c, x in v.items() if c != "rejected"},
+                                  **{f"rejected_{r}": n for r, n in v["rejected"].items()}}
+                                 for k, v in filtered["classes"].items()])
     create_markdown_artifact(key="ganaug-summary", description="ganaug augment run",
                              markdown=summary_markdown(params, ingested, trained, generated, filtered,
                                                        appended, evaluated))

@@ -47,7 +47,6 @@ from .smote import Smote
 from .progress import progress
 
 
-
 def _images(folder: Path, manifest: pd.DataFrame, rows: pd.DataFrame, label_map, writer: str):
     """The rows' images, left on disk (pixels.Images: read a batch at a time), and labels."""
     at = np.flatnonzero(manifest.index.isin(rows.index))
@@ -96,8 +95,9 @@ def _mean(runs: list[dict]) -> dict:
 
 
 def oversample_rows(y: torch.Tensor, need: dict[int, int], seed: int) -> np.ndarray:
-    """Rows to repeat so that class c gains need[c] images: random over-sampling (with replacement,
-    per class a fresh RandomState(seed), as imbalanced-learn's RandomOverSampler draws)."""
+    """Rows to repeat so that class c gains need[c] images: random over-sampling, with replacement,
+    per class a fresh RandomState(seed) (imbalanced-learn's RandomOverSampler draws alike, from one
+    state across classes)."""
     y_np, extra = y.numpy(), []
     for c, n in need.items():
         members = np.flatnonzero(y_np == c)
@@ -155,9 +155,10 @@ def evaluate(params: Params) -> dict:
     oversampler = Smote(x_real, y_real, strategy={c: counts[names[c]] + n for c, n in need_idx.items()})
     for seed in progress(seeds, desc="evaluate: baselines", unit="seed"):
         x_sm, y_sm = oversampler.resample(seed)
-        extra = oversample_rows(y_real, need_idx, seed)
-        over = ((Stack(x_real, x_real.subset(extra)), torch.cat([y_real, y_real[torch.from_numpy(extra)]]), False)
-                if plain else (x_real, y_real, True))
+        over = (x_real, y_real, True)  # balanced: class-balanced batches over the real images
+        if plain:  # the over-sampled folder: real images and random duplicates
+            extra = oversample_rows(y_real, need_idx, seed)
+            over = (Stack(x_real, x_real.subset(extra)), torch.cat([y_real, y_real[torch.from_numpy(extra)]]), False)
         for arm, (x, y, balanced) in {"real_only": (x_real, y_real, False), "real_oversampled": over,
                                       "smote": (x_sm, y_sm, False)}.items():
             model = fit(x, y, seed, balanced)
@@ -176,13 +177,15 @@ def evaluate(params: Params) -> dict:
             val_runs, preds = [], []
             for seed in seeds:
                 model = fit(x, y, seed, balanced=True)
-                val_runs.append(scores(y_val.numpy(), predict(model, x_val), names, rare, present_only=True))
+                if len(y_val):
+                    val_runs.append(scores(y_val.numpy(), predict(model, x_val), names, rare, present_only=True))
                 preds.append(predict(model, x_test))
-            shares[share] = {"images": int(mask.sum()), "val": _mean(val_runs), "test": preds}
+            shares[share] = {"images": int(mask.sum()), "val": _mean(val_runs) if val_runs else None, "test": preds}
     chosen = None
     if shares:  # ties go to the smaller share: fewer synthetic images for the same result
-        chosen = max(shares, key=lambda s: (shares[s]["val"][cfg.gate_metric], -s))
+        chosen = max(shares, key=lambda s: (shares[s]["val"][cfg.gate_metric] if shares[s]["val"] else 0.0, -s))
         test_preds["synthetic"] = shares[chosen]["test"]
+    val_classes = sorted(names[c] for c in set(y_val.tolist()))
 
     y_true = y_test.numpy()
     means = {arm: _mean([scores(y_true, p, names, rare) for p in preds]) for arm, preds in test_preds.items()}
@@ -198,8 +201,13 @@ def evaluate(params: Params) -> dict:
         **means,
         "gate": gate,
         "rare_classes": rare,
-        "mixes": {str(s): {"synthetic_images": v["images"], f"val_{cfg.gate_metric}": v["val"][cfg.gate_metric]}
+        "mixes": {str(s): {"synthetic_images": v["images"],
+                           f"val_{cfg.gate_metric}": v["val"][cfg.gate_metric] if v["val"] else None}
                   for s, v in shares.items()},
+        # What the share was chosen on: val holds only the classes that could lend it images.
+        "mix_chosen_on": {"val_images": len(y_val), "val_classes": val_classes,
+                          "rare_classes_in_val": [c for c in rare if c in val_classes],
+                          "rule": "best val " + cfg.gate_metric if len(y_val) else "no val image: the smallest share"},
         "synthetic_quality": _synthetic_quality(reference, x_syn_all, y_syn_all, names, x_real, y_real,
                                                 x_test, y_test, fit, seeds[0],
                                                 quality.class_copy_radii(prepared_dir, prepared, label_map,
@@ -209,7 +217,9 @@ def evaluate(params: Params) -> dict:
                          "synthetic_used": gate["synthetic_images"]},
         "classifier": {"steps": steps, "repeats": cfg.repeats, "seeds": seeds, "user_training": cfg.user_training,
                        "augment": None if plain else aug.model_dump(),
-                       "test_images": len(y_true), "bootstrap": cfg.bootstrap},
+                       "test_images": len(y_true), "bootstrap": cfg.bootstrap,
+                       # 0: a class has a single training image and SMOTE cannot interpolate (the arm is real only)
+                       "smote_neighbours": max(0, oversampler.k)},
     }
     reports = Path(params.paths.reports)
     write_json(reports / "metrics.json", metrics)

@@ -14,13 +14,24 @@ import numpy as np
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "rare_recall")
 
 
+CHUNK = 100  # replicates drawn at once: memory CHUNK x test images, whatever the replicate count
+
+
+def _one_hot(labels: np.ndarray, n_classes: int):
+    from scipy import sparse
+
+    return sparse.csr_matrix((np.ones(len(labels)), (np.arange(len(labels)), labels)), shape=(len(labels), n_classes))
+
+
 def confusion_parts(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, n_classes: int):
     """Per replicate (rows of weights: how often each test image is drawn) and class: true
     positives, true count (support) and predicted count. y_pred: one seed's predictions."""
-    true_hot = np.eye(n_classes)[y_true]                    # n x K
-    pred_hot = np.eye(n_classes)[y_pred]
-    tp = weights @ (true_hot * pred_hot)                    # B x K
-    return tp, weights @ true_hot, weights @ pred_hot
+    def per_class(hot):  # replicates x classes, through a sparse n x K indicator
+        return np.asarray((hot.T @ weights.T).T)
+
+    right = y_true == y_pred
+    tp = per_class(_one_hot(np.where(right, y_true, 0), n_classes).multiply(right[:, None]).tocsr())
+    return tp, per_class(_one_hot(y_true, n_classes)), per_class(_one_hot(y_pred, n_classes))
 
 
 def metric_values(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray, rare: list[int]) -> dict:
@@ -41,20 +52,24 @@ def bootstrap(y_true: np.ndarray, preds: dict[str, np.ndarray], n_classes: int, 
     """Per arm, each metric over `replicates` paired draws (B values; per-class recall B x K).
     preds[arm]: R x n predictions, one row per classifier seed, the same seeds' count for every
     arm. Replicate 0 is the data as it is (no redraw), so its values are the plain figures."""
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    weights = np.vstack([np.ones(n), rng.multinomial(n, np.full(n, 1 / n), size=replicates - 1)]) if n \
-        else np.zeros((replicates, 0))
     repeats = {len(p) for p in preds.values()}
     if len(repeats) != 1:
         raise ValueError(f"every arm needs the same number of seeds, got {sorted(repeats)}")
     r = repeats.pop()
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
     seeds = np.vstack([np.arange(r), rng.integers(0, r, size=(replicates - 1, r))])   # B x R
-    out = {}
-    for arm, p in preds.items():
-        per_seed = [metric_values(*confusion_parts(y_true, p[s], weights, n_classes), rare) for s in range(r)]
-        out[arm] = {k: _seed_mean(per_seed, seeds, k) for k in (*METRICS, "recall")}
-    return out
+    parts: dict[str, list[dict]] = {arm: [] for arm in preds}
+    for start in range(0, replicates, CHUNK):
+        b = min(CHUNK, replicates - start)
+        weights = rng.multinomial(n, np.full(n, 1 / n), size=b) if n else np.zeros((b, 0))
+        if start == 0:
+            weights[0] = 1  # replicate 0: every test image once
+        for arm, p in preds.items():
+            per_seed = [metric_values(*confusion_parts(y_true, p[s], weights, n_classes), rare) for s in range(r)]
+            parts[arm].append({k: _seed_mean(per_seed, seeds[start:start + b], k) for k in (*METRICS, "recall")})
+    return {arm: {k: np.concatenate([c[k] for c in chunks]) for k in (*METRICS, "recall")}
+            for arm, chunks in parts.items()}
 
 
 def _seed_mean(per_seed: list[dict], seeds: np.ndarray, key: str) -> np.ndarray:

@@ -11,18 +11,20 @@ has. A candidate is accepted when, in seed order (not best-first, which would na
      images it has seen hundreds of times, it scores "is it one of those", so new, good images
      fall below the very images a copy would match;
    - absolute: one filter.threshold for every class; none: no threshold (the ablation);
-2. class (filter.require_agreement): a classifier trained on the real train images (with
+2. novelty (filter.reject_copies): it is not within the class's copy radius of a real training
+   image of its class: the pooled filter.copy_quantile of unseen real images' distance to the
+   training images of their class, cut to this class's size, in units of each class's scale
+   (quality.copy_radii), so a class of two images is judged on a scale drawn from all classes,
+   not from its one pair;
+3. class (filter.require_agreement): a classifier trained on the real train images (with
    evaluate's classic augmentation, so that a class of three images is a class, not three
    images) assigns it to its class;
-3. novelty (filter.reject_copies): it is not within the class's copy radius of a real training
-   image of its class: the pooled filter.copy_quantile of unseen real images' distance to their
-   class's training images, in units of each class's scale (quality.copy_radii), so a class of
-   two images is judged on a scale drawn from all classes, not from its one pair;
 4. (filter.dedupe) it is not within that radius of an image accepted before it.
 Classes short of their target (the plan's final counts, as in generate) get more rounds, seeds
 continuing where they stopped, until filter.max_rounds; a class whose acceptance rate falls below
 filter.min_acceptance stops (hopeless: more candidates would burn compute for nothing) and the
-report says so. reports/filter_rejected.png shows, per class, what each test rejected.
+report says so. reports/filter_rejected.png shows, per class, what each test rejected (each
+candidate counted once, under the first test it fails, in this order).
 """
 from __future__ import annotations
 
@@ -167,6 +169,7 @@ class ClassJob:
 
 REASONS = ("low_realness", "near_copy", "wrong_class", "duplicate")  # in the order the tests run
 EXAMPLES = 8  # rejected images kept per class and reason, for reports/filter_rejected.png
+REJECTED_CLASSES = 16  # classes that picture shows (the smallest): a row per reason each
 
 
 @dataclass
@@ -333,10 +336,13 @@ def filter_candidates(params: Params, run_classes: RunClasses = in_process) -> d
         _accepted_grid(params, kept)
     else:
         notice(reports / "accepted_samples.png", "no synthetic image passed the filter")
-    examples = {f"{r.label}: {reason}": imgs for r in results for reason, imgs in r.rejected.items()}
+    # The classes with the fewest real images first, where a filter goes wrong most easily.
+    shown = sorted(results, key=lambda r: (augmented_counts(prepared).get(r.label, 0), r.label))[:REJECTED_CLASSES]
+    examples = {f"{r.label}: {reason}": imgs for r in shown for reason, imgs in r.rejected.items()}
     if examples:
+        more = f" ({REJECTED_CLASSES} smallest classes of {len(results)})" if len(results) > REJECTED_CLASSES else ""
         class_grid(examples, reports / "filter_rejected.png",
-                   "rejected candidates: per class, the first few each test rejected")
+                   f"rejected candidates: per class, the first few each test rejected{more}")
     else:
         notice(reports / "filter_rejected.png", "the filter rejected no candidate")
     return report

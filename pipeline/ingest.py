@@ -12,7 +12,6 @@ one memory-mappable array (pixels.u8, pipeline/pixels.py) that training streams 
 """
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -303,13 +302,9 @@ def carve_outs(n: int, cfg) -> tuple[int, int, str]:
     3 for the GAN where flat fractions kept 2): at least one test image (the gate needs one),
     and at least 2 images stay for training. What a small class cannot give, val above all, the
     filter borrows, pooled, from the other classes."""
-    def whole(x: float) -> int:
-        return math.floor(x + 0.5)
-
     shrink = min(1.0, n / cfg.full_split_from)
-    n_test = max(1, whole(n * cfg.test_fraction * shrink))
-    n_val = whole(n * cfg.val_fraction * shrink)
-    n_val = max(0, min(n_val, n - n_test - 2))
+    n_test = min(max(1, round(n * cfg.test_fraction * shrink)), n - 2)
+    n_val = max(0, min(round(n * cfg.val_fraction * shrink), n - n_test - 2))
     if shrink == 1.0:
         why = f"{n} images >= ingest.full_split_from={cfg.full_split_from}: the full fractions"
     else:

@@ -193,7 +193,8 @@ class Append(Section):
 
 
 class ClassicAugment(Section):
-    """The augmentation every arm of evaluate gets (albumentations): what users do anyway."""
+    """The classic augmentation (albumentations) of evaluate's arms under user_training=balanced,
+    and of filter's class judge always: what users do anyway."""
 
     shift: float = Field(0.1, ge=0, lt=0.5)   # translate by up to this share of the size
     rotate: float = Field(10.0, ge=0, le=180)  # degrees

@@ -12,6 +12,8 @@ Used by evaluate (the report) and filter (the near-copy guard is `near_copies`).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -132,23 +134,32 @@ def class_copy_radii(folder, prepared, label_map: dict[str, int], quantile: floa
 
 
 DONOR_HELD_OUT = 128  # held-out images a donor class lends to each size's calibration
-DONOR_REPEATS = 4     # random subsets of a donor's training images per size
-SIZE_CAP = 256        # classes above this many training images are calibrated as if they had it
+DONOR_REPEATS = 4     # random subsets of a donor's training images per size (1 above 256 images)
+MAX_DONORS = 16       # donor classes per size (a seeded choice among those large enough)
+
+
+def size_grid(n: int) -> int:
+    """The size a class of n training images is calibrated at: n itself up to 8, then the largest
+    of 8 * sqrt(2)^k not above n (tau changes slowly with size: the grid bounds the work, and a
+    smaller size's tau is a little larger, so a little stricter, never looser)."""
+    if n <= 8:
+        return n
+    return int(8 * 2 ** (math.floor(2 * math.log2(n / 8) + 1e-9) / 2))
 
 
 def copy_radii(train: list, held_out: list, quantile: float, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Per class, the distance to a real training image of the class below which an image is a
     near copy of it: radius_k = tau(n_k) * scale_k. scale_k is the class's `class_scale`, shrunk
     towards the median of every class's with weight (n-1)/(n+1) (one distance between two images
-    is a poor scale: of two zebras that happen to be alike, say); tau(n) is the `quantile` of unseen real
-    images' distance to the nearest of n training images of their class, in units of that
-    class's scale, pooled over every class that has at least n training images and held-out
-    images, each cut to n at random (DONOR_REPEATS times). So "a copy" of a class of 3 images is:
-    closer to one of them than all but that share of unseen images are to 3 images of their own
-    class. The nearer a class's images lie to each other, the fewer they are, the larger tau:
-    a class cannot measure this itself at 3 images; it borrows it from classes that can, at its
-    own size. train, held_out: per class, image sets (held-out: the val split; with none
-    anywhere, each training image against the others)."""
+    is a poor scale: of two zebras that happen to be alike, say); tau(n) is the `quantile` of unseen
+    real images' distance to the nearest of n training images of their class, in units of that
+    class's scale, pooled over the classes that have at least n training images and held-out
+    images, each cut to n at random. So "a copy" of a class of 3 images is: closer to one of them
+    than all but that share of unseen images are to 3 images of their own class. The fewer a
+    class's images, the farther an unseen one lies from them, the larger tau: a class cannot
+    measure this itself at 3 images; it borrows it from classes that can, at its own size.
+    train, held_out: per class, image sets (held-out: the val split; with none anywhere, each
+    training image of a subset of n + 1 against the other n)."""
     rng = np.random.default_rng(seed)
     n_imgs = np.array([len(x) for x in train])
     own = np.array([class_scale(x) for x in train])
@@ -156,28 +167,33 @@ def copy_radii(train: list, held_out: list, quantile: float, seed: int = 0) -> t
     # Two images give one distance: shrink a small class's own scale towards the pooled one.
     weight = np.clip((n_imgs - 1) / (n_imgs + 1), 0, 1)
     scales = weight * own + (1 - weight) * pooled
-    sizes = [min(len(x), SIZE_CAP) for x in train]
-    donors = [j for j, (x, y) in enumerate(zip(train, held_out)) if len(y) and len(x) >= 2 and scales[j] > 0]
-    taus, calibrated_on = {}, {}
-    for n in sorted(set(sizes)):
+    with_val = [j for j, (x, y) in enumerate(zip(train, held_out)) if len(y) and len(x) >= 2 and scales[j] > 0]
+    sizes = [size_grid(max(1, int(n))) for n in n_imgs]
+    taus, counts = {}, {}
+    for s in sorted(set(sizes)):
         ratios = []
-        for j in [j for j in donors if len(train[j]) >= n]:
-            y = subset(held_out[j], np.arange(min(len(held_out[j]), DONOR_HELD_OUT)))
-            for _ in range(1 if len(train[j]) == n else DONOR_REPEATS):
-                pick = np.sort(rng.choice(len(train[j]), n, replace=False))
-                ratios.append(_nearest(y, subset(train[j], pick)) / scales[j])
-        if not ratios:  # no held-out images at this size: each training image against the rest of its class
-            ratios = [k_nearest(x, x, 1, "self")[0][:, 0] / scales[k] for k, x in enumerate(train)
-                      if len(x) >= max(2, n) and scales[k] > 0]
+        if with_val:
+            donors = [j for j in with_val if len(train[j]) >= s]
+            for j in sorted(rng.permutation(donors)[:MAX_DONORS]):
+                y = subset(held_out[j], np.arange(min(len(held_out[j]), DONOR_HELD_OUT)))
+                for _ in range(1 if len(train[j]) == s or s > 256 else DONOR_REPEATS):
+                    pick = np.sort(rng.choice(len(train[j]), s, replace=False))
+                    ratios.append(_nearest(y, subset(train[j], pick)) / scales[j])
+        else:  # no val split anywhere: in subsets of s + 1 training images, each against the others
+            donors = [j for j, x in enumerate(train) if len(x) >= s + 1 and scales[j] > 0]
+            for j in sorted(rng.permutation(donors)[:MAX_DONORS]):
+                for _ in range(DONOR_REPEATS):
+                    pick = subset(train[j], np.sort(rng.choice(len(train[j]), s + 1, replace=False)))
+                    ratios.append(k_nearest(pick, pick, 1, "self")[0][:, 0] / scales[j])
         pool = np.concatenate(ratios) if ratios else np.zeros(0)
-        taus[n] = float(np.quantile(pool, quantile)) if len(pool) else 0.0
-        calibrated_on[n] = len(pool)
-    tau = np.array([taus[n] for n in sizes])
+        taus[s] = float(np.quantile(pool, quantile)) if len(pool) else 0.0
+        counts[s] = len(pool)
+    tau = np.array([taus[s] for s in sizes])
     return tau * scales, {"quantile": quantile, "pooled_scale": round(pooled, 4),
-                          "tau_by_size": {n: round(t, 4) for n, t in taus.items()},
-                          "distances_per_size": calibrated_on,
-                          "calibrated_on": "held-out (val) images of the classes at least as large" if donors
-                          else "training images against the others of their class (no val images)"}
+                          "tau_by_size": {s: round(t, 4) for s, t in taus.items()},
+                          "distances_per_size": counts,
+                          "calibrated_on": "held-out (val) images of the classes at least as large" if with_val
+                          else "training images held out one at a time (no val images)"}
 
 
 def nearest_pair(real) -> float:
