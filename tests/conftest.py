@@ -1,6 +1,16 @@
 """Fixtures: shapes drawn here (exact, tiny), tiny params, and one shared trained pipeline."""
 from __future__ import annotations
 
+import os
+
+# pytest-xdist (pyproject: -n 2) runs test files side by side: each worker, and the subprocesses
+# it starts, gets its share of the cores, or torch's threads spin (2-5x slower on 2 cores).
+# Set before torch is imported anywhere in the worker.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_k, _share)
+
 import shutil
 import subprocess
 import sys
