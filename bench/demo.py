@@ -3,9 +3,9 @@
     python bench/demo.py [--set section.key=value ...]
 
 Runs in a temporary folder, so the repository's own outputs are untouched. Prints wall time
-per stage and in total, training speed, and the evaluate metrics for the three training sets:
-real only (the baseline), real over-sampled to balance, and real + synthetic (augmented),
-with the augmented/baseline ratio.
+per stage and in total, training speed, evaluate's arms (real only, real over-sampled, SMOTE,
+real + synthetic) with their 90% paired bootstrap intervals, the ratio to real only, and the
+gate's decision.
 """
 import argparse
 import os
@@ -37,21 +37,24 @@ def main():
     tr = results["train"]
     print(f"train: {tr['steps']} steps, {tr['images_per_s']} img/s, {tr['achieved_gflops']} GFLOPS")
     ev = results["evaluate"]
-    print(f"{'':18} {'accuracy':>9} {'bal.acc':>9} {'macro-F1':>9}  recall of rare classes")
+    print(f"{'':18} {'bal.acc':>9} {'macro-F1':>9} {'90% interval':>17}  recall of rare classes")
     rare = [str(c) for c in params.demo.rare_classes]
     for arm in ("real_only", "real_oversampled", "smote", "synthetic"):
+        if arm not in ev:
+            continue
         m = ev[arm]
-        print(f"{arm:18} {m['accuracy']:9.4f} {m['balanced_accuracy']:9.4f} {m['macro_f1']:9.4f}  "
+        lo, hi = m["macro_f1_interval"]
+        print(f"{arm:18} {m['balanced_accuracy']:9.4f} {m['macro_f1']:9.4f}   [{lo:.4f}, {hi:.4f}]  "
               + ", ".join(f"{c}: {m['per_class_recall'][c]:.3f}" for c in rare))
-    base, aug = ev["real_only"]["balanced_accuracy"], ev["synthetic"]["balanced_accuracy"]
-    print(f"balanced accuracy ratio augmented/real_only = {aug / base:.3f}; "
-          f"augmented/oversampled = {aug / ev['real_oversampled']['balanced_accuracy']:.3f}")
-    s = ev["synthetic"]
-    print(f"synthetic: {s['count']} images, label agreement {s['label_agreement']}, Fréchet {s['frechet_distance']} "
-          f"(real-vs-real reference {s['frechet_reference']}), diversity {s['diversity']}")
-    print(f"filter: accepted {results['filter']['accepted']}/{results['filter']['needed']}, "
-          f"acceptance rate {results['filter']['acceptance_rate']}")
-
+    base = ev["real_only"]["macro_f1"]
+    print(f"macro-F1 ratio over-sampled/real_only = {ev['real_oversampled']['macro_f1'] / base:.3f}"
+          + (f"; synthetic/real_only = {ev['synthetic']['macro_f1'] / base:.3f}" if "synthetic" in ev else ""))
+    print(f"gate {'PASSED' if ev['gate']['passed'] else 'closed'}: {ev['gate']['reason']}")
+    q = ev["synthetic_quality"]
+    print(f"synthetic: {q['count']} accepted"
+          + (f", CAS {q['cas']} (real-trained reference {q['cas_real_reference']})" if "cas" in q else ""))
+    f = results["filter"]
+    print(f"filter: accepted {f['accepted']}/{f['needed']}, acceptance rate {f['acceptance_rate']}")
 
 if __name__ == "__main__":
     main()

@@ -65,9 +65,12 @@ def describe(params: Params) -> dict:
         k = str(c)
         split = ingest["classes"][k]
         f = filt["classes"].get(k, {})
-        why = {r: v for r, v in f.items() if r in ("near_copies", "classifier_disagrees", "rejected")}
-        if "passed_score" in f:
-            why = {"below_score": f["generated"] - f["passed_score"], **why}
+        if isinstance(f.get("rejected"), dict):  # this code: per reason, in the filter's order
+            why = {r: v for r, v in f["rejected"].items() if v}
+        else:  # main's filter.json (67044d1): the score, copies and judge counts only
+            why = {r: v for r, v in f.items() if r in ("near_copies", "classifier_disagrees")}
+            if "passed_score" in f:
+                why = {"below_score": f["generated"] - f["passed_score"], **why}
         print(f"{k:>5} {n:>6} {split.get('train', 0):>5} {split.get('val', 0):>4} {split.get('test', 0):>4} | "
               f"{f.get('needed', 0):>6} {f.get('generated', 0):>9} {f.get('accepted', 0):>8}  {why}")
     gate = metrics["gate"]

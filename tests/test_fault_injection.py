@@ -45,6 +45,20 @@ def strays(root: Path) -> list[str]:
     return [str(p.relative_to(root)) for p in root.rglob("*") if ".tmp-" in p.name]
 
 
+def left_behind(folder: Path) -> list[str]:
+    """Other processes still working in folder (Linux /proc): a killed stage's helper processes
+    (ingest's decoders) must end with it, not live on as orphans."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int(proc.name) != os.getpid() and \
+                    Path(os.readlink(proc / "cwd")) == folder.resolve():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:120])
+        except OSError:
+            continue
+    return found
+
+
 @pytest.mark.slow
 def test_sigkill_in_every_stage_then_rerun_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     template = tmp_path / "template"
@@ -87,6 +101,11 @@ def test_sigkill_in_every_stage_then_rerun_equals_an_uninterrupted_run(tmp_path,
         proc.wait()
         if proc.returncode == -signal.SIGKILL:
             killed_mid_run.append(name)
+            if sys.platform.startswith("linux"):
+                deadline = time.monotonic() + 10
+                while left_behind(work) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert not left_behind(work), f"{name} killed: its helpers live on"
         else:
             assert proc.returncode == 0, proc.stderr.read()
         # The re-run: this stage and every later one, as `dvc repro` would.
