@@ -150,10 +150,3 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
-
-
-def pytest_collection_modifyitems(items):
-    """Files with end-to-end (slow) tests first: with two xdist workers taking a file at a time,
-    a 4-minute file begun last would end the run alone. Order within a file is kept."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: ties keep collection order
