@@ -2,8 +2,9 @@
 the CLI, the Prefect tasks and the path checks all derive from.
 
 A stage declares the paths it reads and writes (as params keys), the params it reads, its
-metrics, plots and pictures, the code it runs (this repository's dvc.yaml re-runs it when
-that changes), its one-line summary and its retry policy. `run` is how every entry point
+metrics, plots and pictures, its one-line summary and its retry policy; the code it runs (this
+repository's dvc.yaml re-runs it when that changes) is derived from its imports
+(pipeline/codedeps.py). `run` is how every entry point
 starts a stage: the outputs are checked against every path of the pipeline and for
 writability, then the stage function (params in, files out) runs.
 
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import codedeps
 from .params import Params
 from .paths import check_apart, check_writable
 
@@ -59,20 +61,27 @@ class Stage:
     metrics: tuple[P, ...] = ()
     plots: tuple[P, ...] = ()
     params: tuple[str, ...] = ()      # params sections or section.key it reads
-    code: tuple[str, ...] = ()        # source it runs, beyond what every stage shares
     retries: int = 0                  # Prefect retries, of errors marked transient only
     retry_delay_s: int = 10
+
+    @property
+    def module(self) -> str:
+        return self.target.split(":")[0]
+
+    @property
+    def code(self) -> tuple[str, ...]:
+        """The source it runs (its module's import closure, gan/ whole), for dvc.yaml's deps."""
+        return codedeps.closure(self.module.rsplit(".", 1)[1])
 
     @property
     def writes(self) -> tuple[P, ...]:
         return self.outs + self.pictures + self.metrics + self.plots
 
     def function(self) -> Callable[..., dict]:
-        module, function = self.target.split(":")
-        return getattr(importlib.import_module(module), function)
+        return getattr(importlib.import_module(self.module), self.target.split(":")[1])
 
     def summarize(self, result: dict) -> str:
-        return importlib.import_module(self.target.split(":")[0]).summarize(result)
+        return importlib.import_module(self.module).summarize(result)
 
 
 def _p(key: str, file: str = "", **kw) -> P:
@@ -86,13 +95,12 @@ REFERENCE_CLASSIFIER = ("evaluate.epochs", "evaluate.batch_size", "evaluate.lr",
 DEMO_DATA = Stage(
     "demo-data", "ganaug.pipeline.demo_data:demo_data",
     "write the long-tailed digits demo dataset to paths.demo",
-    outs=(_p("demo", folder=True),), params=("demo",), code=("pipeline/demo_data.py",))
+    outs=(_p("demo", folder=True),), params=("demo",))
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("ingest", "ganaug.pipeline.ingest:ingest", "validate, convert and split the images into a manifest",
           reads=(_p("raw"),), outs=(_p("prepared", folder=True),),
-          metrics=(_p("reports", "ingest.json", **REPORT),), params=("ingest",),
-          code=("pipeline/ingest.py", "pipeline/images.py", "pipeline/manifest.py", "pipeline/pixels.py"), retries=2),
+          metrics=(_p("reports", "ingest.json", **REPORT),), params=("ingest",), retries=2),
     Stage("train", "ganaug.pipeline.train:train", "train the conditional GAN; checkpoint, metrics, sample grid",
           reads=(_p("prepared"),), outs=(_p("model", persist=True),),
           pictures=(_p("train_reports", "samples.png", **REPORT), _p("train_reports", "losses.png", **REPORT)),
@@ -100,12 +108,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           plots=(_p("train_reports", "losses.csv", **REPORT,
                     style={"x": "step", "y": ["loss_d", "loss_g", "d_real", "d_fake"]}),),
           params=("train", "ingest.channels", *REFERENCE_CLASSIFIER),
-          code=("gan", "pipeline/train.py", "pipeline/classifier.py", "pipeline/pixels.py"),
           retries=1, retry_delay_s=30),  # a retry resumes from the last checkpoint
     Stage("generate", "ganaug.pipeline.generate:generate", "generate scored candidates for the classes that need them",
           reads=(_p("prepared"), _p("model")), outs=(_p("candidates", folder=True),),
-          params=("generate", "train.device"),
-          code=("gan", "pipeline/generate.py", "pipeline/sampler.py", "pipeline/pixels.py", "pipeline/manifest.py")),
+          params=("generate", "train.device")),
     Stage("filter", "ganaug.pipeline.filter:filter_candidates",
           "keep candidates that look real, are their class, no copies and distinct; top up",
           reads=(_p("prepared"), _p("candidates"), _p("model")), outs=(_p("accepted", folder=True),),
@@ -115,9 +121,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           plots=(_p("reports", "filter_classes.csv", **REPORT,
                     style={"x": "label", "y": "acceptance_rate", "template": "bar_horizontal"}),),
           params=("filter", "generate", "ingest.channels", "train.device", "evaluate.seed", "evaluate.augment",
-                  *REFERENCE_CLASSIFIER),
-          code=("gan", "pipeline/filter.py", "pipeline/sampler.py", "pipeline/quality.py", "pipeline/classifier.py",
-                "pipeline/pixels.py", "pipeline/manifest.py")),
+                  *REFERENCE_CLASSIFIER)),
     Stage("evaluate", "ganaug.pipeline.evaluate:evaluate",
           "real-only vs over-sampled vs SMOTE vs synthetic classifier; decide the gate",
           reads=(_p("prepared"), _p("accepted")),
@@ -125,16 +129,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           plots=(_p("reports", "per_class_recall.csv", **REPORT,
                     style={"x": "class", "y": ["real_only", "real_oversampled", "smote", "synthetic"],
                            "template": "bar_horizontal"}),),
-          params=("evaluate", "ingest.channels", "generate.sampling_strategy", "filter.copy_quantile"),
-          code=("pipeline/evaluate.py", "pipeline/gate.py", "pipeline/evidence.py", "pipeline/classifier.py",
-                "pipeline/quality.py", "pipeline/smote.py", "pipeline/pixels.py", "pipeline/manifest.py")),
+          params=("evaluate", "ingest.channels", "generate.sampling_strategy", "filter.copy_quantile")),
     Stage("append", "ganaug.pipeline.append:append",
           "build the augmented training set (or append in place), as the gate allows",
           reads=(_p("prepared"), _p("accepted"), _p("reports", "gate.json")),
           outs=(_p("augmented", folder=True), P("append.target", folder=True, in_dvc=False)),
-          params=("append", "filter"),
-          code=("pipeline/append.py", "pipeline/gate.py", "pipeline/evidence.py", "pipeline/versioned.py",
-                "pipeline/manifest.py"), retries=2),
+          params=("append", "filter"), retries=2),
 )}
 ALL = {DEMO_DATA.name: DEMO_DATA, **STAGES}
 

@@ -10,23 +10,11 @@ from ganaug.pipeline.params import Params
 from ganaug.pipeline.stages import ALL
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
-SHARED = {"params", "stages", "errors", "files", "paths", "cli", "dvcfile"}  # no stage's own reads
 
 
-def imported_modules(module: str, seen: set[str] | None = None) -> set[str]:
-    """The pipeline modules `module` runs: itself and what it imports from `.`, transitively."""
-    seen = set() if seen is None else seen
-    if module in seen or module in SHARED:
-        return seen
-    seen.add(module)
-    tree = ast.parse((PIPELINE / f"{module}.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names = [node.module] if node.module else [a.name for a in node.names]
-            for name in names:
-                if (PIPELINE / f"{name}.py").is_file():
-                    imported_modules(name, seen)
-    return seen
+def imported_modules(stage) -> set[str]:
+    """The pipeline modules a stage runs (its code deps, as dvc.yaml lists them)."""
+    return {c.removeprefix("pipeline/").removesuffix(".py") for c in stage.code if c != "gan"}
 
 
 def params_read(module: str) -> set[str]:
@@ -60,10 +48,9 @@ def _only_chained(module: str, section: str) -> bool:
 @pytest.mark.parametrize("name", list(ALL))
 def test_every_param_a_stage_reads_is_declared(name):
     stage = ALL[name]
-    module = stage.target.split(":")[0].rsplit(".", 1)[1]
     paths = {p.key.split(".", 1)[1] for p in stage.reads + stage.writes if p.key.startswith("paths.")}
     undeclared = set()
-    for mod in imported_modules(module):
+    for mod in imported_modules(stage):
         for read in params_read(mod):
             section, _, key = read.partition(".")
             covered = (section in stage.params or read in stage.params
@@ -73,3 +60,34 @@ def test_every_param_a_stage_reads_is_declared(name):
             if not covered:
                 undeclared.add(f"{mod}.py reads params.{read}")
     assert not undeclared, f"stage {name}: {sorted(undeclared)}; declare them in pipeline/stages.py"
+
+
+def test_code_deps_hold_every_module_a_stage_imports():
+    """dvc.yaml re-runs a stage when any module it runs changes: its derived code deps hold what
+    importing its module really loads (and train's checkpoints.py, which the hand-kept list of
+    old missed, so that an edit there re-ran nothing)."""
+    import json
+    import subprocess
+    import sys
+
+    script = """
+import importlib, json, sys
+from ganaug.pipeline.stages import ALL
+loaded = {}
+for name, stage in ALL.items():
+    for m in [m for m in sys.modules if m.startswith("ganaug.pipeline.") or m.startswith("ganaug.gan")]:
+        del sys.modules[m]
+    importlib.import_module(stage.module)
+    loaded[name] = sorted({m.split(".")[2] for m in sys.modules if m.startswith("ganaug.pipeline.")}
+                          | ({"gan"} if any(m.startswith("ganaug.gan") for m in sys.modules) else set()))
+print(json.dumps(loaded))
+"""
+    loaded = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                       check=True).stdout)
+    from ganaug.pipeline.codedeps import SHARED
+
+    for name, modules in loaded.items():
+        code = set(ALL[name].code)
+        missing = [m for m in modules if m not in SHARED and (m if m == "gan" else f"pipeline/{m}.py") not in code]
+        assert not missing, f"stage {name}: runs {missing}, not in its code deps"
+    assert "pipeline/checkpoints.py" in ALL["train"].code and "gan" in ALL["generate"].code
