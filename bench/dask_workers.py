@@ -43,8 +43,11 @@ def main():
 
     import json
 
-    from ganaug.flows.augment import filter_candidates as filter_on_dask
-    from ganaug.flows.augment import generate as generate_on_dask
+    from functools import partial
+
+    from ganaug.flows.augment import run_stage
+
+    filter_on_dask, generate_on_dask = partial(run_stage, "filter"), partial(run_stage, "generate")
     from ganaug.pipeline.filter import filter_candidates
     from ganaug.pipeline.generate import generate
     from ganaug.pipeline.manifest import augmented_counts, read_manifest

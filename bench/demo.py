@@ -39,16 +39,14 @@ def main():
     ev = results["evaluate"]
     print(f"{'':18} {'bal.acc':>9} {'macro-F1':>9} {'90% interval':>17}  recall of rare classes")
     rare = [str(c) for c in params.demo.rare_classes]
-    for arm in ("real_only", "real_oversampled", "smote", "synthetic"):
-        if arm not in ev:
-            continue
-        m = ev[arm]
+    for arm, m in ev["arms"].items():
         lo, hi = m["macro_f1_interval"]
         print(f"{arm:18} {m['balanced_accuracy']:9.4f} {m['macro_f1']:9.4f}   [{lo:.4f}, {hi:.4f}]  "
               + ", ".join(f"{c}: {m['per_class_recall'][c]:.3f}" for c in rare))
-    base = ev["real_only"]["macro_f1"]
-    print(f"macro-F1 ratio over-sampled/real_only = {ev['real_oversampled']['macro_f1'] / base:.3f}"
-          + (f"; synthetic/real_only = {ev['synthetic']['macro_f1'] / base:.3f}" if "synthetic" in ev else ""))
+    arms = ev["arms"]
+    base = arms["real"]["macro_f1"]
+    print(f"macro-F1 ratio oversampled/real = {arms['oversampled']['macro_f1'] / base:.3f}"
+          + (f"; synthetic/real = {arms['synthetic']['macro_f1'] / base:.3f}" if "synthetic" in arms else ""))
     print(f"gate {'PASSED' if ev['gate']['passed'] else 'closed'}: {ev['gate']['reason']}")
     q = ev["synthetic_quality"]
     print(f"synthetic: {q['count']} accepted"

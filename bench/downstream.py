@@ -26,7 +26,6 @@ from bench.datasets import prepare  # noqa: E402
 from ganaug.pipeline.params import Params, load_params  # noqa: E402
 from ganaug.pipeline.stages import STAGES, run, summarize  # noqa: E402
 
-ARMS = ("real_only", "real_oversampled", "smote", "synthetic")
 
 
 def main():
@@ -62,16 +61,15 @@ def main():
 def show(regime: str, m: dict, drives_gate: bool):
     print(f"\n{regime} training{' (evaluate.user_training: drives the gate)' if drives_gate else ''}")
     print(f"{'arm':<18}{'balanced acc.':>18}{'macro-F1':>18}  {'90% interval':<18}{'rare recall':>14}")
-    for arm in ARMS:
-        if arm in m:
-            lo, hi = m[arm]["macro_f1_interval"]
-            print(f"{arm:<18}{m[arm]['balanced_accuracy']:>11.4f} ±{m[arm]['balanced_accuracy_std']:.4f}"
-                  f"{m[arm]['macro_f1']:>11.4f} ±{m[arm]['macro_f1_std']:.4f}  [{lo:.4f}, {hi:.4f}]"
-                  f"{m[arm]['rare_recall']:>14.4f}")
+    for arm, a in m["arms"].items():
+        lo, hi = a["macro_f1_interval"]
+        print(f"{arm:<18}{a['balanced_accuracy']:>11.4f} ±{a['balanced_accuracy_std']:.4f}"
+              f"{a['macro_f1']:>11.4f} ±{a['macro_f1_std']:.4f}  [{lo:.4f}, {hi:.4f}]"
+              f"{a['rare_recall']:>14.4f}")
     gate = m["gate"]
     print(f"gate: {'PASSED' if gate['passed'] else 'CLOSED'}: {gate['reason']}; mixes on val: {m['mixes']}")
     print("rare classes:", m["rare_classes"], "| per-class recall of them:",
-          {a: {c: m[a]["per_class_recall"][c] for c in m["rare_classes"]} for a in ARMS if a in m})
+          {arm: {c: a["per_class_recall"][c] for c in m["rare_classes"]} for arm, a in m["arms"].items()})
 
 
 if __name__ == "__main__":

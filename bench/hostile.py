@@ -37,11 +37,12 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from ganaug.pipeline.filter import ACCEPT_ALL  # noqa: E402
+from ganaug.pipeline.params import as_overrides  # noqa: E402
 from tests.conftest import make_shapes  # noqa: E402
 
 TINY = ["ingest.size=8", "ingest.min_per_class=5", "train.steps=20", "train.batch_size=16", "train.width=8",
-        "train.z_dim=16", "train.checkpoint_every=10", "filter.require_agreement=false",
-        "filter.reject_copies=false", "filter.dedupe=false", "filter.mode=none", "evaluate.epochs=1", "evaluate.repeats=1",
+        "train.z_dim=16", "train.checkpoint_every=10", *as_overrides({"filter": ACCEPT_ALL}), "evaluate.epochs=1", "evaluate.repeats=1",
         "evaluate.width=8", "evaluate.min_gain=null", "evaluate.synthetic_shares=[1.0]",
         "paths.raw=data/raw"]
 

@@ -125,9 +125,11 @@ def main():
         print(f"data: {len(files)} PNGs in {time.perf_counter() - t0:.0f}s", flush=True)
         bare = bare_decode(files)
         create = create_rate(work / "probe")
+        from ganaug.pipeline.filter import ACCEPT_ALL  # the stages run in subprocesses: torch here costs no stage memory
+        from ganaug.pipeline.params import as_overrides
+
         common = ["paths.raw=data/raw", "ingest.size=16", f"train.steps={args.steps}",
-                  f"train.checkpoint_every={args.steps}", "filter.mode=none", "filter.reject_copies=false",
-                  "filter.require_agreement=false", "filter.dedupe=false", "evaluate.repeats=1",
+                  f"train.checkpoint_every={args.steps}", *as_overrides({"filter": ACCEPT_ALL}), "evaluate.repeats=1",
                   "evaluate.epochs=1", "evaluate.synthetic_shares=[1.0]"]
         one_worker = run_stage(work, "ingest", common + ["ingest.workers=1", "paths.prepared=data/prepared-1",
                                                          "paths.reports=reports-1"])

@@ -2,10 +2,11 @@
 GPU work pool). Parameters are JSON-friendly: a params file and `section.key=value` overrides,
 exactly what the CLI takes.
 
-When train.deployment names a deployment, `augment` ships the prepared data through the DVC
-remote, runs that deployment with `run_deployment` and waits; the train flow pulls the data,
-trains, pushes the checkpoint and reports, and returns their `.dvc` texts; `augment` pulls
-them and goes on. No shared filesystem is assumed, but the train flow's result must reach
+The augment flow is the stage registry (pipeline/stages.py), run in order. When train.deployment
+names a deployment (the registry's `remote`), `augment` ships train's inputs through the DVC
+remote, runs that deployment with `run_deployment` and waits; the train flow pulls them,
+trains, pushes what it wrote (checkpoint, reports), and returns their `.dvc` texts; `augment`
+pulls them and goes on. No shared filesystem is assumed, but the train flow's result must reach
 the parent: use a result storage both sides can read (PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK)
 on more than one machine.
 """
@@ -22,113 +23,116 @@ from ganaug.pipeline import exchange
 from ganaug.pipeline.errors import GanaugError
 from ganaug.pipeline.manifest import read_manifest
 from ganaug.pipeline.params import Params, load_params
-from ganaug.pipeline.stages import run, summarize
+from ganaug.pipeline.stages import STAGES, P, Stage, run, summarize
 
 from ganaug.flows import tasks  # absolute: Prefect loads this file by path as a deployment entrypoint
 
 
 @flow(name="ganaug-train", persist_result=True)
 def train_flow(params_path: str = "params.yaml", overrides: list[str] | None = None,
-               prepared_dvc: str | None = None, exchange_key: str | None = None) -> dict:
-    """Train the GAN. With prepared_dvc (sent by `augment` on another machine), pull the data
-    first and push the checkpoint after, returning its `.dvc` text."""
-    params = load_params(params_path, overrides or [])
-    if prepared_dvc is None:
-        return {"metrics": tasks.train(params)}
+               inputs: dict[str, str] | None = None, exchange_key: str | None = None) -> dict:
+    """Train the GAN, deployable on its own (e.g. to a GPU work pool: the registry's `remote`).
+    With inputs (sent by `augment` on another machine), pull them first and push the outputs
+    after, returning their `.dvc` texts."""
+    return _stage_here("train", params_path, overrides or [], inputs, exchange_key)
+
+
+def _stage_here(name: str, params_path: str, overrides: list[str], inputs: dict[str, str] | None,
+                exchange_key: str | None) -> dict:
+    params = load_params(params_path, overrides)
+    stage = STAGES[name]
+    if inputs is None:
+        return {"result": tasks.TASKS[name](params)}
     key = exchange_key or str(flow_run.get_id())
-    exchange.receive(prepared_dvc, f"{key}-prepared", params.paths.prepared)
-    metrics = tasks.train(params)
-    return {
-        "metrics": metrics,
-        "model_dvc": exchange.send(params.paths.model, f"{key}-model"),
-        "reports_dvc": exchange.send(params.paths.train_reports, f"{key}-reports"),
-    }
+    for path_key, dvc_text in inputs.items():
+        exchange.receive(dvc_text, f"{key}-{_slot(path_key)}", _value(params, path_key))
+    result = tasks.TASKS[name](params)
+    return {"result": result, "outputs": {k: exchange.send(_value(params, k), f"{key}-{_slot(k)}")
+                                          for k in _keys(stage.writes)}}
 
 
 @flow(name="ganaug-augment")
 def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
-    """ingest -> train (here or on a deployment) -> generate -> filter -> evaluate -> append."""
+    """Every stage of the registry in order (ingest -> train -> generate -> filter -> evaluate ->
+    append; evaluate decides the gate append acts on), each where it declares it runs: a task
+    here, a deployment (`remote`) or mapped over Dask workers (`parts`)."""
     overrides = overrides or []
     params = load_params(params_path, overrides)
-    log = get_run_logger()
-    ingested = tasks.ingest(params)
+    results = {name: run_stage(name, params, params_path, overrides) for name in STAGES}
 
-    if params.train.deployment:
-        key = str(flow_run.get_id())
-        prepared_dvc = exchange.send(params.paths.prepared, f"{key}-prepared")
-        log.info("train: running deployment %s", params.train.deployment)
-        child = run_deployment(params.train.deployment, timeout=None, parameters={
-            "params_path": params_path, "overrides": overrides,
-            "prepared_dvc": prepared_dvc, "exchange_key": key})
-        if not child.state.is_completed():
-            raise GanaugError(f"training deployment {params.train.deployment} ended {child.state.name}: "
-                              f"{child.state.message}")
-        remote = child.state.result()
-        exchange.receive(remote["model_dvc"], f"{key}-model", params.paths.model)
-        exchange.receive(remote["reports_dvc"], f"{key}-reports", params.paths.train_reports)
-        trained = remote["metrics"]
-    else:
-        trained = tasks.train(params)
-
-    generated = generate(params)
-    filtered = filter_candidates(params)
-    evaluated = tasks.evaluate(params)   # decides the gate: a batch that does not help is not appended
-    appended = tasks.append(params)
-
+    filtered = results["filter"]
     create_table_artifact(key="ganaug-filter", description="filter: acceptance per class",
                           table=[{"class": k, **{c: x for c, x in v.items() if c != "rejected"},
                                   **{f"rejected_{r}": n for r, n in v["rejected"].items()}}
                                  for k, v in filtered["classes"].items()])
     create_markdown_artifact(key="ganaug-summary", description="ganaug augment run",
-                             markdown=summary_markdown(params, ingested, trained, generated, filtered,
-                                                       appended, evaluated))
-    return {"ingest": ingested, "train": trained, "filter": filtered, "append": appended,
-            "evaluate": {k: evaluated[k] for k in ("gate", "synthetic_quality")}}
+                             markdown=summary_markdown(params, results))
+    return results
 
 
-@flow(name="ganaug-generate")
-def generate_flow(params: Params) -> dict:
-    """generate, its shards mapped over the task runner's workers (Dask; see `generate`)."""
-    def on_workers(params, shards, label_map, folder, _sampler):  # workers load their own
-        futures = tasks.generate_shard.map(unmapped(params), shards, unmapped(label_map), unmapped(str(folder)),
-                                           unmapped(_threads(params.generate)))
-        return [f.result() for f in futures]  # in shard order: the manifest is the single-process one
+def run_stage(name: str, params: Params, params_path: str = "params.yaml", overrides: list[str] | None = None) -> dict:
+    """One stage as the flow runs it: on the deployment its `remote` key names, mapped over Dask
+    workers when its `parts` section asks for them, else a task in this flow's process."""
+    stage = STAGES[name]
+    deployment = _value(params, stage.remote) if stage.remote else None
+    if deployment:
+        return _on_deployment(stage, deployment, params, params_path, overrides or [])
+    if stage.parts:
+        section = getattr(params, stage.parts.section)
+        if section.workers > 1 or section.dask_address is not None:
+            return parts_flow.with_options(name=f"ganaug-{name}",
+                                           task_runner=_dask(section.workers, section.dask_address))(name, params)
+    return tasks.TASKS[name](params)
 
-    result = run("generate", params, run_shards=on_workers)
-    get_run_logger().info("generate: %s", summarize("generate", result))
+
+def _on_deployment(stage: Stage, deployment: str, params: Params, params_path: str, overrides: list[str]) -> dict:
+    """Ship the stage's inputs through the DVC remote, run the deployment and wait, then pull
+    what it made. No shared filesystem is assumed."""
+    key = str(flow_run.get_id())
+    inputs = {k: exchange.send(_value(params, k), f"{key}-{_slot(k)}") for k in _keys(stage.reads)}
+    get_run_logger().info("%s: running deployment %s", stage.name, deployment)
+    child = run_deployment(deployment, timeout=None, parameters={
+        "params_path": params_path, "overrides": overrides, "inputs": inputs, "exchange_key": key})
+    if not child.state.is_completed():
+        raise GanaugError(f"{stage.name} deployment {deployment} ended {child.state.name}: {child.state.message}")
+    remote = child.state.result()
+    for k, dvc_text in remote["outputs"].items():
+        if k not in _keys(stage.writes):
+            raise GanaugError(f"{stage.name} deployment {deployment} sent {k!r}, which the stage does not write")
+        exchange.receive(dvc_text, f"{key}-{_slot(k)}", _value(params, k))
+    return remote["result"]
+
+
+@flow(name="ganaug-parts")
+def parts_flow(name: str, params: Params) -> dict:
+    """A stage whose parts (stages.Parts: generate's shards, filter's classes) are mapped over
+    the task runner's workers; each worker loads the checkpoint itself. Workers write into the
+    stage's temporary folder: a cluster needs the working folder on a filesystem every worker sees."""
+    parts = STAGES[name].parts
+    section = getattr(params, parts.section)
+
+    def on_workers(params, items, shared, folder, _sampler):
+        futures = tasks.run_part.with_options(name=f"{name}-part").map(
+            unmapped(parts.worker), unmapped(params), items, unmapped(shared), unmapped(str(folder)),
+            unmapped(_threads(section)))
+        return [f.result() for f in futures]  # in plan order: the manifest is the single-process one
+
+    result = run(name, params, run_parts=on_workers)
+    get_run_logger().info("%s: %s", name, summarize(name, result))
     return result
 
 
-@flow(name="ganaug-filter")
-def filter_flow(params: Params) -> dict:
-    """filter, one class per mapped task on the task runner's workers (Dask; see `generate`)."""
-    def on_workers(params, jobs, label_map, judge, folder, _sampler):  # workers load their own
-        futures = tasks.filter_class.map(unmapped(params), jobs, unmapped(label_map), unmapped(judge),
-                                         unmapped(str(folder)), unmapped(_threads(params.filter)))
-        return [f.result() for f in futures]  # in job order: the manifest is the single-process one
-
-    result = run("filter", params, run_classes=on_workers)
-    get_run_logger().info("filter: %s", summarize("filter", result))
-    return result
+def _keys(declared) -> list[str]:
+    """The params keys of a stage's DVC paths, once each (a folder and a file in it are one)."""
+    return list(dict.fromkeys(p.key for p in declared if p.in_dvc))
 
 
-def generate(params: Params) -> dict:
-    """In this flow's process, or, with generate.workers > 1 or generate.dask_address, as a
-    sub-flow on Dask (prefect-dask): a LocalCluster of that many processes, or that cluster.
-    Workers write into the stage's temporary folder: a cluster needs the working folder on a
-    filesystem every worker sees."""
-    g = params.generate
-    if g.workers == 1 and g.dask_address is None:
-        return tasks.generate(params)
-    return generate_flow.with_options(task_runner=_dask(g.workers, g.dask_address))(params)
+def _value(params: Params, key: str):
+    return P(key).value(params)
 
 
-def filter_candidates(params: Params) -> dict:
-    """As `generate`, with filter.workers and filter.dask_address: a class per task."""
-    f = params.filter
-    if f.workers == 1 and f.dask_address is None:
-        return tasks.filter_candidates(params)
-    return filter_flow.with_options(task_runner=_dask(f.workers, f.dask_address))(params)
+def _slot(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
 
 
 def _dask(workers: int, address: str | None):
@@ -152,7 +156,9 @@ def _threads(section) -> int:
     return max(1, torch.get_num_threads() // section.workers)
 
 
-def summary_markdown(params, ingested, trained, generated, filtered, appended, evaluated) -> str:
+def summary_markdown(params: Params, results: dict) -> str:
+    ingested, trained, filtered = results["ingest"], results["train"], results["filter"]
+    appended, evaluated = results["append"], results["evaluate"]
     before = {k: v["train"] for k, v in ingested["classes"].items()}
     accepted = {k: c["accepted"] for k, c in filtered["classes"].items()}
     # In place: {class: images}; a built set: {class: {"real": n, "synthetic": m}}.
@@ -165,10 +171,10 @@ def summary_markdown(params, ingested, trained, generated, filtered, appended, e
         rate = "" if c.get("acceptance_rate") is None else f"{c['acceptance_rate']:.0%}"
         lines.append(f"| {k} | {n} | {accepted.get(k, 0)} | {added.get(k, 0)} | {rate} |")
     gate = evaluated["gate"]
-    arms = [a for a in ("real_only", "real_oversampled", "smote", "synthetic") if a in evaluated]
+    arms = evaluated["arms"]
     lines += ["", "| metric | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
     for m in ("balanced_accuracy", "macro_f1", "rare_recall"):
-        lines.append(f"| {m} | " + " | ".join(_with_interval(evaluated[a], m) for a in arms) + " |")
+        lines.append(f"| {m} | " + " | ".join(_with_interval(a, m) for a in arms.values()) + " |")
     per_class = gate.get("per_class_recall_gain") or {}
     if per_class:
         lines += ["", f"Recall gain per class against {gate['best_other_arm']} "

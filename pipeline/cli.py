@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, parents=[common], help=stage.help)
     run = sub.add_parser("run", parents=[common], help="all stages in order, no DVC or Prefect needed")
     run.add_argument("--demo", action="store_true", help="write the demo dataset first")
-    sub.add_parser("params", parents=[common], help="print the validated params (defaults filled in)")
+    shown = sub.add_parser("params", parents=[common], help="print the validated params (defaults filled in)")
+    shown.add_argument("--explain", action="store_true", help="with what each knob does")
     init = sub.add_parser("init", help="add ganaug's DVC stages to another repository (run in its root)")
     init.add_argument("--dir", default="augment", help="folder for ganaug's dvc.yaml, params.yaml and outputs")
     init.add_argument("--data", required=True, help="the repository's image folder or path,label table")
@@ -66,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         params = load_params(args.params, args.overrides)
         if args.command == "params":
-            import yaml
-            print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
+            from .params import explain, render_yaml
+            print(explain(params) if args.explain else render_yaml(params, f"# {args.params}, validated"), end="")
         elif args.command == "demo-data":
             _run_stage("demo-data", params)
         elif args.command == "run":

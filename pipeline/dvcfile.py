@@ -10,7 +10,7 @@ import yaml
 
 from .errors import DataError
 from .files import atomic_file
-from .params import load_params
+from .params import load_params, render_yaml
 from .stages import DEMO_DATA, STAGES, P, Stage
 
 HEADER = """\
@@ -73,8 +73,8 @@ def init_host(host: Path, folder: str, data: str, overrides: list[str]) -> dict:
     params = load_params(None, [f"paths.raw={raw}", *overrides])  # validated before anything is written
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_file(dest / "params.yaml") as tmp:
-        Path(tmp).write_text("# ganaug's knobs for the stages in this folder's dvc.yaml (`ganaug params` "
-                             "explains them).\n" + yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+        Path(tmp).write_text(render_yaml(params, "# ganaug's knobs for the stages in this folder's dvc.yaml "
+                                                 "(`ganaug params --explain` says what each does)."))
     with atomic_file(dest / "dvc.yaml") as tmp:
         Path(tmp).write_text(render(code_deps=False, demo=False, how="ganaug init"))
     return {"dir": str(dest), "raw": raw, "augmented": str(Path(folder) / params.paths.augmented)}

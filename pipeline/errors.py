@@ -27,3 +27,7 @@ class CheckpointError(GanaugError):
 
 class StorageError(GanaugError):
     """The disk refused a write (full, quota, file size limit); the previous output is intact."""
+
+
+class TrainingError(GanaugError):
+    """Training failed (a NaN loss, a distributed run's worker, an unhealthy GAN when asked)."""

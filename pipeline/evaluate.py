@@ -6,15 +6,13 @@ split. The arms train the way the user's own stage trains on its folder (`evalua
 
 - plain     (default) the folder as it lands: shuffled, unweighted, no augmentation. Each arm is
             the folder the user would otherwise train on, sized to generate.sampling_strategy's
-            counts over the real train split:
-  real_only         the real train images;
-  real_oversampled  the same, randomly over-sampled (duplicates) to the counts;
-  smote             SMOTE on pixels to the counts (imbalanced-learn's algorithm and draws, kept as
-                    row pairs and made a batch at a time: pipeline/smote.py);
-  synthetic         real + accepted synthetic images up to the counts (first in seed order);
+            counts over the real train split;
 - balanced  class-balanced batches and the classic augmentation (albumentations,
-            `evaluate.augment`) for every arm: real_only unweighted, real_oversampled drawn
-            class-balanced, smote as above, synthetic real + accepted images drawn class-balanced.
+            `evaluate.augment`).
+
+The arms, what each trains on in either regime and which are the baselines, are one table:
+pipeline/arms.py (SMOTE: imbalanced-learn's algorithm and draws, kept as row pairs and made a
+batch at a time, pipeline/smote.py; the synthetic arm's images the first in seed order).
 
 In both, at most `share` of a class's images are synthetic; the share is chosen on the val split
 (over the classes it holds) among `evaluate.synthetic_shares`, never on test.
@@ -38,7 +36,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 from ganaug.gan import pick_device
 
 from . import classifier, evidence, quality
-from .gate import GATE_FILE, OTHER_ARMS, cap_synthetic, decide
+from .arms import ARMS, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData
+from .gate import GATE_FILE, cap_synthetic, decide
 from .files import atomic_file, write_json
 from .manifest import label_map_of, needed_per_class, read_manifest
 from .params import Params
@@ -94,17 +93,6 @@ def _mean(runs: list[dict]) -> dict:
     return out
 
 
-def oversample_rows(y: torch.Tensor, need: dict[int, int], seed: int) -> np.ndarray:
-    """Rows to repeat so that class c gains need[c] images: random over-sampling, with replacement,
-    per class a fresh RandomState(seed) (imbalanced-learn's RandomOverSampler draws alike, from one
-    state across classes)."""
-    y_np, extra = y.numpy(), []
-    for c, n in need.items():
-        members = np.flatnonzero(y_np == c)
-        extra.append(members[np.random.RandomState(seed).randint(0, len(members), size=n)])
-    return np.concatenate(extra) if extra else np.zeros(0, np.int64)
-
-
 def synthetic_rows(synth: pd.DataFrame, counts: dict[str, int], share: float, need: dict[str, int] | None):
     """Which accepted synthetic rows an arm trains on: at most `share` of a class synthetic and,
     for a plain folder (need given), no more than the class needs to reach its count."""
@@ -149,21 +137,17 @@ def evaluate(params: Params) -> dict:
     def predict(model, x):
         return classifier.predict(model, x)[0]
 
-    test_preds: dict[str, list[np.ndarray]] = {arm: [] for arm in OTHER_ARMS}
-    reference = None  # the first over-sampled real classifier: it does predict the rare classes
     # SMOTE to the same final counts; neighbours found once, per seed new images as row pairs.
     oversampler = Smote(x_real, y_real, strategy={c: counts[names[c]] + n for c, n in need_idx.items()})
+    data = ArmData(x_real, y_real, need_idx, oversampler, plain)
+    test_preds: dict[str, list[np.ndarray]] = {arm: [] for arm in BASELINES}
+    reference = None  # the reference arm's first classifier: it does predict the rare classes
     for seed in progress(seeds, desc="evaluate: baselines", unit="seed"):
-        x_sm, y_sm = oversampler.resample(seed)
-        over = (x_real, y_real, True)  # balanced: class-balanced batches over the real images
-        if plain:  # the over-sampled folder: real images and random duplicates
-            extra = oversample_rows(y_real, need_idx, seed)
-            over = (Stack(x_real, x_real.subset(extra)), torch.cat([y_real, y_real[torch.from_numpy(extra)]]), False)
-        for arm, (x, y, balanced) in {"real_only": (x_real, y_real, False), "real_oversampled": over,
-                                      "smote": (x_sm, y_sm, False)}.items():
+        for arm in (BY_NAME[a] for a in BASELINES):
+            x, y, balanced = arm.recipe(data, seed)
             model = fit(x, y, seed, balanced)
-            test_preds[arm].append(predict(model, x_test))
-            if reference is None and arm == "real_oversampled":
+            test_preds[arm.name].append(predict(model, x_test))
+            if reference is None and arm.reference:
                 reference = model
 
     # The synthetic arm, once per candidate share: val picks the share, test reports it.
@@ -172,11 +156,11 @@ def evaluate(params: Params) -> dict:
         x_syn_all, y_syn_all = _images(accepted_dir, accepted, synth, label_map, "filter")
         for share in progress(sorted(set(cfg.synthetic_shares)), desc="evaluate: synthetic mixes", unit="mix"):
             mask = synthetic_rows(synth, counts, share, need if plain else None)
-            x = Stack(x_real, x_syn_all.subset(mask))
-            y = torch.cat([y_real, y_syn_all[torch.tensor(mask)]])
+            data.mix = (Stack(x_real, x_syn_all.subset(mask)), torch.cat([y_real, y_syn_all[torch.tensor(mask)]]))
             val_runs, preds = [], []
             for seed in seeds:
-                model = fit(x, y, seed, balanced=True)
+                x, y, balanced = BY_NAME[CANDIDATE].recipe(data, seed)
+                model = fit(x, y, seed, balanced)
                 if len(y_val):
                     val_runs.append(scores(y_val.numpy(), predict(model, x_val), names, rare, present_only=True))
                 preds.append(predict(model, x_test))
@@ -184,7 +168,7 @@ def evaluate(params: Params) -> dict:
     chosen = None
     if shares:  # ties go to the smaller share: fewer synthetic images for the same result
         chosen = max(shares, key=lambda s: (shares[s]["val"][cfg.gate_metric] if shares[s]["val"] else 0.0, -s))
-        test_preds["synthetic"] = shares[chosen]["test"]
+        test_preds[CANDIDATE] = shares[chosen]["test"]
     val_classes = sorted(names[c] for c in set(y_val.tolist()))
 
     y_true = y_test.numpy()
@@ -198,7 +182,7 @@ def evaluate(params: Params) -> dict:
                   shares.get(chosen, {}).get("images", 0))
     gate["user_training"] = cfg.user_training
     metrics = {
-        **means,
+        "arms": {a.name: {"what": a.what(plain), **means[a.name]} for a in ARMS if a.name in means},
         "gate": gate,
         "rare_classes": rare,
         "mixes": {str(s): {"synthetic_images": v["images"],
@@ -225,7 +209,7 @@ def evaluate(params: Params) -> dict:
     write_json(reports / "metrics.json", metrics)
     write_json(reports / GATE_FILE, gate)
     recall = pd.DataFrame({"class": names, **{arm: [means[arm]["per_class_recall"][c] if arm in means else None
-                                                    for c in names] for arm in (*OTHER_ARMS, "synthetic")}})
+                                                    for c in names] for arm in NAMES}})
     with atomic_file(reports / "per_class_recall.csv") as tmp:
         recall.to_csv(tmp, index=False)
     return metrics
@@ -252,6 +236,5 @@ def _synthetic_quality(model, x_syn, y_syn, names, x_real, y_real, x_test, y_tes
 def summarize(r: dict) -> str:
     g = r["gate"]
     m = g["metric"]
-    arms = ", ".join(f"{arm} {r[arm][m]:.4f}" for arm in ("real_only", "real_oversampled", "smote", "synthetic")
-                     if arm in r)
+    arms = ", ".join(f"{arm} {v[m]:.4f}" for arm, v in r["arms"].items())
     return f"{m} ({g.get('user_training', 'balanced')} training): {arms}; gate {'PASSED' if g['passed'] else 'CLOSED'}: {g['reason']}"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -98,32 +99,27 @@ def reference_judge(params: Params, prepared: pd.DataFrame, label_map: dict[str,
 
 
 class Guard:
-    """One class's guards: its real training images (left on disk), its near-copy radius, and the
-    agreement judge (or None)."""
+    """One class's guards' state: its real training images (left on disk), its copy radius, the
+    agreement judge (or None), its realness threshold, and what it has accepted so far."""
 
-    def __init__(self, params: Params, real: Images, index: int, judge: classifier.SmallCNN | None, radius: float):
-        cfg = params.filter
-        self.real, self.index, self.judge, self.radius = real, index, judge, radius
-        self.reject_copies, self.dedupe = cfg.reject_copies, cfg.dedupe
+    def __init__(self, params: Params, real: Images, index: int, judge: classifier.SmallCNN | None,
+                 radius: float, threshold: float = -math.inf):
+        self.params, self.real, self.index, self.judge = params, real, index, judge
+        self.radius, self.threshold = radius, threshold
+        self.accepted: np.ndarray | None = None  # uint8 NHWC, in acceptance order
+        self.room = 0                            # images still to accept this round
 
     def check(self, imgs: np.ndarray) -> pd.DataFrame:
-        """Columns near_copy and disagrees for uint8 NHWC candidates of the class."""
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2)
-        near_copy = np.zeros(len(x), dtype=bool)
-        if self.reject_copies:
-            near_copy = quality.near_copies(self.real, x, self.radius)
-        disagrees = np.zeros(len(x), dtype=bool)
-        if self.judge is not None and len(x):
-            disagrees = classifier.predict(self.judge, x)[0] != self.index
-        return pd.DataFrame({"near_copy": near_copy, "disagrees": disagrees})
+        """Each per-image test (one column per reason) on uint8 NHWC candidates of the class, each
+        on all of them (the filter runs them in turn, each on what passed the ones before)."""
+        return pd.DataFrame({t.reason: t.check(self, None, imgs) if t.on(self.params) else np.zeros(len(imgs), bool)
+                             for t in TESTS if t.kind == "image"})
 
     def distinct(self, imgs: np.ndarray, limit: int, prior: np.ndarray | None = None) -> list[int]:
         """Indices (in order) of images kept greedily: none within the class's copy radius of one
         kept before it or of an image accepted earlier (prior). A block of candidates at a
         time: one distance matrix against what is kept, one within the block, then the greedy
         pass over the block's rows (the kept ones fill a preallocated buffer)."""
-        if not self.dedupe:
-            return list(range(min(limit, len(imgs))))
         radius = self.radius
         far = np.ones(len(imgs), dtype=bool)  # from every image accepted in earlier rounds
         for i in range(0, len(imgs) if prior is not None else 0, quality.CHUNK):
@@ -153,6 +149,65 @@ class Guard:
         return kept
 
 
+def _low_realness(g: Guard, rows: pd.DataFrame, imgs) -> np.ndarray:
+    return ~(rows["d_score"].to_numpy() >= g.threshold)  # a NaN score is no pass
+
+
+def _near_copy(g: Guard, rows, imgs: np.ndarray) -> np.ndarray:
+    return quality.near_copies(g.real, torch.from_numpy(imgs).permute(0, 3, 1, 2), g.radius)
+
+
+def _wrong_class(g: Guard, rows, imgs: np.ndarray) -> np.ndarray:
+    if g.judge is None or not len(imgs):
+        return np.zeros(len(imgs), dtype=bool)
+    return classifier.predict(g.judge, torch.from_numpy(imgs).permute(0, 3, 1, 2))[0] != g.index
+
+
+def _duplicate(g: Guard, rows, imgs: np.ndarray) -> np.ndarray:
+    """Within the copy radius of an image kept before it (this round's or an earlier one's).
+    Greedy in seed order until the round's room is filled: those after the last one kept are
+    neither kept nor rejected (not needed), and the first `room` survivors are what is kept."""
+    chosen = g.distinct(imgs, g.room, g.accepted)
+    examined = chosen[-1] + 1 if len(chosen) == g.room and chosen else len(imgs)
+    dup = np.zeros(len(imgs), dtype=bool)
+    dup[np.setdiff1d(np.arange(examined), chosen)] = True
+    return dup
+
+
+@dataclass(frozen=True)
+class Test:
+    """One of the filter's tests: what it rejects is counted under `reason`; `switch` is the
+    filter param that turns it off (None: always on; realness is off with filter.mode=none, its
+    threshold then -inf). kind: "score" reads generate's score, "image" judges each image alone,
+    "set" judges an image against those kept before it."""
+
+    reason: str
+    switch: str | None
+    kind: Literal["score", "image", "set"]
+    check: Callable[[Guard, pd.DataFrame | None, np.ndarray | None], np.ndarray]  # True: rejected
+
+    def on(self, params: Params) -> bool:
+        return self.switch is None or getattr(params.filter, self.switch)
+
+    @property
+    def pixels(self) -> bool:
+        return self.kind != "score"
+
+
+# In the order they run: each candidate is judged by the tests it reaches and counted once,
+# under the first it fails. The report's counts, filter_rejected.png and the flow's table all
+# come from this list, so a test cannot be counted without being applied.
+TESTS = (
+    Test("low_realness", None, "score", _low_realness),
+    Test("near_copy", "reject_copies", "image", _near_copy),
+    Test("wrong_class", "require_agreement", "image", _wrong_class),
+    Test("duplicate", "dedupe", "set", _duplicate),
+)
+REASONS = tuple(t.reason for t in TESTS)
+GUARDS_OFF = {t.switch: False for t in TESTS if t.switch}  # realness alone
+ACCEPT_ALL = {"mode": "none", **GUARDS_OFF}                 # no test: what generate made (the ablation)
+
+
 @dataclass
 class ClassJob:
     """One class's share of the filter, the unit of work a worker takes: classes are independent
@@ -167,7 +222,6 @@ class ClassJob:
     real: Images               # its real training images (a worker maps the pixel array itself)
 
 
-REASONS = ("low_realness", "near_copy", "wrong_class", "duplicate")  # in the order the tests run
 EXAMPLES = 8  # rejected images kept per class and reason, for reports/filter_rejected.png
 REJECTED_CLASSES = 16  # classes that picture shows (the smallest): a row per reason each
 
@@ -193,56 +247,50 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
     A worker process loads the sampler itself; one process passes the one it has."""
     cfg, k, folder = params.filter, job.label, Path(folder)
     sampler = sampler or Sampler.load(params, label_map)
-    guard = Guard(params, job.real, label_map[k], judge, job.radius)
+    guard = Guard(params, job.real, label_map[k], judge, job.radius, job.threshold)
+    tests = [t for t in TESTS if t.on(params)]
     cand_dir = Path(params.paths.candidates)
     seen = job.candidates.head(0)
     accepted = job.candidates.head(0)
-    accepted_imgs: np.ndarray | None = None  # only accepted images stay in memory
     rejected: dict[str, list[np.ndarray]] = {r: [] for r in REASONS}
 
-    def keep_examples(reason: str, imgs: np.ndarray):
+    def keep_examples(reason: str, imgs: np.ndarray | Callable[[], np.ndarray]):
         room = EXAMPLES - sum(len(a) for a in rejected[reason])
-        if room > 0 and len(imgs):
-            rejected[reason].append(imgs[:room])
+        if room > 0:
+            imgs = imgs() if callable(imgs) else imgs
+            if len(imgs):
+                rejected[reason].append(imgs[:room])
 
     def load(rows: pd.DataFrame) -> np.ndarray:
         return to_uint8(load_tensor([cand_dir / p for p in rows["path"]], params.ingest.channels))
 
     def take(rows: pd.DataFrame, imgs: np.ndarray | None):
-        """Check one round's candidates (seeds above every earlier round's, so taking them in
-        seed order after the earlier accepted ones is the same greedy pass over all)."""
-        nonlocal seen, accepted, accepted_imgs
+        """Run the tests over one round's candidates, each on those that passed the ones before
+        (seeds above every earlier round's, so taking them in seed order after the earlier
+        accepted ones is the same greedy pass over all). imgs None: generate's first round, read
+        from the candidates folder only once a test looks at pixels, and only the survivors."""
+        nonlocal seen, accepted
         rows = rows.sort_values("seed", kind="stable").reset_index(drop=True)
-        scored = rows["d_score"].to_numpy() >= job.threshold
-        why = np.where(scored, "", "low_realness").astype(object)
-        if imgs is None:  # first round: read from the candidates folder only what passed the score
-            loaded = load(rows[scored]) if scored.any() else None
-            keep_examples("low_realness", load(rows[~scored].head(EXAMPLES)) if (~scored).any() else np.zeros(0))
-        else:
-            loaded = imgs[scored]
-            keep_examples("low_realness", imgs[~scored])
-        if loaded is not None and len(loaded):
-            checks = guard.check(loaded)
-            at = np.flatnonzero(scored)
-            # The report counts each candidate once, under the first test it fails.
-            why[at[checks["near_copy"].to_numpy()]] = "near_copy"
-            why[at[~checks["near_copy"].to_numpy() & checks["disagrees"].to_numpy()]] = "wrong_class"
-            for reason in ("near_copy", "wrong_class"):
-                keep_examples(reason, loaded[why[at] == reason])
-        ok = why == ""
-        if ok.any():
-            good_imgs = loaded[ok[scored]]
-            limit = job.needed - len(accepted)
-            chosen = guard.distinct(good_imgs, limit, accepted_imgs)
-            # Passed every test but too close to an image kept before it (those after the target
-            # was reached are neither accepted nor rejected: not needed).
-            examined = chosen[-1] + 1 if len(chosen) == limit and chosen else len(good_imgs)
-            dup = np.setdiff1d(np.arange(examined), chosen)
-            why[np.flatnonzero(ok)[dup]] = "duplicate"
-            keep_examples("duplicate", good_imgs[dup])
-            accepted = pd.concat([accepted, rows[ok].iloc[chosen]], ignore_index=True)
-            new = good_imgs[chosen]
-            accepted_imgs = new if accepted_imgs is None else np.concatenate([accepted_imgs, new])
+        why = np.full(len(rows), "", dtype=object)
+        alive = np.arange(len(rows))  # the rows still in, and `imgs` their pixels (or None)
+        guard.room = job.needed - len(accepted)
+        for test in tests:
+            if not len(alive):
+                break
+            if test.pixels and imgs is None:
+                imgs = load(rows.iloc[alive])
+            out = test.check(guard, rows.iloc[alive], imgs)
+            why[alive[out]] = test.reason
+            if out.any():
+                keep_examples(test.reason, imgs[out] if imgs is not None else
+                              lambda: load(rows.iloc[alive[out]].head(EXAMPLES)))
+            alive = alive[~out]
+            imgs = imgs[~out] if imgs is not None else None
+        kept = alive[:guard.room]
+        if len(kept):
+            new = imgs[:len(kept)] if imgs is not None else load(rows.iloc[kept])
+            accepted = pd.concat([accepted, rows.iloc[kept]], ignore_index=True)
+            guard.accepted = new if guard.accepted is None else np.concatenate([guard.accepted, new])
         rows = rows.assign(rejected=why.astype(str))
         seen = pd.concat([seen, rows], ignore_index=True) if len(seen) else rows
 
@@ -268,24 +316,24 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
 
     accepted = accepted.drop(columns=["rejected"], errors="ignore")
     if len(accepted):
-        accepted = write_images(accepted, accepted_imgs, folder)
-        _part(folder, job.index).write_bytes(np.ascontiguousarray(accepted_imgs).tobytes())
+        accepted = write_images(accepted, guard.accepted, folder)
+        _part(folder, job.index).write_bytes(np.ascontiguousarray(guard.accepted).tobytes())
     examples = {r: np.concatenate(v) for r, v in rejected.items() if v}
     return ClassResult(k, seen, accepted, rounds, hopeless, examples)
 
 
-def in_process(params: Params, jobs: list[ClassJob], label_map: dict[str, int], judge, folder: Path,
-               sampler: Sampler) -> list[ClassResult]:
-    return [filter_class(params, job, label_map, judge, folder, sampler)
+def in_process(params: Params, jobs: list[ClassJob], shared: tuple, folder: Path, sampler: Sampler) -> list[ClassResult]:
+    return [filter_class(params, job, *shared, folder, sampler)
             for job in progress(jobs, desc="filter", unit="class", leave=False)]
 
 
-RunClasses = Callable[[Params, list[ClassJob], dict[str, int], object, Path, Sampler], list[ClassResult]]
+RunParts = Callable[[Params, list[ClassJob], tuple, Path, Sampler], list[ClassResult]]
 
 
-def filter_candidates(params: Params, run_classes: RunClasses = in_process) -> dict:
-    """run_classes runs the classes' jobs and returns their results in job order (the Prefect
-    flow passes one that maps them over Dask workers, which load the checkpoint themselves)."""
+def filter_candidates(params: Params, run_parts: RunParts = in_process) -> dict:
+    """run_parts runs the classes' jobs (filter_class(params, job, label_map, judge, folder)) and
+    returns their results in job order (the Prefect flow passes one that maps them over Dask
+    workers, which load the checkpoint themselves: stages.Parts)."""
     prepared = read_manifest(params.paths.prepared)
     cand_dir = Path(params.paths.candidates)
     cand = read_manifest(cand_dir)
@@ -310,7 +358,7 @@ def filter_candidates(params: Params, run_classes: RunClasses = in_process) -> d
             for i, (k, n) in enumerate(need.items())]
 
     with atomic_dir(params.paths.accepted) as tmp:
-        results = run_classes(params, jobs, label_map, judge, tmp, sampler)
+        results = run_parts(params, jobs, (label_map, judge), tmp, sampler)
         # One manifest and one pixel array, in job order, from the classes' parts.
         _, c, h, w = real.shape
         pixels = PixelWriter(tmp, (h, w, c))
@@ -364,10 +412,7 @@ def _report(params, need, results: dict[str, ClassResult], thresholds, calibrati
         own = calibration["realness"][k]
         classes[k] = {
             "needed": need[k], "generated": len(s),
-            "passed_score": int(len(s) - why.get("low_realness", 0)),
             "rejected": {r: int(why.get(r, 0)) for r in REASONS},
-            "near_copies": int(why.get("near_copy", 0)),
-            "classifier_disagrees": int(why.get("wrong_class", 0)),
             "accepted": len(acc),
             "acceptance_rate": round(len(acc) / len(s), 4) if len(s) else None,
             "threshold": None if math.isinf(thresholds[k]) else round(thresholds[k], 5),

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .arms import BASELINES, CANDIDATE
 from .errors import DataError
 from .evidence import interval
 from .params import Params
 
 GATE_FILE = "gate.json"                                 # under paths.reports
-OTHER_ARMS = ("real_only", "real_oversampled", "smote")  # what the synthetic arm must beat
 
 
 def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str, min_gain: float | None,
@@ -27,18 +27,18 @@ def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str
     classifier seeds redrawn) is above min_gain. A gain that test-image or seed noise could make
     is no gain: appending then would change the user's data for nothing. boot[arm][metric]: the
     metric's bootstrap values, replicate 0 the data as it is; boot[arm]["recall"]: per class."""
-    others = [a for a in OTHER_ARMS if a in boot]
+    others = [a for a in BASELINES if a in boot]
     best_other = max(others, key=lambda a: boot[a][metric][0])
     gate = {"metric": metric, "min_gain": min_gain, "confidence": confidence, "best_other_arm": best_other,
             "best_other": round(float(boot[best_other][metric][0]), 4), "synthetic_share": share,
             "synthetic_images": images}
-    if "synthetic" not in boot:
+    if CANDIDATE not in boot:
         return {**gate, "passed": False, "gain": None, "interval": None, "synthetic_images": 0,
                 "reason": "no synthetic image passed the filter: nothing to append"}
     # In each replicate, against the best of the other arms there: beating them all, not one.
-    gain = boot["synthetic"][metric] - np.max([boot[a][metric] for a in others], axis=0)
+    gain = boot[CANDIDATE][metric] - np.max([boot[a][metric] for a in others], axis=0)
     lo, hi = interval(gain, confidence)
-    recall_gain = boot["synthetic"]["recall"] - boot[best_other]["recall"]
+    recall_gain = boot[CANDIDATE]["recall"] - boot[best_other]["recall"]
     r_lo, r_hi = interval(recall_gain, confidence)
     gate |= {"gain": round(float(gain[0]), 4), "interval": [round(float(lo), 4), round(float(hi), 4)],
              "per_class_recall_gain": {n: {"gain": round(float(recall_gain[0, k]), 4),

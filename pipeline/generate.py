@@ -53,24 +53,24 @@ def make_shard(params: Params, shard: Shard, label_map: dict[str, int], folder: 
     return write_images(rows, imgs, Path(folder))
 
 
-def in_process(params: Params, shards: list[Shard], label_map: dict[str, int], folder: Path,
-               sampler: Sampler) -> list[pd.DataFrame]:
-    return [make_shard(params, s, label_map, folder, sampler) for s in shards]
+def in_process(params: Params, shards: list[Shard], shared: tuple, folder: Path, sampler: Sampler) -> list[pd.DataFrame]:
+    return [make_shard(params, s, *shared, folder, sampler) for s in shards]
 
 
-RunShards = Callable[[Params, list[Shard], dict[str, int], Path, Sampler], list[pd.DataFrame]]
+RunParts = Callable[[Params, list[Shard], tuple, Path, Sampler], list[pd.DataFrame]]
 
 
-def generate(params: Params, run_shards: RunShards = in_process) -> dict:
-    """run_shards runs the shards and returns their rows in shard order (the Prefect flow
-    passes one that maps them over Dask workers, which load the checkpoint themselves)."""
+def generate(params: Params, run_parts: RunParts = in_process) -> dict:
+    """run_parts runs the shards (make_shard(params, shard, label_map, folder)) and returns their
+    rows in shard order (the Prefect flow passes one that maps them over Dask workers, which load
+    the checkpoint themselves: stages.Parts)."""
     df = read_manifest(params.paths.prepared)
     label_map = label_map_of(df)
     need = needed_per_class(augmented_counts(df), params.generate.sampling_strategy)
     sampler = Sampler.load(params, label_map)  # fails here, once, on a checkpoint that does not fit
     shards = plan(params, need)
     with atomic_dir(params.paths.candidates) as tmp:
-        parts = run_shards(params, shards, label_map, tmp, sampler)
+        parts = run_parts(params, shards, (label_map,), tmp, sampler)
         cand = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(cand, tmp)
     return {"needed": need, "candidates": {k: int(v) for k, v in cand["label"].value_counts().items()},

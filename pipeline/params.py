@@ -34,21 +34,32 @@ def parse_yaml(text: str):
 
 class Section(BaseModel):
     # strict: `steps: true` is not 1 step, `dedupe: 1` is not True, "3" is not 3.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # A knob's docstring is its one description: `ganaug params --explain` prints it and
+    # params.yaml's comments are made from it (render_yaml).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
 
 
 class Paths(Section):
     """Every file a stage reads or writes, relative to the working directory."""
 
-    demo: str = "data/demo"                  # demo-data writes the demo dataset here
-    raw: str = "data/demo/index.csv"         # the user's images: ImageFolder or a path,label table
-    prepared: str = "data/prepared"          # ingest: images/, manifest.parquet
-    model: str = "models/gan.pt"             # train: the checkpoint
-    train_reports: str = "reports/train"     # train: metrics.json, losses.csv, grids
-    candidates: str = "data/candidates"      # generate: images/, manifest.parquet
-    accepted: str = "data/accepted"          # filter: images/, manifest.parquet
-    augmented: str = "data/augmented"        # append: the augmented training set
-    reports: str = "reports"                 # ingest/filter/evaluate reports and plots
+    demo: str = "data/demo"
+    """`ganaug demo-data` writes the demo dataset here"""
+    raw: str = "data/demo/index.csv"
+    """your images: ImageFolder (raw/<class>/*.png) or a path,label CSV/Parquet"""
+    prepared: str = "data/prepared"
+    """ingest -> images/ + manifest.parquet"""
+    model: str = "models/gan.pt"
+    """train -> self-describing checkpoint"""
+    train_reports: str = "reports/train"
+    """train -> metrics.json, losses.csv/png, samples.png"""
+    candidates: str = "data/candidates"
+    """generate -> candidate images + scores"""
+    accepted: str = "data/accepted"
+    """filter: images/, manifest.parquet"""
+    augmented: str = "data/augmented"
+    """append -> real train + accepted synthetic + manifest"""
+    reports: str = "reports"
+    """ingest/filter/evaluate reports and plots"""
 
     @field_validator("*", mode="before")
     @classmethod
@@ -61,27 +72,43 @@ class Demo(Section):
     """`ganaug demo-data`: sklearn's digits as an imbalanced ImageFolder."""
 
     size: Literal[8, 16, 32] = 16
+    """pixels, square: the digits' 8 px upsampled"""
     rare_classes: list[int] = [3, 8]
+    """digits cut down to rare_fraction of their images"""
     rare_fraction: Fraction = 0.1
+    """share of each rare class's images kept"""
     seed: int = 0
+    """which images the rare classes keep"""
 
 
 class Ingest(Section):
     channels: Literal[1, 3] = 1
+    """1 (grey) or 3 (RGB)"""
     size: Literal[8, 16, 32, 64, 128] = 16
+    """pixels, square; 8..128, a power of two"""
     resize: Literal["stretch", "pad", "crop"] = "stretch"
+    """stretch | pad | crop"""
     val_fraction: Fraction = 0.15
+    """held-out real images: calibrate the filter"""
     test_fraction: Fraction = 0.25
-    # A class of fewer images gives n/full_split_from of the fractions (at least 1 test image):
-    # the GAN keeps most of a rare class; the filter borrows what the class cannot give.
+    """held-out real images: evaluate"""
     full_split_from: int = Field(50, ge=1)
-    min_per_class: int = Field(3, ge=3)        # 2 to train on, 1 to test with
+    """A class of fewer images gives n/full_split_from of the fractions (at least 1 test image): the GAN keeps
+    most of a rare class; the filter borrows what the class cannot give."""
+    min_per_class: int = Field(3, ge=3)
+    """2 to train on, 1 to test with"""
     max_file_mb: float = Field(50.0, gt=0)
-    max_pixels: int = Field(50_000_000, gt=0)  # decompression-bomb guard
+    """a larger file is a bad file (quarantined or an error, as on_bad_file says)"""
+    max_pixels: int = Field(50_000_000, gt=0)
+    """decompression-bomb guard"""
     on_bad_file: Literal["quarantine", "fail"] = "quarantine"
-    background: Literal["white", "black"] = "white"  # transparent pixels are composited onto this
-    workers: int | None = Field(None, ge=1)  # decoding processes; null: one per CPU core
+    """quarantine (skip, list in reports/ingest.json) | fail"""
+    background: Literal["white", "black"] = "white"
+    """what transparent pixels become: white | black"""
+    workers: int | None = Field(None, ge=1)
+    """decoding processes; null: one per CPU core"""
     seed: int = 0
+    """the train/val/test split's draw"""
 
     @model_validator(mode="after")
     def _splits_leave_room_for_train(self):
@@ -101,38 +128,61 @@ Device = Annotated[str, AfterValidator(_device)]  # auto (a GPU when there is on
 
 class Train(Section):
     steps: int = Field(1000, ge=1)
-    minutes: float | None = Field(None, gt=0)  # wall-clock budget of one run; a re-run resumes
-    patience: int | None = Field(None, ge=1)   # stop after this many evaluations without improvement
-    fail_when_unhealthy: bool = False          # exit non-zero when D died or G collapsed
+    """G-steps; a longer run resumes a shorter one's checkpoint"""
+    minutes: float | None = Field(None, gt=0)
+    """wall-clock budget of one run (e.g. 15); a re-run resumes"""
+    patience: int | None = Field(None, ge=1)
+    """stop after this many evaluations (every checkpoint_every steps) without improvement"""
+    fail_when_unhealthy: bool = False
+    """exit non-zero when D died or G collapsed (the report says so either way)"""
     batch_size: int = Field(64, ge=2)
+    """real images a step (per process under torchrun)"""
     z_dim: int = Field(128, ge=1)
+    """latent size"""
     width: int = Field(32, ge=4)
+    """channels of every G/D block"""
     lr_g: float = Field(2e-4, gt=0)
-    lr_d: float = Field(8e-4, gt=0)            # 4x lr_g with two D steps (BigGAN); see docs/architecture.md
+    """G's Adam learning rate"""
+    lr_d: float = Field(8e-4, gt=0)
+    """4x lr_g with 2 D-steps (BigGAN): with 1:1, D died (docs/architecture.md)"""
     beta1: float = Field(0.0, ge=0, lt=1)
+    """Adam beta1 (0: the GAN default since SAGAN)"""
     beta2: float = Field(0.999, ge=0, lt=1)
+    """Adam beta2"""
     n_dis: int = Field(2, ge=1)
+    """D-steps per G-step"""
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    """G_ema, the generator that samples: an exponential moving average of G's weights"""
     diffaug: list[Literal["color", "translation", "cutout"]] = ["translation"]
+    """add color for RGB data; cutout starved D on 16-32 px images"""
     lecam: float = Field(0.0, ge=0)
-    mode_seeking: float = Field(0.1, ge=0)     # MSGAN weight: keeps different z apart within a class
-    gsr: float = Field(0.0, ge=0)              # group spectral regularization of G's class BatchNorms (gSR)
-    # Transitional conditioning [start, end]: unconditional until step start, the class fading in
-    # until step end (Shahbazi et al. 2022); null: conditional from the first step.
+    """e.g. 0.3 for very small data"""
+    mode_seeking: float = Field(0.1, ge=0)
+    """MSGAN weight: keeps different z apart within a class"""
+    gsr: float = Field(0.0, ge=0)
+    """gSR: spectral penalty on each class's BatchNorm gains (tail collapse)"""
     transition: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=2, max_length=2)
+    """Transitional conditioning [start, end]: unconditional until step start, the class fading in until step
+    end (Shahbazi et al. 2022); null: conditional from the first step."""
     device: Device = "auto"
+    """auto | cpu | cuda | cuda:N"""
     compile: bool = False
-    # Processes (one per device) under torchrun with DistributedDataParallel; batch_size is per
-    # process, so N processes step on N x batch_size images. 1: no torchrun; null: one per
-    # visible GPU (what a pod with gpu_count GPUs sees), one process on the CPU.
+    """torch.compile G and D (a GPU node; minutes of compiling on a CPU)"""
     nproc: int | None = Field(1, ge=1)
-    loader_workers: int | None = Field(None, ge=0)  # batch-reading processes; null: 0 on the CPU, 4 on a GPU
+    """Processes (one per device) under torchrun with DistributedDataParallel; batch_size is per process, so N
+    processes step on N x batch_size images. 1: no torchrun; null: one per visible GPU (what a pod with
+    gpu_count GPUs sees), one process on the CPU."""
+    loader_workers: int | None = Field(None, ge=0)
+    """batch-reading processes; null: 0 on the CPU, 4 on a GPU"""
     checkpoint_every: int = Field(250, ge=1)
+    """steps between checkpoints and validation (the best step is kept for generate)"""
     resume: bool = True
+    """continue from models/gan.pt when data and settings match"""
     seed: int = 0
-    # Prefect: run training as this deployment ("flow-name/deployment-name", e.g. on a GPU
-    # work pool) and wait for it; data travels through the DVC remote. None = in-process.
+    """weights, latents and batches"""
     deployment: str | None = None
+    """Prefect: run training as this deployment ("flow-name/deployment-name", e.g. on a GPU work pool) and wait
+    for it; data travels through the DVC remote. None = in-process."""
 
     @model_validator(mode="after")
     def _transition_ends_after_it_starts(self):
@@ -150,14 +200,20 @@ SamplingStrategy = Union[
 
 class Generate(Section):
     sampling_strategy: SamplingStrategy = "not majority"
-    oversample: float = Field(1.5, ge=1.0)     # candidates per needed image, first round
+    """imbalanced-learn: not majority | minority | not minority | all | {class: final count}"""
+    oversample: float = Field(1.5, ge=1.0)
+    """candidates per needed image, first round"""
     batch_size: int = Field(256, ge=1)
-    shard_size: int = Field(10_000, ge=1)      # images per unit of work (rounded up to whole batches)
-    # Prefect flow only: shards run as mapped tasks on Dask, on a LocalCluster of this many
-    # worker processes, or on the cluster at dask_address. 1 and null: in the flow's process.
+    """images generated and scored at once"""
+    shard_size: int = Field(10_000, ge=1)
+    """images per unit of work (memory bound; rounded up to whole batches)"""
     workers: int = Field(1, ge=1)
+    """Prefect flow only: shards run as mapped tasks on Dask, on a LocalCluster of this many worker processes,
+    or on the cluster at dask_address. 1 and null: in the flow's process."""
     dask_address: str | None = None
+    """Prefect flow: an existing Dask scheduler instead of a LocalCluster"""
     seed: int = 0
+    """the latents: candidate seeds start from it, per class"""
 
     @field_validator("sampling_strategy", mode="before")
     @classmethod
@@ -168,61 +224,91 @@ class Generate(Section):
 
 class Filter(Section):
     mode: Literal["quantile", "absolute", "none"] = "quantile"
-    quantile: float = Field(0.1, ge=0.0, le=1.0)  # keep if scored >= this quantile of real val images
-    threshold: float = 0.0                        # mode=absolute: keep if d_score >= threshold
-    min_val_per_class: int = Field(10, ge=1)      # fewer val scores: borrow from the pooled val scores
+    """quantile (per class, vs held-out real) | absolute | none"""
+    quantile: float = Field(0.1, ge=0.0, le=1.0)
+    """keep if scored >= this quantile of real val images"""
+    threshold: float = 0.0
+    """mode=absolute: keep if d_score >= threshold"""
+    min_val_per_class: int = Field(10, ge=1)
+    """a class with fewer val scores borrows from the pooled val quantile"""
     max_rounds: int = Field(4, ge=1)
-    min_acceptance: float = Field(0.02, ge=0.0, lt=1.0)  # below this a class stops generating: hopeless
-    reject_copies: bool = True                    # no near-copies of a real training image
-    # A near copy: closer to a real training image of its class than all but this share of unseen
-    # real images are, in units of the class's scale (pooled over classes; quality.copy_radii).
+    """generate-and-filter rounds for a class still short of its target"""
+    min_acceptance: float = Field(0.02, ge=0.0, lt=1.0)
+    """a class accepting fewer stops generating (reported as hopeless)"""
+    reject_copies: bool = True
+    """no near copies of a real training image of the class"""
     copy_quantile: float = Field(0.05, ge=0.0, lt=1.0)
-    require_agreement: bool = True                # a classifier trained on real images must agree on the class
-    dedupe: bool = True                           # no near-duplicates among the accepted images
-    # Prefect flow only: one class per mapped task on Dask, as generate.workers / dask_address.
+    """A near copy: closer to a real training image of its class than all but this share of unseen real images
+    are, in units of the class's scale (pooled over classes; quality.copy_radii)."""
+    require_agreement: bool = True
+    """a classifier trained on the real images must agree on the class"""
+    dedupe: bool = True
+    """no near-duplicates among the accepted images"""
     workers: int = Field(1, ge=1)
+    """Prefect flow only: one class per mapped task on Dask, as generate.workers / dask_address."""
     dask_address: str | None = None
+    """Prefect flow: an existing Dask scheduler instead of a LocalCluster"""
 
 
 class Append(Section):
-    link: Literal["hardlink", "copy"] = "hardlink"   # how real images enter the augmented set
-    # Set to a DVC-tracked folder to append in place as a new data version (batch folder,
-    # dvc add, git commit + tag, dvc push) instead of building paths.augmented.
+    link: Literal["hardlink", "copy"] = "hardlink"
+    """hardlink | copy (real images into the augmented set)"""
     target: str | None = None
+    """Set to a DVC-tracked folder to append in place as a new data version (batch folder, dvc add, git commit
+    + tag, dvc push) instead of building paths.augmented."""
     lock_timeout_s: float = Field(600.0, ge=0)
+    """wait this long for another append to finish"""
 
 
 class ClassicAugment(Section):
     """The classic augmentation (albumentations) of evaluate's arms under user_training=balanced,
     and of filter's class judge always: what users do anyway."""
 
-    shift: float = Field(0.1, ge=0, lt=0.5)   # translate by up to this share of the size
-    rotate: float = Field(10.0, ge=0, le=180)  # degrees
-    scale: float = Field(0.1, ge=0, lt=1)     # zoom by up to +-this
-    hflip: bool = False                        # only where a mirrored image keeps its class
+    shift: float = Field(0.1, ge=0, lt=0.5)
+    """translate by up to this share of the size"""
+    rotate: float = Field(10.0, ge=0, le=180)
+    """degrees"""
+    scale: float = Field(0.1, ge=0, lt=1)
+    """zoom by up to +-this"""
+    hflip: bool = False
+    """only where a mirrored image keeps its class"""
 
 
 class Evaluate(Section):
+    """runs before append and decides the gate"""
+
     epochs: int = Field(15, ge=1)
+    """passes over the real train images; every arm gets the same number of steps"""
     batch_size: int = Field(64, ge=1)
+    """classifier batch"""
     lr: float = Field(2e-3, gt=0)
+    """classifier learning rate (Adam)"""
     width: int = Field(16, ge=4)
-    repeats: int = Field(3, ge=1)            # classifier seeds averaged, to see past noise
+    """channels of the small CNN (also train's validation judge and filter's class judge)"""
+    repeats: int = Field(3, ge=1)
+    """classifier seeds averaged, to see past noise"""
     seed: int = 0
+    """the first classifier seed; repeats add 1 each"""
     augment: ClassicAugment = ClassicAugment()
-    # Mixes tried: the most a class's training images may be synthetic; val picks one.
+    """classic augmentation (albumentations): balanced arms; filter's class judge"""
     synthetic_shares: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field([0.5, 1.0], min_length=1)
-    # How the user's own stage trains on the folder: plain (as it lands: shuffled, unweighted, no
-    # augmentation) or balanced (class-balanced batches with `augment`). Every arm trains so.
+    """Mixes tried: the most a class's training images may be synthetic; val picks one."""
     user_training: Literal["plain", "balanced"] = "plain"
+    """How the user's own stage trains on the folder: plain (as it lands: shuffled, unweighted, no
+    augmentation) or balanced (class-balanced batches with `augment`). Every arm trains so."""
     gate_metric: Literal["macro_f1", "balanced_accuracy", "rare_recall"] = "macro_f1"
-    # Append synthetic images only when the lower end of the bootstrap interval of their gain over
-    # the best other arm is above this; null turns the gate off (append whatever passed the filter).
+    """macro_f1 | balanced_accuracy | rare_recall"""
     min_gain: float | None = 0.0
-    bootstrap: int = Field(1000, ge=100)       # paired redraws of test images and seeds
-    confidence: float = Field(0.9, gt=0, lt=1)  # of the central interval the gate reads the lower end of
-    device: Device = "auto"                          # where the classifiers train
-    loader_workers: int | None = Field(None, ge=0)   # batch-reading processes; null: 0 on the CPU, 4 on a GPU
+    """Append synthetic images only when the lower end of the bootstrap interval of their gain over the best
+    other arm is above this; null turns the gate off (append whatever passed the filter)."""
+    bootstrap: int = Field(1000, ge=100)
+    """paired redraws of test images and classifier seeds"""
+    confidence: float = Field(0.9, gt=0, lt=1)
+    """the gate opens on the lower end of this central interval"""
+    device: Device = "auto"
+    """where the classifiers train: auto (a GPU when there is one) | cpu | cuda | cuda:N"""
+    loader_workers: int | None = Field(None, ge=0)
+    """batch-reading processes; null: 0 on the CPU, 4 on a GPU"""
 
 
 class Params(Section):
@@ -237,6 +323,75 @@ class Params(Section):
 
 
 DEFAULT_FILE = "params.yaml"
+
+
+def render_yaml(params: Params, header: str) -> str:
+    """params.yaml, each knob with its description as its comment: the one place a knob is
+    described is its docstring here (a test keeps the committed params.yaml in step)."""
+    def scalar(v) -> str:
+        text = yaml.safe_dump(v, default_flow_style=True, width=10_000, sort_keys=False).strip()
+        return text.removesuffix("\n...").strip()
+
+    def line(indent: str, text: str, comment: str | None) -> list[str]:
+        if not comment:
+            return [indent + text]
+        if len(indent + text) < 34 and 34 + 2 + len(comment) <= 118:
+            return [f"{indent + text:<34}# {comment}"]
+        import textwrap
+        return [f"{indent}# {c}" for c in textwrap.wrap(comment, 116 - len(indent))] + [indent + text]
+
+    def section(model: BaseModel, indent: str) -> list[str]:
+        out = []
+        for key, field in type(model).model_fields.items():
+            value = getattr(model, key)
+            if isinstance(value, BaseModel):
+                out += line(indent, f"{key}:", _summary(type(value))) + section(value, indent + "  ")
+            else:
+                out += line(indent, f"{key}: {scalar(value)}", field.description)
+        return out
+
+    lines = header.rstrip("\n").split("\n")
+    for key in Params.model_fields:
+        sub = getattr(params, key)
+        lines += ["", *line("", f"{key}:", _summary(type(sub))), *section(sub, "  ")]
+    return "\n".join(lines) + "\n"
+
+
+def explain(params: Params) -> str:
+    """Every knob, its value and what it does (`ganaug params --explain`)."""
+    out = []
+
+    def walk(model: BaseModel, prefix: str):
+        for key, field in type(model).model_fields.items():
+            value = getattr(model, key)
+            if isinstance(value, BaseModel):
+                walk(value, f"{prefix}{key}.")
+            else:
+                shown = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...")
+                out.append(f"{prefix}{key} = {shown}\n    {field.description or ''}".rstrip())
+    walk(params, "")
+    return "\n".join(out) + "\n"
+
+
+def _summary(cls: type) -> str | None:
+    """A section's comment: its docstring's first sentence."""
+    doc = (cls.__doc__ or "").strip()
+    return " ".join(doc.split("\n\n")[0].split()) if doc and cls.__doc__ is not BaseModel.__doc__ else None
+
+
+PARAMS_HEADER = """\
+# ganaug: every knob, one section per stage. `ganaug params --explain` says what each does;
+# `--set section.key=value` overrides any key on any command. Generated from pipeline/params.py
+# (python -m ganaug.pipeline.params); the descriptions live there.
+"""
+
+
+def as_overrides(sections: dict[str, dict]) -> list[str]:
+    """{"filter": {"dedupe": False}} -> ["filter.dedupe=false"]: what `--set` takes."""
+    import json
+
+    return [f"{section}.{k}={v if isinstance(v, str) else json.dumps(v)}"
+            for section, values in sections.items() for k, v in values.items()]
 
 
 def load_params(path: str | Path | None = DEFAULT_FILE, overrides: list[str] = ()) -> Params:
@@ -324,3 +479,7 @@ def _section_of(loc) -> type[BaseModel]:
 
 def to_dict(params: Params) -> dict:
     return params.model_dump(mode="json")
+
+
+if __name__ == "__main__":  # regenerate this repository's params.yaml (the defaults, described)
+    Path(__file__).resolve().parents[1].joinpath(DEFAULT_FILE).write_text(render_yaml(Params(), PARAMS_HEADER))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import codedeps
+from . import arms, codedeps
 from .params import Params
 from .paths import check_apart, check_writable
 
@@ -51,6 +51,18 @@ class P:
 
 
 @dataclass(frozen=True)
+class Parts:
+    """Work that splits into independent parts (generate's shards, filter's classes), which the
+    Prefect flow maps over Dask workers when `<section>.workers` > 1 or `<section>.dask_address`
+    is set. The stage function takes `run_parts(params, parts, shared, folder, sampler)`, which
+    returns the parts' results in order; `worker` ("module:function") runs one part in another
+    process: worker(params, part, *shared, folder), loading the checkpoint itself."""
+
+    section: str
+    worker: str
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     target: str                       # "module:function", params -> result dict
@@ -63,6 +75,11 @@ class Stage:
     params: tuple[str, ...] = ()      # params sections or section.key it reads
     retries: int = 0                  # Prefect retries, of errors marked transient only
     retry_delay_s: int = 10
+    # How the Prefect flow runs it, where that differs from a task in the flow's process:
+    progress: str = ""                # a progress artifact of this key: the function takes
+                                      # on_progress(step, total, row), its module has describe_progress
+    remote: str = ""                  # params key naming a deployment to run it on, when set
+    parts: Parts | None = None        # mapped over Dask workers
 
     @property
     def module(self) -> str:
@@ -108,10 +125,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           plots=(_p("train_reports", "losses.csv", **REPORT,
                     style={"x": "step", "y": ["loss_d", "loss_g", "d_real", "d_fake"]}),),
           params=("train", "ingest.channels", *REFERENCE_CLASSIFIER),
-          retries=1, retry_delay_s=30),  # a retry resumes from the last checkpoint
+          retries=1, retry_delay_s=30,  # a retry resumes from the last checkpoint
+          progress="ganaug-training", remote="train.deployment"),
     Stage("generate", "ganaug.pipeline.generate:generate", "generate scored candidates for the classes that need them",
           reads=(_p("prepared"), _p("model")), outs=(_p("candidates", folder=True),),
-          params=("generate", "train.device")),
+          params=("generate", "train.device"),
+          parts=Parts("generate", "ganaug.pipeline.generate:make_shard")),
     Stage("filter", "ganaug.pipeline.filter:filter_candidates",
           "keep candidates that look real, are their class, no copies and distinct; top up",
           reads=(_p("prepared"), _p("candidates"), _p("model")), outs=(_p("accepted", folder=True),),
@@ -121,13 +140,14 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           plots=(_p("reports", "filter_classes.csv", **REPORT,
                     style={"x": "label", "y": "acceptance_rate", "template": "bar_horizontal"}),),
           params=("filter", "generate", "ingest.channels", "train.device", "evaluate.seed", "evaluate.augment",
-                  *REFERENCE_CLASSIFIER)),
+                  *REFERENCE_CLASSIFIER),
+          parts=Parts("filter", "ganaug.pipeline.filter:filter_class")),
     Stage("evaluate", "ganaug.pipeline.evaluate:evaluate",
           "real-only vs over-sampled vs SMOTE vs synthetic classifier; decide the gate",
           reads=(_p("prepared"), _p("accepted")),
           metrics=(_p("reports", "metrics.json", **REPORT), _p("reports", "gate.json", **REPORT)),
           plots=(_p("reports", "per_class_recall.csv", **REPORT,
-                    style={"x": "class", "y": ["real_only", "real_oversampled", "smote", "synthetic"],
+                    style={"x": "class", "y": list(arms.NAMES),
                            "template": "bar_horizontal"}),),
           params=("evaluate", "ingest.channels", "generate.sampling_strategy", "filter.copy_quantile")),
     Stage("append", "ganaug.pipeline.append:append",
@@ -176,4 +196,4 @@ def summarize(name: str, result: dict) -> str:
     return ALL[name].summarize(result)
 
 
-__all__ = ["ALL", "DEMO_DATA", "P", "STAGES", "Stage", "check_paths", "run", "summarize"]
+__all__ = ["ALL", "DEMO_DATA", "P", "Parts", "STAGES", "Stage", "check_paths", "run", "summarize"]

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from ganaug.pipeline.filter import GUARDS_OFF
 from ganaug.pipeline.params import Params, load_params
 
 SHAPES = ("circle", "square", "cross")
@@ -66,7 +67,7 @@ def tiny_overrides(tmp: Path, **sections) -> list[str]:
         # A 30-step GAN makes junk: the filter's guards and evaluate's gate (on by default) would
         # rightly let nothing through. Tests of the mechanics around them turn them off here;
         # the guards and the gate have tests of their own that turn them on.
-        "filter": {"require_agreement": False, "reject_copies": False, "dedupe": False},
+        "filter": dict(GUARDS_OFF),
         "evaluate": {"epochs": 2, "repeats": 1, "width": 8, "batch_size": 32, "min_gain": None,
                      "synthetic_shares": [1.0]},
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ganaug.pipeline.filter import ACCEPT_ALL
 from ganaug.pipeline.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,7 +18,7 @@ TINY = {
     "ingest": {"size": 8},
     "train": {"steps": 20, "width": 8, "z_dim": 16, "batch_size": 16, "checkpoint_every": 10},
     # Mechanics, not quality: a 20-step GAN's images would (rightly) meet closed guards and gate.
-    "filter": {"mode": "none", "require_agreement": False, "reject_copies": False, "dedupe": False},
+    "filter": dict(ACCEPT_ALL),
     "evaluate": {"epochs": 1, "repeats": 1, "width": 8, "min_gain": None, "synthetic_shares": [1.0]},
 }
 

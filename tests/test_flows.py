@@ -7,6 +7,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 
 from ganaug.flows import augment_flow
 from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.stages import STAGES
 from ganaug.pipeline.versioned import BATCHES_DIR
 from tests.conftest import make_shapes, sh, tiny_overrides, tiny_params
 
@@ -21,6 +22,7 @@ def test_augment_flow_appends_a_new_version_with_artifacts(prefect_server, tmp_p
     (tmp_path / "params.yaml").write_text("")
     overrides = tiny_overrides(tmp_path, filter={"mode": "none"}, append={"target": str(host / "train")})
     result = augment_flow(str(tmp_path / "params.yaml"), overrides)
+    assert list(result) == list(STAGES)  # the flow is the registry: every stage, in order
 
     appended = result["append"]
     assert appended["changed"] and appended["pushed"] is True
@@ -66,7 +68,7 @@ def test_generate_and_filter_spread_over_a_two_worker_dask_cluster_equal_one_pro
 
     import torch
 
-    from ganaug.flows.augment import filter_candidates, generate
+    from ganaug.flows.augment import run_stage
     from ganaug.pipeline.filter import filter_candidates as filter_here
     from ganaug.pipeline.generate import generate as generate_here
 
@@ -86,7 +88,7 @@ def test_generate_and_filter_spread_over_a_two_worker_dask_cluster_equal_one_pro
 
     with workers_threads():
         here = generate_here(one)
-    there = generate(spread)
+    there = run_stage("generate", spread)
     assert there["shards"] == here["shards"] > 1 and there["candidates"] == here["candidates"]
 
     def tree(folder: Path) -> dict:
@@ -99,7 +101,7 @@ def test_generate_and_filter_spread_over_a_two_worker_dask_cluster_equal_one_pro
     outputs = {name: {"candidates": str(tmp_path / name), "accepted": str(tmp_path / f"{name}-accepted"),
                       "reports": str(tmp_path / f"{name}-reports")} for name in ("one", "two")}
     here = filter_here(tiny_params(root, generate=small, filter=guards, paths=outputs["one"]))
-    there = filter_candidates(tiny_params(root, generate=small, filter={**guards, "workers": 2}, paths=outputs["two"]))
+    there = run_stage("filter", tiny_params(root, generate=small, filter={**guards, "workers": 2}, paths=outputs["two"]))
     assert here == there and here["accepted"] > 0
     assert any(c["rounds"] > 1 for c in here["classes"].values())  # workers generated top-ups themselves
     assert tree(tmp_path / "one-accepted") == tree(tmp_path / "two-accepted")

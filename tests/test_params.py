@@ -59,3 +59,23 @@ def test_yaml_1_2_numbers_and_folder_names_that_look_like_numbers():
     now that a string is no longer coerced into a number."""
     p = load_params(None, ["train.lr_d=1e-4", "train.minutes=2E+1", "paths.raw=2024"])
     assert p.train.lr_d == 1e-4 and p.train.minutes == 20.0 and p.paths.raw == "2024"
+
+
+def test_each_knob_is_described_once_and_params_yaml_is_made_from_it():
+    """A knob's docstring in pipeline/params.py is its one description: params.yaml's comments and
+    `ganaug params --explain` come from it, and the committed params.yaml is what it renders."""
+    from ganaug.pipeline.params import PARAMS_HEADER, explain, render_yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    assert (repo / "params.yaml").read_text() == render_yaml(Params(), PARAMS_HEADER), \
+        "params.yaml is stale: python -m ganaug.pipeline.params"
+
+    def knobs(model, prefix=""):
+        for key, field in type(model).model_fields.items():
+            value = getattr(model, key)
+            yield from knobs(value, f"{prefix}{key}.") if hasattr(value, "model_fields") else [(prefix + key, field)]
+
+    undescribed = [k for k, f in knobs(Params()) if not f.description]
+    assert not undescribed, f"knobs without a description (a docstring under the field): {undescribed}"
+    text = explain(load_params(None, ["train.steps=7"]))
+    assert "train.steps = 7\n    G-steps" in text and "filter.dedupe = true\n    no near-duplicates" in text

@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ganaug.pipeline.filter import ACCEPT_ALL
 from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.params import as_overrides
 from ganaug.pipeline.versioned import BATCHES_DIR
 from tests.conftest import make_shapes, sh
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["ingest.size=8", "train.steps=20", "train.width=8", "train.z_dim=16", "train.batch_size=16",
-        "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8", "filter.mode=none", *['filter.require_agreement=false', 'filter.reject_copies=false', 'filter.dedupe=false', 'evaluate.min_gain=null', 'evaluate.synthetic_shares=[1.0]']]
+        "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8", *as_overrides({"filter": ACCEPT_ALL}), 'evaluate.min_gain=null', 'evaluate.synthetic_shares=[1.0]']
 
 
 def _free_port() -> int:

@@ -251,8 +251,8 @@ def test_filter_guards_reject_copies_wrong_classes_and_duplicates(trained):
     circle, cross, square = guard("circle"), guard("cross"), guard("square")
     assert circle.check(imgs("circle"))["near_copy"].all()      # copies of training images
     assert not circle.check(imgs("circle", "test"))["near_copy"].all()  # unseen real ones pass
-    assert cross.check(imgs("square", "test"))["disagrees"].mean() > 0.5  # a square is no cross
-    assert circle.check(imgs("circle", "test"))["disagrees"].mean() < 0.5
+    assert cross.check(imgs("square", "test"))["wrong_class"].mean() > 0.5  # a square is no cross
+    assert circle.check(imgs("circle", "test"))["wrong_class"].mean() < 0.5
     batch = imgs("square", "test")
     doubled = np.concatenate([batch[:3], batch[:3]])
     assert square.distinct(doubled, limit=10) == [0, 1, 2]
@@ -291,7 +291,7 @@ def test_copies_are_rejected_and_fresh_images_accepted_at_three_training_images(
     checks = guard.check(fresh)
     # filter.copy_quantile=0.05: about that share of unseen real images fall inside the radius
     # (placed from 3 images and the pooled scale, so loosely: 7 of these 60 did here).
-    assert checks["near_copy"].mean() <= 0.2 and checks["disagrees"].mean() < 0.2
+    assert checks["near_copy"].mean() <= 0.2 and checks["wrong_class"].mean() < 0.2
     assert radii["cross"] < quality.nearest_pair(real)  # the old floor would have called fresh ones copies
     assert "held-out (val) images" in info["calibrated_on"]
 
@@ -407,16 +407,18 @@ def test_evaluate_reports_every_arm_and_decides_the_gate(trained):
                                     generate={"sampling_strategy": "{circle: 40, square: 40, cross: 40}"},
                                     evaluate={"repeats": 2, "synthetic_shares": [0.5, 1.0]}))
     m = evaluate(p)
-    for arm in ("real_only", "real_oversampled", "smote", "synthetic"):
-        assert 0 <= m[arm]["macro_f1"] <= 1 and m[arm]["macro_f1_std"] >= 0
-        assert set(m[arm]["per_class_recall"]) == {"circle", "cross", "square"}
-        assert m[arm]["rare_recall"] == pytest.approx(m[arm]["per_class_recall"]["cross"], abs=1e-3)
+    arms = m["arms"]
+    assert list(arms) == ["real", "oversampled", "smote", "synthetic"]  # pipeline/arms.py's table, in order
+    for arm in arms.values():
+        assert 0 <= arm["macro_f1"] <= 1 and arm["macro_f1_std"] >= 0 and arm["what"]
+        assert set(arm["per_class_recall"]) == {"circle", "cross", "square"}
+        assert arm["rare_recall"] == pytest.approx(arm["per_class_recall"]["cross"], abs=1e-3)
     assert m["rare_classes"] == ["cross"]
     assert set(m["mixes"]) == {"0.5", "1.0"} and m["gate"]["synthetic_share"] in (0.5, 1.0)
     gate = m["gate"]
-    best = max(("real_only", "real_oversampled", "smote"), key=lambda a: m[a]["macro_f1"])
+    best = max(("real", "oversampled", "smote"), key=lambda a: arms[a]["macro_f1"])
     assert gate["best_other_arm"] == best and gate["metric"] == "macro_f1"
-    assert gate["gain"] == pytest.approx(m["synthetic"]["macro_f1"] - m[best]["macro_f1"], abs=1e-3)
+    assert gate["gain"] == pytest.approx(arms["synthetic"]["macro_f1"] - arms[best]["macro_f1"], abs=1e-3)
     assert gate["passed"]  # min_gain=null in tiny params: the gate is off
     q = m["synthetic_quality"]["per_class"]["cross"]
     assert 0 <= q["memorization"] <= 1 and 0 <= q["label_agreement"] <= 1 and q["count"] > 0
@@ -424,7 +426,7 @@ def test_evaluate_reports_every_arm_and_decides_the_gate(trained):
     assert 0 <= cas["cas"] <= 1 and 0 <= cas["cas_real_reference"] <= 1
     assert cas["cas_classes"] == ["circle", "cross", "square"]
     recall = pd.read_csv(Path(p.paths.reports) / "per_class_recall.csv")
-    assert list(recall.columns) == ["class", "real_only", "real_oversampled", "smote", "synthetic"]
+    assert list(recall.columns) == ["class", "real", "oversampled", "smote", "synthetic"]
     assert json.loads((Path(p.paths.reports) / "gate.json").read_text()) == gate
 
 
@@ -488,12 +490,12 @@ def test_gate_opens_on_the_lower_end_of_the_interval():
     names = ["a", "b", "c"]
 
     def gate(n, synthetic, min_gain=0.0):
-        y, preds = _arms_predictions(n, {"real_only": 0.5, "real_oversampled": 0.8, "smote": 0.7,
+        y, preds = _arms_predictions(n, {"real": 0.5, "oversampled": 0.8, "smote": 0.7,
                                          "synthetic": synthetic})
         return decide(bootstrap(y, preds, 3, [2], replicates=500), names, "macro_f1", min_gain, 0.9, 0.5, 10)
 
     opened = gate(500, 0.9)                             # +0.1 on 1,500 test images: sure
-    assert opened["passed"] and opened["best_other_arm"] == "real_oversampled"
+    assert opened["passed"] and opened["best_other_arm"] == "oversampled"
     assert opened["interval"][0] > 0 and opened["interval"][0] <= opened["gain"] <= opened["interval"][1]
     assert set(opened["per_class_recall_gain"]) == set(names)
     noisy = gate(4, 0.9)                                # the same gain on 12 test images: a coin flip
@@ -540,7 +542,7 @@ def test_streamed_batches_equal_the_in_memory_path(trained):
     """The memory-mapped pixel array gives, step for step, the batches the old in-memory tensor
     of decoded PNGs gave, with or without loader worker processes."""
     from ganaug.pipeline.images import load_tensor
-    from ganaug.pipeline.train import RealBatches, batch_loader
+    from ganaug.pipeline.train_data import RealBatches, batch_loader
 
     prepared = Path(trained.paths.prepared)
     df = read_manifest(prepared)

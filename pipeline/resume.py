@@ -1,0 +1,49 @@
+"""Whether train may resume its checkpoint: trained on the same data with the same settings (only
+how long and where may differ; train.steps may only grow)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .checkpoints import check_label_map, load_checkpoint, restore_trainer
+from .errors import CheckpointError
+from .params import Params
+from .progress import write as progress_write
+
+NOT_FINGERPRINTED = {"steps", "checkpoint_every", "resume", "device", "compile", "deployment", "minutes",
+                     "loader_workers", "patience", "fail_when_unhealthy"}
+
+
+def fingerprint(real: pd.DataFrame, params: Params) -> str:
+    """Same data + same settings (except how long and where) => a checkpoint may be resumed."""
+    settings = {k: v for k, v in params.train.model_dump().items() if k not in NOT_FINGERPRINTED}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for sid, label in sorted(zip(real["sample_id"], real["label"])):
+        h.update(f"{sid}:{label};".encode())
+    return h.hexdigest()[:16]
+
+
+def resume(params: Params, fingerprint: str, label_map, device):
+    """(trainer, history, last run's metrics, one RNG state per process of a distributed run),
+    or a fresh start's (None, [], None, None)."""
+    path = Path(params.paths.model)
+    if not (params.train.resume and path.is_file()):
+        return None, [], None, None
+    state = load_checkpoint(path)
+    extra = state.get("extra")
+    if not isinstance(extra, dict) or extra.get("fingerprint") != fingerprint:
+        progress_write(f"train: {path} was trained on other data or settings; starting afresh")
+        return None, [], None, None
+    check_label_map(state, label_map, str(path))
+    if state["step"] > params.train.steps:
+        progress_write(f"train: {path} is at step {state['step']} > train.steps; starting afresh")
+        return None, [], None, None
+    progress_write(f"train: resuming {path} from step {state['step']}")
+    trainer = restore_trainer(state, device, path, compile=params.train.compile)
+    history = extra.get("history")
+    if not isinstance(history, list):
+        raise CheckpointError(f"{path}: checkpoint has no training history; retrain with train.resume=false")
+    return trainer, history, extra.get("last_run"), extra.get("rng_ranks")
