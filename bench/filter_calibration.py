@@ -36,7 +36,7 @@ from ganaug.pipeline.checkpoints import load_checkpoint, restore_sampler  # noqa
 from ganaug.pipeline.images import load_tensor, to_uint8  # noqa: E402
 from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
 from ganaug.pipeline.params import Params, load_params  # noqa: E402
-from ganaug.pipeline.pixels import Images, to_float  # noqa: E402
+from ganaug.pipeline.pixels import Images, nhwc_to_float  # noqa: E402
 
 
 def thresholds(val_scores: np.ndarray, val_y: np.ndarray, n_classes: int, q: float, min_val: int, pooled_only: bool):
@@ -75,7 +75,7 @@ def main():
     _, D = restore_sampler(state, torch.device("cpu"), params.paths.model)
 
     def d_scores(u8_nhwc: np.ndarray, y: np.ndarray, conditional: bool) -> np.ndarray:
-        return gan.score(D, to_float(u8_nhwc), y.tolist(), conditional=conditional).numpy()
+        return gan.score(D, nhwc_to_float(u8_nhwc), y.tolist(), conditional=conditional).numpy()
 
     val_u8 = images["val"][:].permute(0, 2, 3, 1).numpy()
     train_u8 = images["train"][:].permute(0, 2, 3, 1).numpy()

@@ -35,7 +35,7 @@ FLOORS = (0.0, 0.5, 0.7, 0.9)
 
 def probability_of(model, x: torch.Tensor, c: int) -> np.ndarray:
     with torch.no_grad():
-        return model.head(model.features(classifier.as_float(x))).softmax(1)[:, c].numpy()
+        return model.head(model.features(classifier.nchw_as_float(x))).softmax(1)[:, c].numpy()
 
 
 def main():

@@ -93,11 +93,11 @@ def bare_train(work: Path, steps: int, batch: int, width: int) -> float:
     import torch
 
     from ganaug.gan import GANConfig, GANTrainer
-    from ganaug.pipeline.pixels import open_pixels, to_float
+    from ganaug.pipeline.pixels import open_pixels, nhwc_to_float
 
     df = pd.read_parquet(work / "data/prepared/manifest.parquet")
     rows = np.flatnonzero((df["split"] == "train").to_numpy())
-    x = to_float(open_pixels(work / "data/prepared", len(df))[rows])
+    x = nhwc_to_float(open_pixels(work / "data/prepared", len(df))[rows])
     y = torch.tensor(pd.factorize(df["label"].iloc[rows], sort=True)[0])
     torch.manual_seed(0)
     trainer = GANTrainer(GANConfig(x.shape[-1], 1, 4, z_dim=128, width=width))

@@ -26,31 +26,14 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DataError
-from .gate import cap_synthetic, read_gate
+from .gate import gated_synthetic
 from .files import atomic_dir, link_or_copy
-from .manifest import MANIFEST, augmented_counts, make_manifest, read_manifest, users_training_images, write_manifest
+from .manifest import MANIFEST, make_manifest, read_manifest, users_training_images, write_manifest
 from .params import Params
-
-
-def gated_synthetic(params: Params, prepared: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """The accepted synthetic rows the gate lets through (none when it is closed)."""
-    accepted_dir = Path(params.paths.accepted)
-    accepted = read_manifest(accepted_dir)
-    unknown = set(accepted["label"]) - set(prepared["label"])
-    if unknown:
-        raise DataError(f"{accepted_dir}: synthetic images of classes not in the data: {sorted(unknown)}")
-    gate = read_gate(params)
-    if not gate["passed"]:
-        return accepted.head(0), gate
-    share = gate.get("synthetic_share")
-    if share is not None:
-        accepted = cap_synthetic(accepted, augmented_counts(prepared), float(share))
-    return accepted, gate
+from .versioned import append_in_place
 
 
 def append(params: Params) -> dict:
-    from .versioned import append_in_place
-
     if params.append.target:
         return append_in_place(params)
     prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pixels import as_float
+from .pixels import nchw_as_float
 
 
 class SmallCNN(nn.Module):
@@ -91,7 +91,7 @@ class _Rows(torch.utils.data.Dataset):
         self.x, self.y = x, y
 
     def __getitems__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return as_float(self.x[idx]), self.y[idx]
+        return nchw_as_float(self.x[idx]), self.y[idx]
 
     def __len__(self) -> int:
         return len(self.y)
@@ -147,7 +147,7 @@ def predict(model: SmallCNN, x, batch_size: int = 512) -> tuple[np.ndarray, np.n
     device = next(model.parameters()).device
     preds, feats = [], []
     for i in range(0, len(x), batch_size):
-        f = model.features(as_float(x[i:i + batch_size]).to(device))
+        f = model.features(nchw_as_float(x[i:i + batch_size]).to(device))
         feats.append(f.float().cpu())
         preds.append(model.head(f).argmax(1).cpu())
     if not preds:

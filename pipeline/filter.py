@@ -46,7 +46,7 @@ from .files import atomic_dir, atomic_file, write_json
 from .images import load_tensor, to_uint8
 from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, read_manifest, write_manifest
 from .params import Params
-from .pixels import Images, PixelWriter, to_float
+from .pixels import Images, PixelWriter, nhwc_to_float
 from .plots import class_grid, notice, score_histograms
 from .progress import progress
 from .sampler import Sampler, seed_base, seeds_for, write_images
@@ -123,9 +123,9 @@ class Guard:
         radius = self.radius
         far = np.ones(len(imgs), dtype=bool)  # from every image accepted in earlier rounds
         for i in range(0, len(imgs) if prior is not None else 0, quality.CHUNK):
-            x = to_float(imgs[i:i + quality.CHUNK]).flatten(1)
+            x = nhwc_to_float(imgs[i:i + quality.CHUNK]).flatten(1)
             for j in range(0, len(prior), quality.BLOCK):
-                near = torch.cdist(x, to_float(prior[j:j + quality.BLOCK]).flatten(1)).min(1).values < radius
+                near = torch.cdist(x, nhwc_to_float(prior[j:j + quality.BLOCK]).flatten(1)).min(1).values < radius
                 far[i:i + len(x)] &= ~near.numpy()
         pool = torch.empty(min(limit, len(imgs)), int(np.prod(imgs.shape[1:])))
         kept: list[int] = []
@@ -134,7 +134,7 @@ class Guard:
             if len(kept) >= limit:
                 break
             block = candidates[b:b + quality.CHUNK]
-            x = to_float(imgs[block]).flatten(1)
+            x = nhwc_to_float(imgs[block]).flatten(1)
             ok = (torch.cdist(x, pool[:len(kept)]).min(1).values >= radius).numpy() if kept \
                 else np.ones(len(block), dtype=bool)
             within = torch.cdist(x, x).numpy()

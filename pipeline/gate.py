@@ -15,6 +15,7 @@ import pandas as pd
 from .arms import BASELINES, CANDIDATE
 from .errors import DataError
 from .evidence import interval
+from .manifest import augmented_counts, read_manifest
 from .params import Params
 
 GATE_FILE = "gate.json"                                 # under paths.reports
@@ -83,3 +84,19 @@ def read_gate(params: Params) -> dict:
         raise DataError(f"{path}: synthetic_share must be a number in (0, 1], found {share!r}; "
                         "re-run `ganaug evaluate`")
     return gate
+
+
+def gated_synthetic(params: Params, prepared: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """The accepted synthetic rows the gate lets through (none when it is closed)."""
+    accepted_dir = Path(params.paths.accepted)
+    accepted = read_manifest(accepted_dir)
+    unknown = set(accepted["label"]) - set(prepared["label"])
+    if unknown:
+        raise DataError(f"{accepted_dir}: synthetic images of classes not in the data: {sorted(unknown)}")
+    gate = read_gate(params)
+    if not gate["passed"]:
+        return accepted.head(0), gate
+    share = gate.get("synthetic_share")
+    if share is not None:
+        accepted = cap_synthetic(accepted, augmented_counts(prepared), float(share))
+    return accepted, gate

@@ -404,8 +404,6 @@ def load_params(path: str | Path | None = DEFAULT_FILE, overrides: list[str] = (
             data = _read_file(path)
     for item in overrides:
         _apply_override(data, item)
-    for item in overrides:
-        _apply_override(data, item)
     try:
         return Params.model_validate(data)
     except ValidationError as e:
@@ -475,10 +473,6 @@ def _section_of(loc) -> type[BaseModel]:
             break
         model = field.annotation
     return model
-
-
-def to_dict(params: Params) -> dict:
-    return params.model_dump(mode="json")
 
 
 if __name__ == "__main__":  # regenerate this repository's params.yaml (the defaults, described)

@@ -64,7 +64,7 @@ def open_pixels(folder: str | Path, rows: int, writer: str = "ingest") -> np.mem
     folder = Path(folder)
     data, shape_file = folder / PIXELS, folder / SHAPE
     if not data.is_file() or not shape_file.is_file():
-        raise DataError(f"{folder}: no {PIXELS} (written by {writer} since ganaug 0.2); re-run `ganaug {writer}`")
+        raise DataError(f"{folder}: no {PIXELS} (ganaug {writer} writes it); re-run `ganaug {writer}`")
     try:
         meta = json.loads(shape_file.read_text())
         count, (h, w, c) = int(meta["count"]), (int(v) for v in meta["shape"])
@@ -78,13 +78,13 @@ def open_pixels(folder: str | Path, rows: int, writer: str = "ingest") -> np.mem
     return np.memmap(data, dtype=np.uint8, mode="r", shape=(count, h, w, c))
 
 
-def as_float(x: torch.Tensor) -> torch.Tensor:
+def nchw_as_float(x: torch.Tensor) -> torch.Tensor:
     """Images kept as uint8 (a quarter of the memory) become [-1, 1] floats a batch at a time;
     floats pass through."""
     return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
 
 
-def to_float(u8: np.ndarray) -> torch.Tensor:
+def nhwc_to_float(u8: np.ndarray) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [-1, 1] (the GAN's range), exactly as images.load_tensor."""
     x = torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2).float()
     return x / 127.5 - 1.0
@@ -147,5 +147,5 @@ class Stack:
         for p in np.unique(part_of):
             here = np.flatnonzero(part_of == p)
             x = self.parts[p][idx[here] - self.starts[p]]
-            out[torch.from_numpy(here)] = as_float(x)
+            out[torch.from_numpy(here)] = nchw_as_float(x)
         return out

@@ -37,7 +37,7 @@ def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _pixels(x, a: int, b: int) -> torch.Tensor:
     """Rows a:b of an image set (a uint8 or [-1, 1] tensor, or pixels.Images), flattened, as
     float64 in [-1, 1]: only a block of a big set is ever read."""
-    return classifier.as_float(x[a:b]).flatten(1).double()
+    return classifier.nchw_as_float(x[a:b]).flatten(1).double()
 
 
 def k_nearest(a, b, k: int = 1, skip: str | None = None) -> tuple[np.ndarray, np.ndarray]:

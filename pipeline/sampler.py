@@ -19,7 +19,7 @@ from .checkpoints import check_label_map, checkpoint_id, load_checkpoint, restor
 from .images import save_png, to_uint8
 from .manifest import synthetic_id
 from .params import Params
-from .pixels import to_float
+from .pixels import nhwc_to_float
 
 SEED_STRIDE = 1_000_000_000  # seeds of one class and one generate.seed never meet another's
 
@@ -57,7 +57,7 @@ class Sampler:
     def score(self, imgs: np.ndarray, y: list[int]) -> np.ndarray:
         """D's class-free realness (the filter's realness test; class identity is the agreement
         judge's question, and D's class term rewards copies of a tiny class's few images)."""
-        return gan.score(self.D, to_float(imgs), y, conditional=False).numpy().astype(np.float64)
+        return gan.score(self.D, nhwc_to_float(imgs), y, conditional=False).numpy().astype(np.float64)
 
 
 def seed_base(params: Params, label: str, label_map: dict[str, int]) -> int:

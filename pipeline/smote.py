@@ -6,7 +6,7 @@ imbalanced-learn's SMOTE returns the whole resampled set as floats: for 300,000 
 Neighbours are found a block of the class's rows at a time (`quality.k_nearest`), and the
 draws repeat imbalanced-learn's (per class a fresh RandomState(seed): `randint` over the
 n x k neighbour table, then `uniform` steps; classes in its order), so the images are the
-library's, to the last bit, where nearest neighbours are not tied (tests/test_evaluate.py).
+library's, to the last bit, where nearest neighbours are not tied (tests/test_bounded.py).
 Differences by design: a duplicate image is a neighbour, the image itself never is (the
 library drops its first column, which is the duplicate when one exists).
 """
@@ -15,13 +15,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .pixels import Stack, as_float, subset
+from .pixels import Stack, nchw_as_float, subset
 from .quality import k_nearest
 
 
 def _flat(batch: torch.Tensor) -> np.ndarray:
     """uint8 or [-1, 1] images, flattened to float32 in [-1, 1] (the library's input)."""
-    return as_float(batch).flatten(1).numpy()
+    return nchw_as_float(batch).flatten(1).numpy()
 
 
 class SmoteRows:

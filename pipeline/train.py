@@ -30,7 +30,7 @@ from .files import atomic_file, write_json
 from .images import to_uint8
 from .manifest import label_map_of, read_manifest
 from .params import Params
-from .pixels import open_pixels, to_float
+from .pixels import open_pixels, nhwc_to_float
 from .plots import class_grid, loss_curves
 from .progress import progress, write as progress_write
 from .train_data import RealBatches, batch_loader, reference_sample
@@ -60,7 +60,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     y = torch.tensor([label_map[v] for v in real["label"]])
     # In memory, only a bounded, class-stratified reference sample: all of a small set.
     ref = reference_sample(y, pixels[0].nbytes * 4 if len(pixels) else 1, cfg.seed)
-    x_ref, y_ref = to_float(pixels[rows[ref]]), y[ref]
+    x_ref, y_ref = nhwc_to_float(pixels[rows[ref]]), y[ref]
     device = pick_device(cfg.device)
     if world > 1 and device.type == "cuda":  # one process per device
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .pixels import open_pixels, to_float
+from .pixels import open_pixels, nhwc_to_float
 
 REFERENCE_BYTES = 256 * 2**20  # float images the judge and the diversity probe keep in memory
 
@@ -46,7 +46,7 @@ class RealBatches(torch.utils.data.Dataset):
         # draw it); this process takes its slice.
         idx = torch.multinomial(self.weights, self.batch_size * self.world, replacement=True, generator=g)
         idx = idx[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-        return to_float(self._pixels[self.rows[idx.numpy()]]), self.labels[idx]
+        return nhwc_to_float(self._pixels[self.rows[idx.numpy()]]), self.labels[idx]
 
     def __getstate__(self):  # workers reopen the memmap rather than receive a copy of it
         return {**self.__dict__, "_pixels": None}

@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 
 from .errors import DataError
 from .files import atomic_dir, link_or_copy
+from .gate import gated_synthetic
 from .manifest import BATCHES_DIR, read_manifest, write_manifest
 from .params import Params
 from .scm import VersioningError, dvc, git
@@ -36,8 +37,6 @@ def batch_id(sample_ids) -> str:
 
 
 def append_in_place(params: Params) -> dict:
-    from .append import gated_synthetic
-
     target = Path(params.append.target).resolve()
     accepted_dir = Path(params.paths.accepted)
     accepted, gate = gated_synthetic(params, read_manifest(params.paths.prepared))
