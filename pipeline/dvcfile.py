@@ -31,8 +31,9 @@ def _stage(stage: Stage, code_deps: bool) -> dict:
     entry: dict = {
         "cmd": f"ganaug {stage.name}",
         "deps": [p.dvc() for p in stage.reads if p.in_dvc] + (list(stage.code) if code_deps else []),
-        "params": list(stage.params),
     }
+    if stage.params:
+        entry["params"] = list(stage.params)
     for key, items in (("outs", stage.outs + stage.pictures), ("metrics", stage.metrics), ("plots", stage.plots)):
         items = [_entry(p) for p in items if p.in_dvc]
         if items:

@@ -143,7 +143,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                   *REFERENCE_CLASSIFIER),
           parts=Parts("filter", "ganaug.pipeline.filter:filter_class")),
     Stage("evaluate", "ganaug.pipeline.evaluate:evaluate",
-          "real-only vs over-sampled vs SMOTE vs synthetic classifier; decide the gate",
+          "the arms' classifiers (pipeline/arms.py: real, oversampled, smote, synthetic); decide the gate",
           reads=(_p("prepared"), _p("accepted")),
           metrics=(_p("reports", "metrics.json", **REPORT), _p("reports", "gate.json", **REPORT)),
           plots=(_p("reports", "per_class_recall.csv", **REPORT,
