@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.datasets import prepare  # noqa: E402
-from ganaug.gan import generate, load_sampler  # noqa: E402
+from ganaug.gan import sample_images, load_sampler  # noqa: E402
 from ganaug.pipeline import classifier, quality  # noqa: E402
 from ganaug.pipeline.checkpoints import load_checkpoint  # noqa: E402
 from ganaug.pipeline.evaluate import rare_classes  # noqa: E402
@@ -64,7 +64,7 @@ def measure(params, per_class: int) -> dict:
     state = load_checkpoint(params.paths.model)
     G, _ = load_sampler(state, torch.device("cpu"))
     labels = [c for c in range(len(names)) for _ in range(per_class)]
-    x_syn = generate(G, labels, list(range(len(labels))))
+    x_syn = sample_images(G, labels, list(range(len(labels))))
     y_syn = torch.tensor(labels)
     per = quality.per_class(ref, x, y, x_syn, y_syn, names)
     cas_model = classifier.fit_reference(x_syn, y_syn, len(names), params.evaluate, 0)

@@ -58,6 +58,9 @@ class Case:
     trained: bool = False           # start from the trained template
     limit_fsize: int | None = None  # RLIMIT_FSIZE bytes: a disk that fills up
     umask: int | None = None
+    pre: list = field(default_factory=list)  # ganaug commands run first (same code version)
+    cwd: str = ""                   # run from this subfolder of the work folder
+    timeout: int = 600              # seconds; past it the case is a hang
 
 
 def _png(path: Path, arr: np.ndarray, mode=None, **save):
@@ -302,10 +305,135 @@ def cases() -> list[Case]:
     for tamper in ("widths", "format", "config", "garbage", "code"):
         c.append(Case("6 tracebacks", f"checkpoint: {tamper}", ["generate"], setup=_checkpoint(tamper), trained=True))
 
+    c += issue15_cases()
+
     # 8. Modes.
     for mask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
         c.append(Case("8 umask", f"umask {mask:03o} -> {mode:o}", ["ingest"], umask=mask, expect="ok",
                       check=_modes_are(mode)))
+    return c
+
+
+def _user_folder(work: Path):
+    (work / "notes").mkdir()
+    (work / "notes" / "thesis.tex").write_text("months of work\n")
+
+
+def _table_all(work: Path):
+    raw = work / "data" / "raw"
+    rows = [f"{p.relative_to(raw)},{p.parent.name}" for p in sorted(raw.rglob("*.png"))]
+    (raw / "index.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+
+
+def _link_in_accepted(work: Path):
+    m = pd.read_parquet(work / "data" / "accepted" / "manifest.parquet")
+    victim = work / "data" / "accepted" / m["path"].iloc[0]
+    victim.unlink()
+    victim.symlink_to((work.parent / "outside" / "keep.txt").resolve())
+
+
+def _unicode_classes(work: Path):
+    import unicodedata
+    raw = work / "data" / "raw"
+    for form, seed in (("NFC", 1), ("NFD", 2)):
+        make_shapes(work / "tmp", {"square": 3}, seed=seed)
+        os.replace(work / "tmp" / "square", raw / unicodedata.normalize(form, "café"))
+    shutil.rmtree(work / "tmp")
+
+
+def _colour_only_classes(work: Path):
+    raw = work / "data" / "raw"
+    shutil.rmtree(raw)
+    for name, colour in (("red", (200, 0, 0)), ("green", (0, 102, 0))):  # one grey: luma 60
+        (raw / name).mkdir(parents=True)
+        for i in range(6):
+            im = Image.new("RGB", (16, 16), (255, 255, 255))
+            im.paste(colour, (2 + i, 2, 10, 10))
+            im.save(raw / name / f"{i}.png")
+
+
+def _gif_two_frames(work: Path):
+    frames = [Image.new("L", (16, 16), v) for v in (0, 255)]
+    frames[0].save(work / "data" / "raw" / "circle" / "anim.gif", save_all=True, append_images=frames[1:])
+
+
+def _hash_dir(work: Path):
+    shutil.copytree(work / "data" / "raw", work / "data" / "raw #2")
+    for p in (work / "data" / "raw #2").rglob("*.png"):  # another dataset: inverted
+        Image.fromarray(255 - np.asarray(Image.open(p))).save(p)
+
+
+def issue15_cases() -> list[Case]:
+    """Issue 15's classes, with instances of our own (none a repeat of the issue's text)."""
+    c: list[Case] = []
+    # 9. Outputs replace what ganaug never made.
+    c.append(Case("9 ownership", "from a subfolder: prepared=../.git", ["ingest", "--set", "paths.raw=../data/raw",
+                  "--set", "paths.prepared=../.git"], setup=lambda w: (w / "sub").mkdir(), cwd="sub"))
+    c.append(Case("9 ownership", "from a subfolder: model=../dvc.lock", ["train", "--set", "paths.prepared=../data/prepared",
+                  "--set", "paths.model=../dvc.lock"], trained=True,
+                  setup=lambda w: ((w / "sub").mkdir(), (w / "dvc.lock").write_text("lock\n")), cwd="sub"))
+    c.append(Case("9 ownership", "prepared = a folder of the user's", ["ingest", "--set", "paths.prepared=notes"],
+                  setup=_user_folder))
+    c.append(Case("9 ownership", "candidates = a folder of the user's", ["generate", "--set", "paths.candidates=notes"],
+                  setup=_user_folder, trained=True))
+    c.append(Case("9 ownership", "table lists it: prepared=data/raw/square",
+                  ["ingest", "--set", "paths.raw=data/raw/index.csv", "--set", "paths.prepared=data/raw/square"],
+                  setup=_table_all))
+    c.append(Case("9 ownership", "table lists it: accepted=data/raw/cross",
+                  ["filter", "--set", "paths.accepted=data/raw/cross"], trained=True))
+    c.append(Case("9 ownership", "init --dir . over the repo's params.yaml", ["init", "--dir", ".", "--data", "data/raw"]))
+    c.append(Case("9 ownership", "a file named like a temporary", ["ingest"], expect="ok",
+                  setup=lambda w: (w / "data" / "prepared.tmp-plan.txt").write_text("mine\n"),
+                  check=lambda w: (w / "data" / "prepared.tmp-plan.txt").read_text() == "mine\n"))
+    # 10. Outputs know what they were made from.
+    c.append(Case("10 provenance", "append after generate+filter with another seed", ["append"], trained=True,
+                  pre=[["generate", "--set", "generate.seed=5"], ["filter", "--set", "generate.seed=5"]]))
+    c.append(Case("10 provenance", "evaluate after generate+filter with another seed: fine", ["evaluate"],
+                  trained=True, pre=[["generate", "--set", "generate.seed=5"], ["filter", "--set", "generate.seed=5"]],
+                  expect="ok", check=lambda w: json.loads((w / "reports" / "gate.json").read_text())["judged"]))
+    c.append(Case("10 provenance", "generate with ingest.size=16 on an 8 px set", ["generate", "--set", "ingest.size=16"],
+                  trained=True))
+    c.append(Case("10 provenance", "filter on a checkpoint of other data", ["filter"], trained=True,
+                  setup=lambda w: make_shapes(w / "data" / "raw", {"circle": 2}, seed=11), pre=[["ingest"]]))
+    c.append(Case("10 provenance", "re-ingest the augmented set: no real image lost", ["ingest", "--set",
+                  "paths.raw=data/augmented", "--set", "paths.prepared=data/prepared2"], trained=True,
+                  expect="ok",  # ganaug's own carve-outs are not taken for the user's split
+                  check=lambda w: not pd.read_parquet(w / "data/prepared2/manifest.parquet")["split_given"].any()))
+    # 11. Links in ganaug's own folders.
+    c.append(Case("11 links", "accepted image -> ../outside/keep.txt", ["append"], trained=True,
+                  setup=_link_in_accepted))
+    # 12. Inputs normalized and reported.
+    c.append(Case("12 inputs", "café in NFC and NFD: one class", ["ingest"], setup=_unicode_classes, expect="ok",
+                  check=lambda w: set(pd.read_parquet(w / "data/prepared/manifest.parquet")["label"])
+                  == {"circle", "square", "cross", "café"} and "labels_normalized" in
+                  json.loads((w / "reports/ingest.json").read_text())["warnings"]))
+    c.append(Case("12 inputs", "classes apart by colour only, channels=1", ["ingest", "--set", "ingest.size=16"],
+                  setup=_colour_only_classes))
+    c.append(Case("12 inputs", "two-frame GIF: reported", ["ingest"], setup=_gif_two_frames, expect="ok",
+                  check=lambda w: "multi_frame" in json.loads((w / "reports/ingest.json").read_text())["warnings"]))
+    # 13. Params as DVC reads them.
+    c.append(Case("13 params", "paths.raw with ' #'", ["ingest", "--set", "paths.raw=data/raw #2"], setup=_hash_dir,
+                  expect="ok", check=lambda w: json.loads((w / "reports/ingest.json").read_text())["source"]
+                  == "data/raw #2"))
+    c.append(Case("13 params", "params.yaml with ingest twice", ["ingest"],
+                  setup=lambda w: (w / "params.yaml").write_text("paths:\n  raw: data/raw\ningest:\n  size: 16\n"
+                                                                 "ingest:\n  seed: 3\n")))
+    c.append(Case("13 params", "train.lr_d=.nan", ["params", "--set", "train.lr_d=.nan"]))
+    c.append(Case("13 params", "evaluate.seed=2**32", ["evaluate", "--set", "evaluate.seed=4294967296"], trained=True))
+    c.append(Case("13 params", "evaluate.device=cuda:3 on this machine", ["evaluate", "--set", "evaluate.device=cuda:3"],
+                  trained=True))
+    c.append(Case("13 params", "paths.reports empty", ["ingest", "--set", "paths.reports="]))
+    # 14. Hangs: only regular files are opened.
+    c.append(Case("14 hangs", "--params a FIFO", ["params", "--params", "p.fifo"], setup=lambda w: os.mkfifo(w / "p.fifo"),
+                  timeout=30))
+    c.append(Case("14 hangs", "a FIFO in the image folder's table", ["ingest", "--set", "paths.raw=data/raw/index.csv"],
+                  setup=lambda w: (os.mkfifo(w / "data/raw/circle/p.png"), _table_all(w)), timeout=60,
+                  expect="quarantine", check=lambda w: _quarantined(w, "p.png")))
+    # 15. Reports and messages.
+    c.append(Case("15 reports", "train.steps=10 on a 20-step checkpoint", ["train", "--set", "train.steps=10"],
+                  trained=True))
+    c.append(Case("15 reports", "corrupt prepared manifest", ["train"], trained=True,
+                  setup=lambda w: (w / "data/prepared/manifest.parquet").write_bytes(b"PAR1 garbage PAR1")))
     return c
 
 
@@ -333,7 +461,7 @@ def fresh(root: Path) -> Path:
     return work
 
 
-def command(code: Code, work: Path, argv: list[str], case: Case | None = None):
+def command(code: Code, work: Path, argv: list[str], case: Case | None = None, timeout: int = 600):
     tiny = [] if argv[0] in ("params", "init") else [a for t in TINY for a in ("--set", t)]
 
     def limits():
@@ -345,12 +473,20 @@ def command(code: Code, work: Path, argv: list[str], case: Case | None = None):
     if argv[0] == "init":
         subprocess.run(["git", "init", "-q"], cwd=work, check=True)
         subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=work, check=True)
-    return subprocess.run([sys.executable, "-m", code.module, argv[0], *tiny, *argv[1:]], cwd=work,
-                          capture_output=True, text=True, preexec_fn=limits,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **code.env}, timeout=600)
+    if case and case.cwd:  # the TINY paths are relative to the work folder
+        tiny = [a.replace("paths.raw=data/raw", "paths.raw=../data/raw") for a in tiny]
+    try:
+        return subprocess.run([sys.executable, "-m", code.module, argv[0], *tiny, *argv[1:]],
+                              cwd=work / (case.cwd if case else ""), capture_output=True, text=True,
+                              preexec_fn=limits, env={**os.environ, "OMP_NUM_THREADS": "1", **code.env},
+                              timeout=case.timeout if case else timeout)
+    except subprocess.TimeoutExpired as e:
+        return subprocess.CompletedProcess(e.cmd, "hang", "", f"no answer in {e.timeout} s")
 
 
 def classify(case: Case, done, work: Path, root: Path, before: dict, outside_before: dict) -> str:
+    if done.returncode == "hang":
+        return "hang"
     after = listing(work)
     lost = [k for k, v in before.items() if after.get(k) != v and not k.startswith(".dvc")]
     if listing(root / "outside") != outside_before or lost:
@@ -390,6 +526,8 @@ def run_all(code: Code, tmp: Path) -> list[tuple[Case, str, str]]:
             work = fresh(root)
         if case.setup:
             case.setup(work)
+        for pre in case.pre:
+            command(code, work, pre)
         before, outside = listing(work), listing(root / "outside")
         done = command(code, work, case.argv, case)
         verdict = classify(case, done, work, root, before, outside)
@@ -453,13 +591,20 @@ def main():
         if args.baseline != "none":
             tree = tmp / "baseline-src"
             subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), args.baseline], cwd=REPO, check=True)
-            versions.insert(0, Code(f"{args.baseline}", "pipeline.cli", {"PYTHONPATH": str(tree)}))
+            if "ganaug.pipeline" in (tree / "pyproject.toml").read_text():  # the namespace layout: a shim
+                shim = tmp / "baseline-shim" / "ganaug"
+                shim.mkdir(parents=True)
+                for part in ("pipeline", "gan", "flows"):
+                    (shim / part).symlink_to(tree / part)
+                versions.insert(0, Code(args.baseline, "ganaug.pipeline.cli", {"PYTHONPATH": str(shim.parent)}))
+            else:
+                versions.insert(0, Code(f"{args.baseline}", "pipeline.cli", {"PYTHONPATH": str(tree)}))
         try:
             tables = {code.label: summary(run_all(code, tmp)) for code in versions}
         finally:
             if args.baseline != "none":
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)
-    kinds = ["clear error", "quarantined", "correct", "refused", "traceback", "silent wrong", "data lost"]
+    kinds = ["clear error", "quarantined", "correct", "refused", "traceback", "silent wrong", "data lost", "hang"]
     print("\nper class: " + " / ".join(kinds))
     for label, table in tables.items():
         total = Counter()
@@ -472,7 +617,7 @@ def main():
     print(f"  retries (class 7): {r['cases']} real errors; wrongly retried or not: before {r['wrong_before']}, "
           f"now {r['wrong_now']}")
     if len(tables) == 2:
-        bad = {label: sum(t[c][k] for c in t for k in ("traceback", "silent wrong", "data lost"))
+        bad = {label: sum(t[c][k] for c in t for k in ("traceback", "silent wrong", "data lost", "hang"))
                for label, t in tables.items()}
         print("  tracebacks + silent wrong + data lost: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
 

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ganaug.gan import GANConfig, GANTrainer, TrainHyper, generate  # noqa: E402
+from ganaug.gan import GANConfig, GANTrainer, TrainHyper, sample_images  # noqa: E402
 from ganaug.pipeline.demo_data import demo_data  # noqa: E402
 from ganaug.pipeline.images import load_tensor, to_uint8  # noqa: E402
 from ganaug.pipeline.ingest import ingest  # noqa: E402
@@ -79,7 +79,7 @@ def main():
     allx, ally = torch.cat([x, xt]), torch.cat([y, yt])
     clf = LogisticRegression(max_iter=2000).fit(allx.flatten(1).numpy(), ally.numpy())
     k = 32
-    imgs = generate(t.G_ema, [c for c in range(10) for _ in range(k)], list(range(10 * k)))
+    imgs = sample_images(t.G_ema, [c for c in range(10) for _ in range(k)], list(range(10 * k)))
     agree = float((clf.predict(imgs.flatten(1).numpy()) == np.repeat(np.arange(10), k)).mean())
     div = [spread(imgs[c * k:(c + 1) * k].flatten(1)) / spread(allx[ally == c].flatten(1)) for c in range(10)]
     print(json.dumps({

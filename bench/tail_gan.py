@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import judge as plain  # noqa: E402
 from bench.datasets import TAIL_COUNTS, write_tail  # noqa: E402
-from ganaug.gan import generate, load_sampler  # noqa: E402
+from ganaug.gan import sample_images, load_sampler  # noqa: E402
 from ganaug.pipeline import classifier, quality  # noqa: E402
 from ganaug.pipeline.checkpoints import load_checkpoint  # noqa: E402
 from ganaug.pipeline.ingest import ingest  # noqa: E402
@@ -49,7 +49,7 @@ def measure(params, yardstick, x_fresh: np.ndarray, y_fresh: np.ndarray, names: 
     state = load_checkpoint(params.paths.model)
     G, _ = load_sampler(state, torch.device("cpu"))
     labels = [c for c in range(len(names)) for _ in range(PER_CLASS)]
-    x_syn = generate(G, labels, list(range(PER_CLASS)) * len(names))
+    x_syn = sample_images(G, labels, list(range(PER_CLASS)) * len(names))
     y_syn = np.array(labels)
     pred, f_syn = classifier.predict(yardstick, x_syn)
     _, f_real = classifier.predict(yardstick, torch.from_numpy(x_fresh).unsqueeze(1))

@@ -4,8 +4,8 @@ Knows nothing of files, pandas, DVC or Prefect.
 """
 from . import health
 from .models import Discriminator, GANConfig, Generator
-from .sample import generate, score
+from .sample import sample_images, score
 from .trainer import GANTrainer, NonFiniteLoss, TrainHyper, load_sampler, pick_device
 
 __all__ = ["GANConfig", "Generator", "Discriminator", "GANTrainer", "TrainHyper",
-           "NonFiniteLoss", "health", "load_sampler", "pick_device", "generate", "score"]
+           "NonFiniteLoss", "health", "load_sampler", "pick_device", "sample_images", "score"]

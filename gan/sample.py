@@ -19,7 +19,7 @@ def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(G: Generator, labels: Sequence[int], seeds: Sequence[int],
+def sample_images(G: Generator, labels: Sequence[int], seeds: Sequence[int],
              batch_size: int = 256) -> torch.Tensor:
     """Images in [-1, 1] as a float32 CPU tensor, one per (label, seed)."""
     device = next(G.parameters()).device

@@ -40,9 +40,18 @@ class NonFiniteLoss(RuntimeError):
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """auto: a GPU when there is one. A device asked for that is not there is a ValueError
+    saying so (not a traceback from deep inside the first tensor moved to it)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+            raise ValueError(f"{name}: no such device here (torch {torch.__version__}, {build}, sees {count} "
+                             "CUDA device(s))")
+    return device
 
 
 @dataclass

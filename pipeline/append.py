@@ -42,7 +42,8 @@ def append(params: Params) -> dict:
 
     real = users_training_images(prepared)
     target = make_manifest(pd.concat([_relocate(real, ""), _relocate(accepted, "syn-")], ignore_index=True))
-    sources = [prepared_dir / p for p in real["path"]] + [accepted_dir / p for p in accepted["path"]]
+    sources = [(prepared_dir / p, prepared_dir) for p in real["path"]] + \
+        [(accepted_dir / p, accepted_dir) for p in accepted["path"]]
 
     dest = Path(params.paths.augmented)
     summary = {
@@ -56,8 +57,8 @@ def append(params: Params) -> dict:
     if _already_holds(dest, target):
         return {**summary, "changed": False}
     with atomic_dir(dest) as tmp:
-        for src, rel, source in zip(sources, target["path"], target["source"]):
-            link_or_copy(src, tmp / rel, params.append.link if source == "real" else "copy")
+        for (src, root), rel, source in zip(sources, target["path"], target["source"]):
+            link_or_copy(src, tmp / rel, params.append.link if source == "real" else "copy", root=root)
         write_manifest(target, tmp)
     return {**summary, "changed": True}
 
@@ -84,7 +85,8 @@ def summarize(r: dict) -> str:
         if not r["gate"]["passed"]:
             return f"no new version of {r['target']}: gate closed ({r['gate']['reason']})"
         state = f"commit {r['commit'][:8]}, tag {r['tag']}" if r["changed"] else "already appended"
-        return f"batch {r['batch']}: {r['images']} synthetic images into {r['target']} ({state})"
+        recovered = f"; the version a killed append left half-made was {r['recovered']}" if r.get("recovered") else ""
+        return f"batch {r['batch']}: {r['images']} synthetic images into {r['target']} ({state}){recovered}"
     state = "updated" if r["changed"] else "already up to date"
     gate = "" if r["gate"]["passed"] else f"; gate closed: {r['gate']['reason']}"
     return f"{r['real']} real + {r['synthetic']} synthetic images ({state}){gate}"

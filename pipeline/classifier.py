@@ -162,7 +162,11 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     mu_a, mu_b = a.mean(0), b.mean(0)
     # A small ridge keeps sqrtm stable when a set has fewer images than feature dimensions.
     ridge = 1e-6 * np.eye(a.shape[1])
-    cov_a, cov_b = np.cov(a, rowvar=False) + ridge, np.cov(b, rowvar=False) + ridge
+
+    def cov(x: np.ndarray) -> np.ndarray:  # one image has no spread (np.cov would be NaN)
+        return np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]) if len(x) > 1 else np.zeros((x.shape[1],) * 2)
+
+    cov_a, cov_b = cov(a) + ridge, cov(b) + ridge
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         covmean = linalg.sqrtm(cov_a @ cov_b).real

@@ -15,13 +15,13 @@ import torch.distributed as dist
 from ganaug.gan import pick_device
 
 from .errors import GanaugError, TrainingError
-from .params import Params
+from .params import Params, device as params_device
 
 def processes(cfg) -> int:
     """train.nproc, or with null one process per visible GPU (1 on the CPU)."""
     if cfg.nproc is not None:
         return cfg.nproc
-    return max(1, torch.cuda.device_count()) if pick_device(cfg.device).type == "cuda" else 1
+    return max(1, torch.cuda.device_count()) if params_device("train.device", cfg.device).type == "cuda" else 1
 
 
 def launch(params: Params, n: int) -> dict:

@@ -62,8 +62,10 @@ def init_host(host: Path, folder: str, data: str, overrides: list[str]) -> dict:
     if dest != host and host not in dest.parents:
         raise DataError(f"--dir {folder}: {dest} is not inside the repository {host}; "
                         "ganaug writes only inside the repository it was started in")
-    if (dest / "dvc.yaml").exists():
-        raise DataError(f"{dest / 'dvc.yaml'} exists already; remove it or choose another --dir")
+    for name in ("dvc.yaml", "params.yaml"):  # the repository's own (--dir .) are never replaced
+        if (dest / name).exists():
+            raise DataError(f"{dest / name} exists already (ganaug does not replace it); remove it or "
+                            "choose another --dir")
     data_path = (host / data).resolve()
     if data_path != host and host not in data_path.parents:
         raise DataError(f"--data {data}: {data_path} is not inside the repository {host}; "

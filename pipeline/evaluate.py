@@ -33,17 +33,16 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from ganaug.gan import pick_device
-
 from . import classifier, evidence, quality
 from .arms import ARMS, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData
 from .gate import GATE_FILE, cap_synthetic, decide
-from .files import atomic_file, write_json
+from .files import write_csv, write_json
 from .manifest import label_map_of, needed_per_class, read_manifest
-from .params import Params
-from .pixels import Images, Stack
+from .params import Params, device as params_device
+from .pixels import Images, Stack, read_prepared
 from .smote import Smote
 from .progress import progress
+from .provenance import check_made_from, identity
 
 
 def _images(folder: Path, manifest: pd.DataFrame, rows: pd.DataFrame, label_map, writer: str):
@@ -108,8 +107,10 @@ def evaluate(params: Params) -> dict:
     cfg = params.evaluate
     plain = cfg.user_training == "plain"
     prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
-    prepared = read_manifest(prepared_dir)
+    prepared = read_prepared(params)
     accepted = read_manifest(accepted_dir)
+    judged = {"paths.prepared": identity(prepared_dir), "paths.accepted": identity(accepted_dir)}
+    check_made_from(accepted_dir, {"paths.prepared": judged["paths.prepared"]}, rerun="filter")
     synth = accepted[accepted["source"] == "synthetic"]
     label_map = label_map_of(prepared)
     names = list(label_map)
@@ -126,7 +127,7 @@ def evaluate(params: Params) -> dict:
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
     aug = cfg.augment
 
-    device = pick_device(cfg.device)
+    device = params_device("evaluate.device", cfg.device)
     workers = cfg.loader_workers if cfg.loader_workers is not None else (0 if device.type == "cpu" else 4)
 
     def fit(x, y, seed, balanced):
@@ -179,8 +180,9 @@ def evaluate(params: Params) -> dict:
         for k in METRICS:
             means[arm][f"{k}_interval"] = [round(float(v), 4) for v in evidence.interval(b[k], cfg.confidence)]
     gate = decide(boot, names, cfg.gate_metric, cfg.min_gain, cfg.confidence, chosen,
-                  shares.get(chosen, {}).get("images", 0))
+                  shares.get(chosen, {}).get("images", 0), BASELINES, CANDIDATE)
     gate["user_training"] = cfg.user_training
+    gate["judged"] = judged  # append acts on the decision only for these very sets
     metrics = {
         "arms": {a.name: {"what": a.what(plain), **means[a.name]} for a in ARMS if a.name in means},
         "gate": gate,
@@ -210,8 +212,7 @@ def evaluate(params: Params) -> dict:
     write_json(reports / GATE_FILE, gate)
     recall = pd.DataFrame({"class": names, **{arm: [means[arm]["per_class_recall"][c] if arm in means else None
                                                     for c in names] for arm in NAMES}})
-    with atomic_file(reports / "per_class_recall.csv") as tmp:
-        recall.to_csv(tmp, index=False)
+    write_csv(recall, reports / "per_class_recall.csv")
     return metrics
 
 

@@ -1,7 +1,11 @@
 """Atomic writes: build under a temporary name next to the target, then rename into place.
 
-A stage killed half-way leaves the previous output intact (and a `.tmp-*` sibling that
-the next run removes). Renames stay on one filesystem because the temp is a sibling.
+A stage killed half-way leaves the previous output intact (and a `<name>.tmp-<pid>-<hex>`
+sibling that the next run removes once that process is gone: never another live writer's,
+never a file of the user's that happens to start alike). Renames stay on one filesystem
+because the temp is a sibling. One writer per output folder at a time (a lock); a folder is
+replaced only when ganaug made it (`OWNER`, below), so a mistyped path cannot replace the
+user's own folder.
 A full disk (or quota, or file size limit) is a StorageError that says so; the temp is
 removed and the previous output stays. Files get the usual 0666 & ~umask mode, not the
 0600 of a temp file, so a teammate or a DVC remote sync can read them.
@@ -9,18 +13,24 @@ removed and the previous output stays. Files get the usual 0666 & ~umask mode, n
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import StorageError
+from filelock import FileLock, Timeout
+
+from .errors import DataError, StorageError
 
 TMP_MARK = ".tmp-"
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+OWNER = ".ganaug.json"  # in every folder ganaug writes: what made it (the stage's provenance)
+LOCKS = Path(tempfile.gettempdir()) / "ganaug-locks"  # one per output folder on this machine
 
 
 def _umask() -> int:
@@ -42,24 +52,97 @@ def _disk_full(e: OSError, dest: Path) -> StorageError:
                         "Free some space and run the stage again")
 
 
+def _temp_name(dest: Path, kind: str = "") -> Path:
+    return dest.parent / f"{dest.name}{TMP_MARK}{kind}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _stale(dest: Path) -> list[Path]:
+    """ganaug's temporaries beside dest whose writer is gone (older ones carry no pid)."""
+    pattern = re.compile(re.escape(dest.name + TMP_MARK) + r"(old-)?(?:(\d+)-)?[0-9a-z_]{8}")
+    found = []
+    for p in dest.parent.glob(f"{dest.name}{TMP_MARK}*"):
+        m = pattern.fullmatch(p.name)
+        if m and not (m.group(2) and _alive(int(m.group(2)))):
+            found.append(p)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process's own leftovers (an earlier stage call that died) are stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _clean_stale(dest: Path):
     """Remove what a killed run left beside dest. Killed mid-swap (dest moved aside, the new
     one not yet in), the previous output is put back first: nothing is ever lost."""
-    aside = sorted(dest.parent.glob(f"{dest.name}{TMP_MARK}old-*"))
+    stale = _stale(dest)
+    aside = sorted((p for p in stale if p.name.startswith(f"{dest.name}{TMP_MARK}old-")),
+                   key=lambda p: p.stat().st_mtime)
     if aside and not dest.exists():
         os.replace(aside[-1], dest)
-    for old in dest.parent.glob(f"{dest.name}{TMP_MARK}*"):
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    for old in stale:
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+
+
+def check_owned(dest: Path):
+    """Refuse to replace a folder ganaug did not make: one with files and no OWNER record (or,
+    from before OWNER, no ganaug manifest). An empty folder or a missing one is free."""
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if dest.is_symlink() or not dest.is_dir():
+        raise DataError(f"{dest}: exists and is not a folder ganaug wrote (a {'link' if dest.is_symlink() else 'file'}); "
+                        "ganaug replaces only its own outputs. Move it away or choose another path")
+    if (dest / OWNER).is_file() or (dest / "manifest.parquet").is_file() or not any(dest.iterdir()):
+        return
+    raise DataError(f"{dest}: this folder was not made by ganaug (no {OWNER} in it), and ganaug replaces "
+                    "only its own outputs; nothing was changed. Move it away or point the path elsewhere")
 
 
 @contextmanager
-def atomic_dir(dest: str | Path):
-    """Yield an empty temp folder; on success it replaces `dest` (old one removed last)."""
+def output_lock(dest: Path):
+    """One writer per output on this machine: a second ganaug process writing the same folder
+    fails at once, clearly, instead of both leaving it half-written."""
+    LOCKS.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:24]
+    lock = FileLock(str(LOCKS / f"{key}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DataError(f"{dest}: another ganaug process is writing it right now; wait for it to finish "
+                        "(or stop it) and run again") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def atomic_dir(dest: str | Path, made_by: dict | None = None):
+    """Yield an empty temp folder; on success it replaces `dest` (old one removed last). Only
+    one process may write dest at a time, and dest must be ganaug's (check_owned). The new
+    folder records what made it in OWNER (`made_by`: the stage and its inputs' identity)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(dest)
-    tmp = dest.parent / f"{dest.name}{TMP_MARK}{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    with output_lock(dest):
+        _clean_stale(dest)
+        check_owned(dest)
+        tmp = _temp_name(dest)
+        tmp.mkdir()
+        (tmp / OWNER).write_text(json.dumps({"made_by": "ganaug", **(made_by or {})}, indent=1) + "\n")
+        with _replacing(tmp, dest):
+            yield tmp
+
+
+@contextmanager
+def _replacing(tmp: Path, dest: Path):
     try:
         yield tmp
     except OSError as e:
@@ -76,7 +159,7 @@ def atomic_dir(dest: str | Path):
 def replace_path(src: Path, dest: Path):
     """Move src onto dest. For folders: swap via a side name, so dest is never missing for long."""
     if dest.is_dir() and not dest.is_symlink():
-        old = dest.parent / f"{dest.name}{TMP_MARK}old-{uuid.uuid4().hex[:8]}"
+        old = _temp_name(dest, "old-")
         os.replace(dest, old)
         os.replace(src, dest)
         shutil.rmtree(old, ignore_errors=True)
@@ -90,7 +173,7 @@ def atomic_file(dest: str | Path, mode: str = "w"):
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(dest)
-    fd, tmp = tempfile.mkstemp(prefix=f"{dest.name}{TMP_MARK}", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{dest.name}{TMP_MARK}{os.getpid()}-", dir=dest.parent)
     os.close(fd)
     try:
         yield tmp
@@ -111,8 +194,39 @@ def write_json(path: str | Path, obj) -> None:
         Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def link_or_copy(src: Path, dest: Path, link: str = "hardlink"):
-    """Hard link when asked and possible (same filesystem), else copy."""
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet would run as a formula
+
+
+def write_csv(df, path: str | Path):
+    """A report table, safe to open in a spreadsheet: a text cell that starts like a formula
+    (a class named `=HYPERLINK(...)`) gets a leading apostrophe, as OWASP advises; numbers stay."""
+    def safe(v):
+        return "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+
+    import pandas as pd
+
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_object_dtype(out[col]) or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(safe)
+    with atomic_file(path) as tmp:
+        out.to_csv(tmp, index=False)
+
+
+def link_or_copy(src: Path, dest: Path, link: str = "hardlink", root: Path | None = None):
+    """Hard link when asked and possible (same filesystem), else copy. With root (the ganaug
+    folder src comes from): src must be a regular file inside it, not a link out of it; what
+    is planted in ganaug's own folders never reaches the user's training set."""
+    if root is not None:
+        # A link DVC made (cache.type symlink: a checked-out output links into .dvc/cache) is
+        # the file ganaug wrote; any other link, or a link out of the root, is not.
+        dvc_link = src.is_symlink() and "/.dvc/cache/" in str(src.resolve())
+        if (src.is_symlink() and not dvc_link) or not src.is_file():
+            raise DataError(f"{src}: not a regular file ganaug wrote (a link, or not a file); nothing was "
+                            f"appended. Re-run the stage that writes {root}")
+        if not dvc_link and Path(root).resolve() not in src.resolve().parents:
+            raise DataError(f"{src}: lies outside {root} (through a linked folder); nothing was appended. "
+                            f"Re-run the stage that writes {root}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if link == "hardlink":
         try:

@@ -38,17 +38,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ganaug.gan import pick_device
-
 from . import classifier, quality
 from .errors import DataError
-from .files import atomic_dir, atomic_file, write_json
+from .files import atomic_dir, write_csv, write_json
 from .images import load_tensor, to_uint8
 from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, read_manifest, write_manifest
-from .params import Params
-from .pixels import Images, PixelWriter, nhwc_to_float
+from .params import Params, device as params_device
+from .pixels import Images, PixelWriter, nhwc_to_float, read_prepared
 from .plots import class_grid, notice, score_histograms
 from .progress import progress
+from .provenance import check_made_from, identity
 from .sampler import Sampler, seed_base, seeds_for, write_images
 
 MIN_JUDGED = 50     # candidates of a class seen before its acceptance rate may call it hopeless
@@ -91,7 +90,7 @@ def reference_judge(params: Params, prepared: pd.DataFrame, label_map: dict[str,
     at = _real(prepared, "train")
     x = Images(params.paths.prepared, len(prepared), at)
     y = torch.tensor([label_map[v] for v in prepared["label"].iloc[at]])
-    device = pick_device(params.train.device)  # trained there, used on the CPU (and on Dask workers)
+    device = params_device("train.device", params.train.device)  # trained there, used on the CPU (and on Dask workers)
     aug = params.evaluate.augment
     augment = classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, params.evaluate.seed)
     return classifier.fit_reference(x, y, len(label_map), params.evaluate, params.evaluate.seed, device,
@@ -334,7 +333,7 @@ def filter_candidates(params: Params, run_parts: RunParts = in_process) -> dict:
     """run_parts runs the classes' jobs (filter_class(params, job, label_map, judge, folder)) and
     returns their results in job order (the Prefect flow passes one that maps them over Dask
     workers, which load the checkpoint themselves: stages.Parts)."""
-    prepared = read_manifest(params.paths.prepared)
+    prepared = read_prepared(params)
     cand_dir = Path(params.paths.candidates)
     cand = read_manifest(cand_dir)
     label_map = label_map_of(prepared)
@@ -347,6 +346,8 @@ def filter_candidates(params: Params, run_parts: RunParts = in_process) -> dict:
     if stale:
         raise DataError(f"{cand_dir}: candidates come from another checkpoint than {params.paths.model}; "
                         "re-run `ganaug generate`")
+    made_from = {"paths.prepared": identity(params.paths.prepared), "checkpoint": sampler.ckpt_id}
+    check_made_from(cand_dir, made_from, rerun="generate")
     thresholds, real_val = thresholds_for(params, sampler, prepared)
     radii, novelty = quality.class_copy_radii(params.paths.prepared, prepared, label_map, params.filter.copy_quantile)
     judge = reference_judge(params, prepared, label_map)
@@ -357,7 +358,8 @@ def filter_candidates(params: Params, run_parts: RunParts = in_process) -> dict:
                      real.subset(train_labels == k))
             for i, (k, n) in enumerate(need.items())]
 
-    with atomic_dir(params.paths.accepted) as tmp:
+    made_by = {"stage": "filter", "inputs": {**made_from, "paths.candidates": identity(cand_dir)}}
+    with atomic_dir(params.paths.accepted, made_by=made_by) as tmp:
         results = run_parts(params, jobs, (label_map, judge), tmp, sampler)
         # One manifest and one pixel array, in job order, from the classes' parts.
         _, c, h, w = real.shape
@@ -441,8 +443,7 @@ def _report(params, need, results: dict[str, ClassResult], thresholds, calibrati
     table = pd.DataFrame([{"label": k, **{c: v for c, v in row.items() if c != "rejected"},
                            **{f"rejected_{r}": n for r, n in row["rejected"].items()}}
                           for k, row in classes.items()])
-    with atomic_file(reports / "filter_classes.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(table, reports / "filter_classes.csv")
     return report
 
 

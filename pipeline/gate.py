@@ -12,34 +12,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .arms import BASELINES, CANDIDATE
 from .errors import DataError
 from .evidence import interval
 from .manifest import augmented_counts, read_manifest
 from .params import Params
+from .provenance import identity
 
 GATE_FILE = "gate.json"                                 # under paths.reports
 
 
 def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str, min_gain: float | None,
-           confidence: float, share: float | None, images: int) -> dict:
+           confidence: float, share: float | None, images: int, baselines: tuple[str, ...] = (),
+           candidate: str = "synthetic") -> dict:
     """Open the gate only when the synthetic arm beats the best other arm with confidence: the
     lower end of the paired bootstrap interval of its gain (pipeline/evidence.py: test images and
     classifier seeds redrawn) is above min_gain. A gain that test-image or seed noise could make
     is no gain: appending then would change the user's data for nothing. boot[arm][metric]: the
-    metric's bootstrap values, replicate 0 the data as it is; boot[arm]["recall"]: per class."""
-    others = [a for a in BASELINES if a in boot]
+    metric's bootstrap values, replicate 0 the data as it is; boot[arm]["recall"]: per class.
+    baselines: the arms it must beat and candidate the arm judged (pipeline/arms.py's table;
+    every arm but the candidate when none are named)."""
+    others = [a for a in (baselines or boot) if a in boot and a != candidate]
     best_other = max(others, key=lambda a: boot[a][metric][0])
     gate = {"metric": metric, "min_gain": min_gain, "confidence": confidence, "best_other_arm": best_other,
             "best_other": round(float(boot[best_other][metric][0]), 4), "synthetic_share": share,
             "synthetic_images": images}
-    if CANDIDATE not in boot:
+    if candidate not in boot:
         return {**gate, "passed": False, "gain": None, "interval": None, "synthetic_images": 0,
                 "reason": "no synthetic image passed the filter: nothing to append"}
     # In each replicate, against the best of the other arms there: beating them all, not one.
-    gain = boot[CANDIDATE][metric] - np.max([boot[a][metric] for a in others], axis=0)
+    gain = boot[candidate][metric] - np.max([boot[a][metric] for a in others], axis=0)
     lo, hi = interval(gain, confidence)
-    recall_gain = boot[CANDIDATE]["recall"] - boot[best_other]["recall"]
+    recall_gain = boot[candidate]["recall"] - boot[best_other]["recall"]
     r_lo, r_hi = interval(recall_gain, confidence)
     gate |= {"gain": round(float(gain[0]), 4), "interval": [round(float(lo), 4), round(float(hi), 4)],
              "per_class_recall_gain": {n: {"gain": round(float(recall_gain[0, k]), 4),
@@ -96,6 +99,14 @@ def gated_synthetic(params: Params, prepared: pd.DataFrame) -> tuple[pd.DataFram
     gate = read_gate(params)
     if not gate["passed"]:
         return accepted.head(0), gate
+    # The decision is about the sets evaluate judged: new candidates filtered since (or another
+    # prepared set) are images nobody judged, and appending them would be a silent wrong result.
+    now = {"paths.prepared": identity(params.paths.prepared), "paths.accepted": identity(accepted_dir)}
+    judged = gate.get("judged")
+    if not isinstance(judged, dict) or any(judged.get(k) != v for k, v in now.items()):
+        raise DataError(f"{Path(params.paths.reports) / GATE_FILE}: the gate decided on other images than the "
+                        f"current {params.paths.accepted} (or {params.paths.prepared}), or does not say which it "
+                        "judged; re-run `ganaug evaluate` before append")
     share = gate.get("synthetic_share")
     if share is not None:
         accepted = cap_synthetic(accepted, augmented_counts(prepared), float(share))

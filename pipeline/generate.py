@@ -22,8 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 from .files import atomic_dir
-from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, read_manifest, write_manifest
+from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, write_manifest
 from .params import Params
+from .pixels import read_prepared
+from .provenance import identity
 from .sampler import Sampler, seeds_for, write_images
 
 
@@ -64,12 +66,14 @@ def generate(params: Params, run_parts: RunParts = in_process) -> dict:
     """run_parts runs the shards (make_shard(params, shard, label_map, folder)) and returns their
     rows in shard order (the Prefect flow passes one that maps them over Dask workers, which load
     the checkpoint themselves: stages.Parts)."""
-    df = read_manifest(params.paths.prepared)
+    df = read_prepared(params)
     label_map = label_map_of(df)
     need = needed_per_class(augmented_counts(df), params.generate.sampling_strategy)
     sampler = Sampler.load(params, label_map)  # fails here, once, on a checkpoint that does not fit
     shards = plan(params, need)
-    with atomic_dir(params.paths.candidates) as tmp:
+    made_by = {"stage": "generate", "inputs": {"paths.prepared": identity(params.paths.prepared),
+                                               "checkpoint": sampler.ckpt_id}}
+    with atomic_dir(params.paths.candidates, made_by=made_by) as tmp:
         parts = run_parts(params, shards, (label_map,), tmp, sampler)
         cand = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(cand, tmp)

@@ -12,10 +12,15 @@ one memory-mappable array (pixels.u8, pipeline/pixels.py) that training streams 
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import multiprocessing
 import os
 import signal
+import stat
 import sys
+import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +34,7 @@ from .images import BadImage, convert, decode, resizer, save_png
 from .manifest import BATCHES_DIR, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, write_manifest
 from .params import Params
 from .paths import inside
-from .pixels import PixelWriter
+from .pixels import PIXELS, SHAPE, PixelWriter
 from .progress import progress
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
@@ -46,6 +51,7 @@ class Source:
 def ingest(params: Params) -> dict:
     cfg, raw = params.ingest, Path(params.paths.raw)
     sources, skipped_synthetic, ignored = list_sources(raw)
+    sources, renamed = _normalized_labels(sources)
     quarantine: list[dict] = []
 
     def bad(src: Source, reason: str):
@@ -87,24 +93,38 @@ def ingest(params: Params) -> dict:
     # manifest, the pixel array and the quarantine report do not depend on them. The pool
     # closes (its workers stop writing) before a failure removes the temporary folder.
     prepared = Path(params.paths.prepared)
-    with atomic_dir(prepared) as tmp:
+    with atomic_dir(prepared, made_by={"stage": "ingest"}) as tmp:
         jobs = [(str(src.path), f"images/{src.label}/{sid}.png", str(tmp), cfg.channels, cfg.max_pixels,
                  cfg.background, cfg.size, cfg.resize) for sid, src in unique.items()]
         rows = []
+        notes: dict[str, dict[str, int]] = {}   # note -> class -> images
+        first_of_pixels: dict[str, tuple[str, Source]] = {}  # converted pixels' hash -> (sample_id, source)
+        same_pixels: dict[str, list[Source]] = {}
         pixels = PixelWriter(tmp)
         with _pool(workers, len(jobs)) as pool:
             results = pool.map(prepare_one, jobs, chunksize=_chunksize(len(jobs), workers))
-            for (sid, src), (result, arr) in progress(zip(unique.items(), results), total=len(jobs),
-                                                      desc="ingest: decode", unit="img"):
+            for (sid, src), (result, arr, said) in progress(zip(unique.items(), results), total=len(jobs),
+                                                            desc="ingest: decode", unit="img"):
+                for note in said:
+                    notes.setdefault(note, {}).setdefault(src.label, 0)
+                    notes[note][src.label] += 1
                 if arr is not None:
+                    key = hashlib.sha256(arr.tobytes()).hexdigest()
+                    if key in first_of_pixels and first_of_pixels[key][1].label != src.label:
+                        same_pixels.setdefault(key, [first_of_pixels[key][1]]).append(src)
+                    first_of_pixels.setdefault(key, (sid, src))
                     rows.append({"sample_id": sid, "path": result, "label": src.label, "source": "real",
-                                 "split": src.split, "split_given": src.split is not None})
+                                 "split": src.split, "split_given": src.split is not None, "_shown": src.shown})
                     pixels.append(arr)
                 else:
                     bad(src, result)
+        # Different files, the same pixels once converted, under two labels (e.g. classes told
+        # apart by colour alone, under ingest.channels=1): no classifier can tell them apart.
         pixels.close()
+        if same_pixels:
+            rows = _drop_identical_across_labels(rows, tmp, same_pixels, bad, cfg.channels)
 
-        df = make_manifest(rows)
+        df = make_manifest([{k: v for k, v in r.items() if k != "_shown"} for r in rows])
         check_class_sizes(df, params, [s.label for s in sources])
         if df["split"].isin(["val", "test"]).any():  # the user's table fixes the split
             check_given_split(df)
@@ -126,16 +146,55 @@ def ingest(params: Params) -> dict:
         "duplicates": duplicates,
         "skipped_synthetic": skipped_synthetic,
         "ignored": ignored,
+        # What ganaug changed or could not keep, for the user to check (the summary says so).
+        "warnings": {k: v for k, v in {
+            "labels_normalized": renamed,      # Unicode NFC, outer whitespace: one class, not two
+            "colour_dropped": notes.get("colour_dropped", {}),  # images per class (ingest.channels=1)
+            "multi_frame": notes.get("multi_frame", {}),        # the first frame was used
+        }.items() if v},
     }
     write_json(Path(params.paths.reports) / "ingest.json", report)
     return report
+
+
+def _drop_identical_across_labels(rows: list[dict], tmp: Path, same: dict[str, list[Source]], bad,
+                                  channels: int) -> list[dict]:
+    """Quarantine every image whose converted pixels another label's image has too, and
+    rewrite the pixel array without them (a rare path: the array is rebuilt once)."""
+    dropped = set()
+    for copies in same.values():
+        labels = sorted({c.label for c in copies})
+        hint = " (ingest.channels=1 keeps brightness only: set ingest.channels=3 if colour tells them apart)" \
+            if channels == 1 else ""
+        for c in copies:
+            bad(c, f"identical, once converted, to an image labelled otherwise (labels {labels}){hint}")
+            dropped.add(c.shown)
+    keep = [i for i, r in enumerate(rows) if r["_shown"] not in dropped]
+    (tmp / PIXELS).rename(tmp / (PIXELS + ".old"))
+    old = np.memmap(tmp / (PIXELS + ".old"), dtype=np.uint8, mode="r")
+    shape = tuple(json.loads((tmp / SHAPE).read_text())["shape"])
+    old = old.reshape(len(rows), *shape)
+    writer = PixelWriter(tmp, shape)
+    for i in keep:
+        writer.append(np.asarray(old[i]))
+    writer.close()
+    del old
+    (tmp / (PIXELS + ".old")).unlink()
+    kept = set(keep)
+    for i, r in enumerate(rows):
+        if i not in kept:
+            (tmp / r["path"]).unlink(missing_ok=True)
+    return [rows[i] for i in keep]
 
 
 def hash_one(job) -> tuple[str | None, str | None]:
     """(content hash, None), or (None, why the file cannot be used): in a worker."""
     path, max_file_mb = job
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block for ever, a device never end
+            return None, "not a regular file (a pipe, device or socket)"
+        size = st.st_size
         if size > max_file_mb * 2**20:
             return None, f"oversized: {size / 2**20:.1f} MB > ingest.max_file_mb={max_file_mb}"
         return content_hash(Path(path).read_bytes()), None
@@ -147,19 +206,21 @@ def _chunksize(n_jobs: int, workers: int) -> int:
     return max(1, min(64, n_jobs // (8 * workers)))
 
 
-def prepare_one(job) -> tuple[str, np.ndarray | None]:
-    """Decode, convert and write one image (in a worker): (its path in prepared, pixels), or
-    (why it cannot be used, None)."""
+def prepare_one(job) -> tuple[str, np.ndarray | None, list[str]]:
+    """Decode, convert and write one image (in a worker): (its path in prepared, pixels, notes),
+    or (why it cannot be used, None, notes)."""
     path, rel, tmp, channels, max_pixels, background, size, resize = job
+    notes: list[str] = []
     try:
         data = Path(path).read_bytes()
-        arr = convert(decode(data, channels, max_pixels, background), resizer(size, resize))
+        arr = convert(decode(data, channels, max_pixels, background, shrink_to=size, notes=notes),
+                      resizer(size, resize))
     except BadImage as e:
-        return str(e), None
+        return str(e), None, notes
     except OSError as e:
-        return f"unreadable: {e.strerror or e}", None
+        return f"unreadable: {e.strerror or e}", None, notes
     save_png(arr, Path(tmp) / rel)
-    return rel, arr
+    return rel, arr, notes
 
 
 class _InProcess:
@@ -222,14 +283,21 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
         synth = df["source"].astype(str) == "synthetic"
         n_synth, df = int(synth.sum()), df[~synth]
     splits = df["split"] if "split" in df.columns else [None] * len(df)
+    given = np.full(len(df), "split" in df.columns)
+    if "split" in df.columns and "split_given" in df.columns:
+        # A ganaug manifest (an augmented set handed back as input): only the user's own split
+        # is a given split; ganaug's val/test carve-outs were its own, and taking them as the
+        # user's would shrink the training set on every round.
+        given = df["split_given"].fillna(False).astype(bool).to_numpy()
+        splits = [s if g else None for s, g in zip(df["split"], given)]
     labels = label_names(df["label"], table)
     sources = []
-    for i, (path, label, split) in enumerate(zip(df["path"], labels, splits)):
+    for i, (path, label, split, split_is_given) in enumerate(zip(df["path"], labels, splits, given)):
         where = f"{table} row {i + 2 if table.suffix == '.csv' else i}"
         if pd.isna(path) or label is None:
             raise DataError(f"{where}: empty path or label")
         check_class_name(label, where)
-        if "split" in df.columns and split not in SPLITS:
+        if split_is_given and split not in SPLITS:
             raise DataError(f"{where}: split must be one of {SPLITS}, found {split!r}")
         # Relative to the table's folder, and inside it: a table is untrusted input.
         sources.append(Source(inside(table.parent, str(path), where), label, str(path), split))
@@ -345,6 +413,25 @@ def stratified_split(df: pd.DataFrame, params: Params) -> tuple[list[str], dict[
 
 
 def summarize(r: dict) -> str:
+    said = {"labels_normalized": "class names normalized (Unicode NFC, outer spaces) {}",
+            "colour_dropped": "colour images made grey (ingest.channels=1) per class {}",
+            "multi_frame": "multi-frame files, first frame used, per class {}"}
+    warnings = "".join(f"; WARNING: {said[k].format(v)}" for k, v in r.get("warnings", {}).items() if k in said)
     return (f"{r['images']} images in {len(r['classes'])} classes; "
             f"{len(r['quarantined'])} quarantined, {len(r['duplicates'])} duplicates, "
-            f"{r['skipped_synthetic']} synthetic rows skipped")
+            f"{r['skipped_synthetic']} synthetic rows skipped{warnings}")
+
+
+def _normalized_labels(sources: list[Source]) -> tuple[list[Source], dict[str, str]]:
+    """Class names as a person reads them: `café` typed (NFC) and `café` from a Mac folder (NFD)
+    are one class, as are `cat` and `cat `. Returns the sources and {given: used} for each name
+    that changed."""
+    renamed: dict[str, str] = {}
+    out = []
+    for src in sources:
+        name = unicodedata.normalize("NFC", src.label).strip()
+        if name != src.label:
+            renamed[src.label] = check_class_name(name, str(src.shown))
+            src = dataclasses.replace(src, label=name)
+        out.append(src)
+    return out, renamed

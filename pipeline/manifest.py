@@ -86,9 +86,18 @@ def validate(df: pd.DataFrame, where: str, root: Path | None = None) -> pd.DataF
 
 def read_manifest(folder: str | Path, check_files: bool = False) -> pd.DataFrame:
     path = Path(folder) / MANIFEST
-    if not path.is_file():
+    if not path.is_file():  # a FIFO or a device is not a manifest either: never opened
         raise DataError(f"{path}: no manifest here; run the stage that writes {folder} first")
-    df = make_manifest(pd.read_parquet(path))
+    try:
+        table = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises many kinds; all mean "not a readable manifest"
+        raise DataError(f"{path}: not a readable manifest ({type(e).__name__}: {str(e)[:200]}); "
+                        f"re-run the stage that writes {folder}") from None
+    try:
+        df = make_manifest(table)
+    except (TypeError, ValueError, OverflowError) as e:  # a column of the wrong type
+        raise DataError(f"{path}: not a ganaug manifest (a column holds values of the wrong type: "
+                        f"{str(e)[:200]}); re-run the stage that writes {folder}") from None
     return validate(df, str(path), Path(folder) if check_files else None)
 
 

@@ -15,6 +15,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from .errors import ParamsError
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+# numpy's RandomState takes seeds below 2**32, and evaluate adds its repeats: headroom kept.
+Seed = Annotated[int, Field(ge=0, lt=2**31)]
 
 
 class _SafeLoader12(yaml.SafeLoader):
@@ -22,6 +24,19 @@ class _SafeLoader12(yaml.SafeLoader):
     read it as the string "1e-4", which strict validation would then refuse)."""
 
 
+def _mapping_without_duplicates(loader, node, deep=False):
+    """DVC refuses a params.yaml with a key twice; so does ganaug (PyYAML would keep the last)."""
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_SafeLoader12.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              lambda loader, node: _mapping_without_duplicates(loader, node, deep=True))
 _SafeLoader12.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -36,7 +51,9 @@ class Section(BaseModel):
     # strict: `steps: true` is not 1 step, `dedupe: 1` is not True, "3" is not 3.
     # A knob's docstring is its one description: `ganaug params --explain` prints it and
     # params.yaml's comments are made from it (render_yaml).
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+    # allow_inf_nan=False: `lr: .nan` is no learning rate (pydantic takes it by default).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
 
 
 class Paths(Section):
@@ -67,6 +84,13 @@ class Paths(Section):
         # `raw: 2024` in YAML is a folder named 2024, not a number.
         return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
+    @field_validator("*")
+    @classmethod
+    def _a_path(cls, v: str):
+        if not v.strip() or "\x00" in v:
+            raise ValueError("must be a path (not empty, no NUL character)")
+        return v
+
 
 class Demo(Section):
     """`ganaug demo-data`: sklearn's digits as an imbalanced ImageFolder."""
@@ -77,7 +101,7 @@ class Demo(Section):
     """digits cut down to rare_fraction of their images"""
     rare_fraction: Fraction = 0.1
     """share of each rare class's images kept"""
-    seed: int = 0
+    seed: Seed = 0
     """which images the rare classes keep"""
 
 
@@ -107,7 +131,7 @@ class Ingest(Section):
     """what transparent pixels become: white | black"""
     workers: int | None = Field(None, ge=1)
     """decoding processes; null: one per CPU core"""
-    seed: int = 0
+    seed: Seed = 0
     """the train/val/test split's draw"""
 
     @model_validator(mode="after")
@@ -178,7 +202,7 @@ class Train(Section):
     """steps between checkpoints and validation (the best step is kept for generate)"""
     resume: bool = True
     """continue from models/gan.pt when data and settings match"""
-    seed: int = 0
+    seed: Seed = 0
     """weights, latents and batches"""
     deployment: str | None = None
     """Prefect: run training as this deployment ("flow-name/deployment-name", e.g. on a GPU work pool) and wait
@@ -212,7 +236,7 @@ class Generate(Section):
     or on the cluster at dask_address. 1 and null: in the flow's process."""
     dask_address: str | None = None
     """Prefect flow: an existing Dask scheduler instead of a LocalCluster"""
-    seed: int = 0
+    seed: Seed = 0
     """the latents: candidate seeds start from it, per class"""
 
     @field_validator("sampling_strategy", mode="before")
@@ -287,7 +311,7 @@ class Evaluate(Section):
     """channels of the small CNN (also train's validation judge and filter's class judge)"""
     repeats: int = Field(3, ge=1)
     """classifier seeds averaged, to see past noise"""
-    seed: int = 0
+    seed: Seed = 0
     """the first classifier seed; repeats add 1 each"""
     augment: ClassicAugment = ClassicAugment()
     """classic augmentation (albumentations): balanced arms; filter's class judge"""
@@ -386,6 +410,17 @@ PARAMS_HEADER = """\
 """
 
 
+def device(key: str, name: str):
+    """The torch device `name` (the value of params key `key`), or a ParamsError naming the key
+    when it is not there."""
+    from ganaug.gan import pick_device
+
+    try:
+        return pick_device(name)
+    except ValueError as e:
+        raise ParamsError(f"{key}: {e}; use auto or cpu") from None
+
+
 def as_overrides(sections: dict[str, dict]) -> list[str]:
     """{"filter": {"dedupe": False}} -> ["filter.dedupe=false"]: what `--set` takes."""
     import json
@@ -415,6 +450,8 @@ def _read_file(path: Path) -> dict:
         raise ParamsError(f"params file not found: {path}")
     if path.is_dir():
         raise ParamsError(f"{path}: is a folder; --params takes a YAML file such as params.yaml")
+    if not path.is_file():  # a FIFO or a device would block or never end: never opened
+        raise ParamsError(f"{path}: not a regular file; --params takes a YAML file such as params.yaml")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -440,12 +477,37 @@ def _apply_override(data: dict, item: str):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ParamsError(f"--set {item!r}: {part} is not a section")
+    if _is_text(parts):  # a path or a name: taken literally, as DVC takes a --set-param string
+        node[parts[-1]] = None if raw.strip() in ("null", "~") and _optional(parts) else raw
+        return
     try:
         node[parts[-1]] = parse_yaml(raw) if raw.strip() else raw
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ParamsError(f"--set {item!r}: cannot parse {raw!r} as a value ({problem}); "
                           "quote a string that starts with a special character, e.g. key='@a'") from None
+
+
+def _field(parts: list[str]):
+    model: type[BaseModel] = Params
+    for p in parts[:-1]:
+        f = model.model_fields.get(p)
+        if f is None or not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)):
+            return None
+        model = f.annotation
+    return model.model_fields.get(parts[-1])
+
+
+def _is_text(parts: list[str]) -> bool:
+    """A field that holds only text (a path, a deployment, an address): `a #1/b` is that text,
+    where YAML would read a comment after `a` and quietly point at another folder."""
+    f = _field(parts)
+    return f is not None and f.annotation in (str, str | None)
+
+
+def _optional(parts: list[str]) -> bool:
+    f = _field(parts)
+    return f is not None and f.annotation == (str | None)
 
 
 def _explain(e: ValidationError, path) -> str:

@@ -48,23 +48,58 @@ def relation(a: Path, b: Path) -> str | None:
     return None
 
 
+def repository_roots(start: Path) -> list[Path]:
+    """start and every folder above it that is a git or DVC repository's root: whatever the
+    current folder, the repository's own files are found from its root."""
+    roots = [start]
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists() or (folder / ".dvc").exists():
+            roots.append(folder)
+    return list(dict.fromkeys(roots))
+
+
 def check_apart(output: tuple[str, Path], others: list[tuple[str, Path]], stage: str):
-    """Refuse an output that overlaps any of `others` ((description, resolved path) pairs)."""
+    """Refuse an output that overlaps any of `others` ((description, resolved path) pairs), the
+    working folder, a repository (its root, .git, .dvc, dvc.yaml, dvc.lock, params.yaml) of the
+    working folder or of the output itself."""
     name, out = output
     cwd = Path.cwd().resolve()
     if out == cwd or out in cwd.parents:
         raise ParamsError(f"{stage}: {name}={out} is the working folder or contains it; "
                           "writing it would replace everything here. Point it at a folder of its own")
-    for item in PROTECTED:
-        hit = relation(out, cwd / item)
-        if hit:
-            raise ParamsError(f"{stage}: {name}={out} {hit} {cwd / item}; choose another path")
+    if {".git", ".dvc"} & set(out.parts):
+        raise ParamsError(f"{stage}: {name}={out} is inside a repository's own .git or .dvc folder; choose another path")
+    if out.is_dir() and ((out / ".git").exists() or (out / ".dvc").exists()):
+        raise ParamsError(f"{stage}: {name}={out} is a repository (it holds .git or .dvc); writing it would "
+                          "replace the repository. Choose another path")
+    for root in dict.fromkeys([*repository_roots(cwd), *repository_roots(out.parent)]):
+        if root != cwd and (out == root or out in root.parents):
+            raise ParamsError(f"{stage}: {name}={out} is or contains the repository {root}; choose another path")
+        for item in PROTECTED:
+            hit = relation(out, root / item)
+            if hit:
+                raise ParamsError(f"{stage}: {name}={out} {hit} {root / item}; choose another path")
     for what, path in others:
         hit = relation(out, path)
         if hit:
             raise ParamsError(f"{stage}: {name}={out} {hit} {what}={path}; a stage's output must not "
                               "overlap an input or another output (replacing it would lose data). "
                               "Give each its own path")
+
+
+def listed_folders(table: Path, limit: int = 10_000) -> list[Path]:
+    """The folders holding the images a path,label table lists (relative to its folder): inputs
+    as much as the table itself. Unreadable tables and odd rows are ingest's to report."""
+    import pandas as pd
+
+    try:
+        paths = (pd.read_csv(table, usecols=["path"], dtype=str) if table.suffix.lower() == ".csv"
+                 else pd.read_parquet(table, columns=["path"]))["path"]
+    except Exception:
+        return []
+    folders = {os.path.dirname(p) for p in paths.dropna().astype(str)}
+    return [(table.parent / f).resolve() for f in sorted(folders)[:limit]
+            if not PurePosixPath(f).is_absolute() and ".." not in PurePosixPath(f).parts]
 
 
 def check_writable(name: str, out: Path, folder: bool):

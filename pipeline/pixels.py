@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .manifest import read_manifest
 
 PIXELS = "pixels.u8"
 SHAPE = "pixels.json"
@@ -56,6 +57,21 @@ class PixelWriter:
     def close(self):
         self.file.close()
         (self.folder / SHAPE).write_text(json.dumps({"count": self.count, "shape": self.shape or [0, 0, 0]}) + "\n")
+
+
+def check_format(folder: str | Path, size: int, channels: int, writer: str = "ingest"):
+    """The folder's images have the size and channels the params say (ingest.size,
+    ingest.channels): a stage run with other params than its inputs were made with would
+    write damaged images, or read them wrong, and say nothing."""
+    shape_file = Path(folder) / SHAPE
+    try:
+        h, w, c = (int(v) for v in json.loads(shape_file.read_text())["shape"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # open_pixels names what is wrong with it
+    if (h, w, c) != (size, size, channels) and (h, w, c) != (0, 0, 0):
+        raise DataError(f"{folder} holds {h}x{w} images with {c} channel(s), but ingest.size={size} and "
+                        f"ingest.channels={channels}: these params are not the ones it was made with. Use "
+                        f"those, or re-run `ganaug {writer}` (and the stages after it) with the new ones")
 
 
 def open_pixels(folder: str | Path, rows: int, writer: str = "ingest") -> np.memmap:
@@ -149,3 +165,10 @@ class Stack:
             x = self.parts[p][idx[here] - self.starts[p]]
             out[torch.from_numpy(here)] = nchw_as_float(x)
         return out
+
+
+def read_prepared(params, check_files: bool = False):
+    """The prepared manifest, its images checked to be the size and channels the params say."""
+    df = read_manifest(params.paths.prepared, check_files)
+    check_format(params.paths.prepared, params.ingest.size, params.ingest.channels)
+    return df

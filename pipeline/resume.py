@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from .checkpoints import check_label_map, load_checkpoint, restore_trainer
-from .errors import CheckpointError
+from .errors import CheckpointError, TrainingError
 from .params import Params
 from .progress import write as progress_write
 
@@ -38,9 +38,10 @@ def resume(params: Params, fingerprint: str, label_map, device):
         progress_write(f"train: {path} was trained on other data or settings; starting afresh")
         return None, [], None, None
     check_label_map(state, label_map, str(path))
-    if state["step"] > params.train.steps:
-        progress_write(f"train: {path} is at step {state['step']} > train.steps; starting afresh")
-        return None, [], None, None
+    if state["step"] > params.train.steps:  # replacing a longer run silently would lose it
+        raise TrainingError(f"{path} is trained to step {state['step']}, more than train.steps="
+                            f"{params.train.steps}; nothing was changed. Set train.steps={state['step']} (or more) to "
+                            "use it, or train.resume=false to train afresh and replace it")
     progress_write(f"train: resuming {path} from step {state['step']}")
     trainer = restore_trainer(state, device, path, compile=params.train.compile)
     history = extra.get("history")

@@ -18,7 +18,9 @@ from ganaug import gan
 from .checkpoints import check_label_map, checkpoint_id, load_checkpoint, restore_sampler
 from .images import save_png, to_uint8
 from .manifest import synthetic_id
-from .params import Params
+from .errors import DataError
+from .params import Params, device
+from .provenance import identity
 from .pixels import nhwc_to_float
 
 SEED_STRIDE = 1_000_000_000  # seeds of one class and one generate.seed never meet another's
@@ -38,13 +40,18 @@ class Sampler:
     def load(cls, params: Params, label_map: dict[str, int]) -> "Sampler":
         state = load_checkpoint(params.paths.model)
         check_label_map(state, label_map, params.paths.model)
-        G, D = restore_sampler(state, gan.pick_device(params.train.device), params.paths.model)
+        extra = state.get("extra") if isinstance(state.get("extra"), dict) else {}
+        trained_on = (extra.get("made_from") or {}).get("paths.prepared") if isinstance(extra.get("made_from"), dict) else None
+        if trained_on is not None and trained_on != identity(params.paths.prepared):
+            raise DataError(f"{params.paths.model} was trained on another {params.paths.prepared} than the current "
+                            f"one (recorded {trained_on}, now {identity(params.paths.prepared)}); re-run `ganaug train`")
+        G, D = restore_sampler(state, device("train.device", params.train.device), params.paths.model)
         return cls(G, D, label_map, checkpoint_id(state), params.generate.batch_size)
 
     def synthesize(self, label: str, seeds: list[int]) -> tuple[pd.DataFrame, np.ndarray]:
         """Rows (synthetic manifest, no path yet) and uint8 NHWC images for one class."""
         y = [self.label_map[label]] * len(seeds)
-        imgs = to_uint8(gan.generate(self.G, y, seeds, self.batch_size))
+        imgs = to_uint8(gan.sample_images(self.G, y, seeds, self.batch_size))
         # Score what is saved (8-bit), so a score can be reproduced from the file.
         scores = self.score(imgs, y)
         rows = pd.DataFrame({

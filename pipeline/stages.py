@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import arms, codedeps
 from .params import Params
-from .paths import check_apart, check_writable
+from .paths import check_apart, check_writable, listed_folders
 
 
 @dataclass(frozen=True)
@@ -124,12 +124,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           metrics=(_p("train_reports", "metrics.json", **REPORT),),
           plots=(_p("train_reports", "losses.csv", **REPORT,
                     style={"x": "step", "y": ["loss_d", "loss_g", "d_real", "d_fake"]}),),
-          params=("train", "ingest.channels", *REFERENCE_CLASSIFIER),
+          params=("train", "ingest.channels", "ingest.size", *REFERENCE_CLASSIFIER),
           retries=1, retry_delay_s=30,  # a retry resumes from the last checkpoint
           progress="ganaug-training", remote="train.deployment"),
     Stage("generate", "ganaug.pipeline.generate:generate", "generate scored candidates for the classes that need them",
           reads=(_p("prepared"), _p("model")), outs=(_p("candidates", folder=True),),
-          params=("generate", "train.device"),
+          params=("generate", "train.device", "ingest.channels", "ingest.size"),
           parts=Parts("generate", "ganaug.pipeline.generate:make_shard")),
     Stage("filter", "ganaug.pipeline.filter:filter_candidates",
           "keep candidates that look real, are their class, no copies and distinct; top up",
@@ -139,7 +139,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           metrics=(_p("reports", "filter.json", **REPORT),),
           plots=(_p("reports", "filter_classes.csv", **REPORT,
                     style={"x": "label", "y": "acceptance_rate", "template": "bar_horizontal"}),),
-          params=("filter", "generate", "ingest.channels", "train.device", "evaluate.seed", "evaluate.augment",
+          params=("filter", "generate", "ingest.channels", "ingest.size", "train.device", "evaluate.seed", "evaluate.augment",
                   *REFERENCE_CLASSIFIER),
           parts=Parts("filter", "ganaug.pipeline.filter:filter_class")),
     Stage("evaluate", "ganaug.pipeline.evaluate:evaluate",
@@ -149,7 +149,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           plots=(_p("reports", "per_class_recall.csv", **REPORT,
                     style={"x": "class", "y": list(arms.NAMES),
                            "template": "bar_horizontal"}),),
-          params=("evaluate", "ingest.channels", "generate.sampling_strategy", "filter.copy_quantile")),
+          params=("evaluate", "ingest.channels", "ingest.size", "generate.sampling_strategy", "filter.copy_quantile")),
     Stage("append", "ganaug.pipeline.append:append",
           "build the augmented training set (or append in place), as the gate allows",
           reads=(_p("prepared"), _p("accepted"), _p("reports", "gate.json")),
@@ -167,10 +167,17 @@ def check_paths(stage: Stage, params: Params):
         v = p.value(params)
         return None if v is None else Path(v).expanduser().resolve()
 
+    raw = resolved(P("paths.raw"))
+    listed = listed_folders(raw) if raw is not None and raw.is_file() and raw.suffix.lower() in (".csv", ".parquet") \
+        else []
     for out in stage.writes:
         path = resolved(out)
         if path is None:
             continue
+        # The folders a table lists are inputs too (the demo writes them; in place, the batches
+        # go into the tracked set's own subfolder).
+        lists = [] if stage is DEMO_DATA or out.key == "append.target" else \
+            [("a folder of the images paths.raw lists", folder) for folder in listed]
         others = {}
         for other in (stage, *ALL.values()):  # its own inputs first: the likeliest mistake
             for q in other.reads + other.writes:
@@ -180,7 +187,7 @@ def check_paths(stage: Stage, params: Params):
                 in_place = out.key == "append.target" and q.key == "paths.raw"
                 if not same and not demo_source and not in_place and (path_q := resolved(q)) is not None:
                     others.setdefault(q.shown(), path_q)
-        check_apart((out.shown(), path), list(others.items()), stage.name)
+        check_apart((out.shown(), path), list(others.items()) + lists, stage.name)
         check_writable(out.shown(), path, out.folder)
 
 

@@ -21,18 +21,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.flop_counter import FlopCounterMode
 
-from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generate, health, pick_device
+from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, health, sample_images
 
 from . import distributed, resume
 from .checkpoints import save_checkpoint
 from .errors import TrainingError
-from .files import atomic_file, write_json
+from .files import write_csv, write_json
 from .images import to_uint8
-from .manifest import label_map_of, read_manifest
-from .params import Params
-from .pixels import open_pixels, nhwc_to_float
+from .manifest import label_map_of
+from .params import Params, device as params_device
+from .pixels import nhwc_to_float, open_pixels, read_prepared
 from .plots import class_grid, loss_curves
 from .progress import progress, write as progress_write
+from .provenance import identity
 from .train_data import RealBatches, batch_loader, reference_sample
 from .validation import ValidationJudge
 
@@ -51,7 +52,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
 
     # The data: the manifest's real train rows, read a batch at a time from the pixel array.
     prepared = Path(params.paths.prepared)
-    df = read_manifest(prepared, check_files=True)
+    df = read_prepared(params, check_files=True)
     label_map = label_map_of(df)
     names = list(label_map)
     is_real_train = ((df["split"] == "train") & (df["source"] == "real")).to_numpy()
@@ -61,7 +62,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     # In memory, only a bounded, class-stratified reference sample: all of a small set.
     ref = reference_sample(y, pixels[0].nbytes * 4 if len(pixels) else 1, cfg.seed)
     x_ref, y_ref = nhwc_to_float(pixels[rows[ref]]), y[ref]
-    device = pick_device(cfg.device)
+    device = params_device("train.device", cfg.device)
     if world > 1 and device.type == "cuda":  # one process per device
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
@@ -228,7 +229,8 @@ def _save(params: Params, trainer: GANTrainer, label_map, fingerprint: str, hist
     """Every process takes part (the same random draws, every rank's RNG state); rank 0 writes."""
     trainer.refresh_ema_batchnorm()
     extra = {"fingerprint": fingerprint, "history": history, "train_params": params.train.model_dump(),
-             "last_run": run_metrics}  # how the checkpoint's last run went
+             "last_run": run_metrics,  # how the checkpoint's last run went
+             "made_from": {"paths.prepared": identity(params.paths.prepared)}}
     if dist.is_initialized():
         states = [None] * dist.get_world_size()
         dist.all_gather_object(states, torch.get_rng_state())
@@ -253,8 +255,7 @@ def _write_reports(params: Params, trainer: GANTrainer, label_map, history, metr
     write_json(out / "metrics.json", metrics)
     names = list(label_map)
     hist = pd.DataFrame(history).drop(columns=["diversity_per_class"], errors="ignore")
-    with atomic_file(out / "losses.csv") as tmp:
-        hist.to_csv(tmp, index=False)
+    write_csv(hist, out / "losses.csv")
     if len(hist):
         loss_curves(hist, out / "losses.png", metrics["health"])
     G, step = trainer.G_ema, trainer.step_count
@@ -263,7 +264,7 @@ def _write_reports(params: Params, trainer: GANTrainer, label_map, history, metr
         G.load_state_dict(trainer.best["G_ema"])
         step = trainer.best["step"]
     labels = [label_map[n] for n in names for _ in GRID_SEEDS]
-    imgs = to_uint8(generate(G, labels, [s for _ in names for s in GRID_SEEDS]))
+    imgs = to_uint8(sample_images(G, labels, [s for _ in names for s in GRID_SEEDS]))
     k = len(GRID_SEEDS)
     status = "" if metrics["health"]["status"] != "unhealthy" else " - UNHEALTHY, see losses.png"
     class_grid({n: imgs[i * k:(i + 1) * k] for i, n in enumerate(names)}, out / "samples.png",

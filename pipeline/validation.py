@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ganaug.gan import generate
+from ganaug.gan import sample_images
 
 from . import classifier
 from .params import Params
@@ -27,7 +27,7 @@ class ValidationJudge:
     def score(self, G) -> float:
         labels = [c for c in range(self.n_classes) for _ in range(self.PER_CLASS)]
         seeds = [20_000 + i for i in range(self.PER_CLASS)] * self.n_classes
-        _, feats = classifier.predict(self.model, generate(G, labels, seeds).cpu())
+        _, feats = classifier.predict(self.model, sample_images(G, labels, seeds).cpu())
         k = self.PER_CLASS
         return float(np.mean([classifier.frechet_distance(self.real[c], feats[c * k:(c + 1) * k])
                               for c in range(self.n_classes)]))

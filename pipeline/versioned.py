@@ -5,10 +5,14 @@ the batch id hashes the sample ids of its images (which hash checkpoint, class a
 so the same images twice add nothing, whatever params changed around them. Then a granular `dvc add`, a git commit naming the batch,
 its counts and threshold, a tag, and `dvc push` when a remote is configured.
 
-Nothing half-done survives: the batch is written aside and renamed in; if `dvc add` or the
-commit fails, the batch folder is removed and the `.dvc` file restored. A failed push keeps
-the local commit and says so (push is retried by the caller, or by hand: `dvc push`).
-Two appends never run at once: a file lock in `.git/` (DVC's own lock guards the rest).
+A transaction, with a journal (`.git/ganaug-append.json`, written before the first change):
+the batch is written aside and renamed in, then `dvc add`, the commit and the tag. If any step
+fails, or the process is killed at any point, the next append (under the same lock) reads the
+journal and either completes that version (the commit was made: only the tag is missing) or
+rolls it back (batch folder removed, `.dvc` file restored from the commit before), then goes on.
+A version is appended when its tag exists, not when its folder does. A failed push keeps the
+local commit and says so (push is retried by the caller, or by hand: `dvc push`). Two appends
+never run at once: a file lock in `.git/` (DVC's own lock guards the rest).
 
 Rollback: `git revert --no-edit <tag>` then `dvc checkout <target>.dvc` restores the
 previous set (tests/test_versioned.py does exactly that).
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -30,6 +36,14 @@ from .params import Params
 from .scm import VersioningError, dvc, git
 
 TAG_PREFIX = "ganaug-"
+JOURNAL = "ganaug-append.json"  # in .git/: the version being made, until it is made
+STEPS = ("journal", "batch", "dvc_add", "commit", "tag")  # the points a kill is tested at
+
+
+def _fault_point(step: str):
+    """Tests kill the process here (GANAUG_KILL_AT=<step>), the way a SIGKILL would: no cleanup runs."""
+    if os.environ.get("GANAUG_KILL_AT") == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def batch_id(sample_ids) -> str:
@@ -53,7 +67,10 @@ def append_in_place(params: Params) -> dict:
         # committing the very same batch right now.
         lock = FileLock(str(repo / ".git" / "ganaug-append.lock"), timeout=params.append.lock_timeout_s)
         with lock:
-            if batch.is_dir() and gate["passed"]:  # appended before; its push may have failed, push again
+            recovered = recover(repo)  # a version a killed append left half-made: completed or rolled back
+            if recovered:
+                result["recovered"] = recovered
+            if gate["passed"] and _tagged(repo, tag):  # appended before; its push may have failed, push again
                 commit = git(repo, "rev-list", "-n", "1", tag, check=False).strip() or None
                 return {**result, "changed": False, "commit": commit, **push(repo, dvc_file)}
             _check_tracked_and_clean(repo, target, dvc_file)
@@ -61,31 +78,82 @@ def append_in_place(params: Params) -> dict:
                 return {**result, "changed": False, "commit": None, "pushed": None}
             if accepted.empty:
                 return {**result, "changed": False, "commit": None, "pushed": None}
-            before = dvc_file.read_bytes()
-            with atomic_dir(batch) as tmp:
-                rows = accepted.copy()
-                rows["path"] = [f"{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])]
-                for src, rel in zip(accepted["path"], rows["path"]):
-                    link_or_copy(accepted_dir / src, tmp / rel, "copy")
-                write_manifest(rows, tmp)
+            journal = repo / ".git" / JOURNAL
+            _write_journal(journal, {"batch": str(batch.relative_to(repo)), "tag": tag,
+                                     "dvc_file": str(dvc_file.relative_to(repo)),
+                                     "gitignore": str((target.parent / ".gitignore").relative_to(repo)),
+                                     "head": git(repo, "rev-parse", "HEAD").strip(),
+                                     "message": _message(params, bid, counts)})
+            _fault_point("journal")
             try:
+                with atomic_dir(batch, made_by={"stage": "append", "batch": bid}) as tmp:
+                    rows = accepted.copy()
+                    rows["path"] = [f"{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])]
+                    for src, rel in zip(accepted["path"], rows["path"]):
+                        link_or_copy(accepted_dir / src, tmp / rel, "copy", root=accepted_dir)
+                    write_manifest(rows, tmp)
+                _fault_point("batch")
                 dvc(repo, "add", "-q", str(batch.relative_to(repo)))
+                _fault_point("dvc_add")
                 git(repo, "add", str(dvc_file.relative_to(repo)))
                 gitignore = target.parent / ".gitignore"
                 if gitignore.exists():
                     git(repo, "add", str(gitignore.relative_to(repo)))
                 git(repo, "commit", "-q", "-m", _message(params, bid, counts))
+                _fault_point("commit")
                 git(repo, "tag", tag)
+                _fault_point("tag")
             except BaseException:
-                shutil.rmtree(batch, ignore_errors=True)  # leave the set as it was
-                dvc_file.write_bytes(before)
-                git(repo, "reset", "-q", "--", str(dvc_file.relative_to(repo)), check=False)
+                recover(repo)  # leave the set as it was
                 raise
+            journal.unlink()
     except Timeout:
         raise VersioningError(f"another append holds {repo / '.git' / 'ganaug-append.lock'} "
                               f"(waited append.lock_timeout_s={params.append.lock_timeout_s})") from None
     commit = git(repo, "rev-parse", "HEAD").strip()
     return {**result, "changed": True, "commit": commit, **push(repo, dvc_file)}
+
+
+def _tagged(repo: Path, tag: str) -> bool:
+    return bool(git(repo, "rev-parse", "-q", "--verify", f"refs/tags/{tag}", check=False).strip())
+
+
+def _write_journal(path: Path, entry: dict):
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(entry))
+    os.replace(tmp, path)
+
+
+def recover(repo: Path) -> str | None:
+    """Finish or undo the version a journal names: complete when its commit exists (tag it),
+    else roll back to the commit before (batch folder removed, .dvc file and index restored).
+    Returns what was done, None when there was no journal."""
+    journal = repo / ".git" / JOURNAL
+    if not journal.is_file():
+        return None
+    try:
+        entry = json.loads(journal.read_text())
+        batch, tag, dvc_file, head = (repo / entry["batch"], entry["tag"], repo / entry["dvc_file"], entry["head"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VersioningError(f"{journal}: unreadable append journal ({e}); inspect `git status` and remove it") from None
+    if BATCHES_DIR not in batch.relative_to(repo).parts or not tag.startswith(TAG_PREFIX):
+        raise VersioningError(f"{journal}: not a ganaug append journal; inspect it and remove it")
+    now = git(repo, "rev-parse", "HEAD").strip()
+    committed = now != head and git(repo, "log", "-1", "--format=%B").strip() == entry.get("message", "").strip()
+    if committed:
+        if not _tagged(repo, tag):
+            git(repo, "tag", tag)
+        done = "completed"
+    else:
+        if batch.exists():
+            shutil.rmtree(batch, ignore_errors=True)
+        for rel in (str(dvc_file.relative_to(repo)), entry.get("gitignore")):
+            if isinstance(rel, str) and ".." not in Path(rel).parts and not Path(rel).is_absolute():
+                git(repo, "reset", "-q", "--", rel, check=False)
+                git(repo, "checkout", "-q", head, "--", rel, check=False)
+        done = "rolled back"
+    journal.unlink()
+    return done
 
 
 def push(repo: Path, dvc_file: Path) -> dict:

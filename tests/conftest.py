@@ -129,7 +129,11 @@ def sh(cwd: Path, *cmd: str) -> str:
 @pytest.fixture
 def host(tmp_path) -> Path:
     """A user's repo: train/ tracked by DVC, committed, with a local directory remote."""
-    repo = tmp_path / "host"
+    return make_host(tmp_path)
+
+
+def make_host(tmp_path: Path, name: str = "host") -> Path:
+    repo = tmp_path / name
     repo.mkdir()
     sh(repo, "git", "init", "-q")
     sh(repo, "git", "config", "user.email", "ci@example.com")
@@ -137,7 +141,7 @@ def host(tmp_path) -> Path:
     sh(repo, "dvc", "init", "-q")
     make_shapes(repo / "train", {"circle": 6, "square": 6, "cross": 6}, seed=3)
     sh(repo, "dvc", "add", "-q", "train")
-    sh(repo, "dvc", "remote", "add", "-d", "store", str(tmp_path / "remote"))
+    sh(repo, "dvc", "remote", "add", "-d", "store", str(tmp_path / f"{name}-remote" if name != "host" else tmp_path / "remote"))
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-q", "-m", "training set v1")
     sh(repo, "dvc", "push", "-q")

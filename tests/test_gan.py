@@ -4,7 +4,7 @@ import io
 import pytest
 import torch
 
-from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, generate, health, load_sampler, score
+from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, sample_images, health, load_sampler, score
 from ganaug.gan.diffaug import diff_augment
 
 
@@ -35,8 +35,8 @@ def test_diffaug_keeps_shape_and_gradient():
 def test_images_depend_only_on_label_and_seed():
     G, _ = load_sampler(GANTrainer(GANConfig(8, 1, 3, z_dim=8, width=8)).state_dict({"a": 0, "b": 1, "c": 2}),
                         torch.device("cpu"))
-    batch = generate(G, [0, 1, 2, 1], [10, 11, 12, 13], batch_size=4)
-    alone = generate(G, [2], [12])
+    batch = sample_images(G, [0, 1, 2, 1], [10, 11, 12, 13], batch_size=4)
+    alone = sample_images(G, [2], [12])
     assert torch.allclose(batch[2], alone[0], atol=1e-6)
     assert not torch.allclose(batch[1], batch[3])
 
@@ -75,7 +75,7 @@ def test_conditioning_is_learned():
     for _ in range(150):
         t.step(x + 0.1 * torch.randn_like(x), y)
     t.refresh_ema_batchnorm()
-    imgs = generate(t.G_ema, [0] * 16 + [1] * 16, list(range(32)))
+    imgs = sample_images(t.G_ema, [0] * 16 + [1] * 16, list(range(32)))
     assert imgs[:16].mean() < -0.3 and imgs[16:].mean() > 0.3
     # And D, under each class, prefers that class's real colour.
     _, D = load_sampler(t.state_dict({"black": 0, "white": 1}), torch.device("cpu"))

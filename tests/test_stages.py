@@ -140,7 +140,7 @@ def test_generate_records_seeds_and_scores(trained):
     state = load_checkpoint(trained.paths.model)
     G, D = gan.load_sampler(state, torch.device("cpu"))
     y = state["label_map"][row["label"]]
-    again = ((gan.generate(G, [y], [int(row["seed"])]).clamp(-1, 1) + 1) * 127.5).round()
+    again = ((gan.sample_images(G, [y], [int(row["seed"])]).clamp(-1, 1) + 1) * 127.5).round()
     on_disk = np.asarray(Image.open(Path(trained.paths.candidates) / row["path"]), dtype=np.float32)
     assert np.array_equal(again[0, 0].numpy(), on_disk)
     rescored = gan.score(D, torch.from_numpy(on_disk / 127.5 - 1)[None, None], [y], conditional=False)
@@ -386,11 +386,11 @@ def test_interrupted_append_leaves_the_previous_set(trained, monkeypatch):
     Path(p.paths.augmented, "manifest.parquet").unlink()  # force a rebuild
     calls = []
 
-    def dying_copy(src, dest, link="hardlink"):
+    def dying_copy(src, dest, link="hardlink", root=None):
         calls.append(src)
         if len(calls) == 10:
             raise KeyboardInterrupt  # as if killed half-way
-        return original(src, dest, link)
+        return original(src, dest, link, root)
 
     original = pio.link_or_copy
     monkeypatch.setattr("ganaug.pipeline.append.link_or_copy", dying_copy)

@@ -1,0 +1,52 @@
+"""What each output was made from, recorded by the stage that wrote it and checked by the stages
+that read it: a stage never acts on inputs that no longer belong together (accepted images of
+candidates since generated again, a gate decision on another accepted set, a checkpoint of
+other data, params other than the ones the data were made with). Each mismatch names the stage
+to re-run.
+
+A folder's record is its files.OWNER (`made_by`: the stage, and its inputs' identities); the
+checkpoint's is in its `extra`; gate.json names the accepted set it judged.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .errors import DataError
+from .files import OWNER
+from .manifest import MANIFEST
+
+
+def identity(folder: str | Path) -> str:
+    """What a folder's contents are, for provenance: the hash of its manifest's bytes (the
+    manifest lists every image, with its content hash or seed and checkpoint)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path}: no manifest here; run the stage that writes {folder} first")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def made_by(folder: str | Path) -> dict:
+    """The provenance record a ganaug stage left in its output folder (files.OWNER), {} when
+    there is none (made before ganaug kept one) or it is not a record (untrusted text)."""
+    path = Path(folder) / OWNER
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def check_made_from(folder: str | Path, current: dict[str, str], rerun: str):
+    """Refuse a folder made from other inputs than the current ones: e.g. accepted images
+    filtered from candidates that have since been generated again. current: input name ->
+    its identity now. Names the stage to re-run."""
+    recorded = made_by(folder).get("inputs")
+    if not isinstance(recorded, dict):
+        return  # made before ganaug recorded its inputs: nothing to compare
+    for key, now in current.items():
+        then = recorded.get(key)
+        if then is not None and then != now:
+            raise DataError(f"{folder} was made from another {key} than the current one (recorded {then}, now "
+                            f"{now}): it is stale. Re-run `ganaug {rerun}` (and the stages after it)")
