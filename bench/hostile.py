@@ -38,7 +38,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from ganaug.pipeline.filter import ACCEPT_ALL  # noqa: E402
-from ganaug.pipeline.params import as_overrides  # noqa: E402
+from ganaug.pipeline.params import as_overrides, load_params  # noqa: E402
 from tests.conftest import make_shapes  # noqa: E402
 
 TINY = ["ingest.size=8", "ingest.min_per_class=5", "train.steps=20", "train.batch_size=16", "train.width=8",
@@ -326,6 +326,7 @@ def _table_all(work: Path):
 
 
 def _link_in_accepted(work: Path):
+    shutil.rmtree(work / "data" / "augmented")  # append must build it (else: already up to date)
     m = pd.read_parquet(work / "data" / "accepted" / "manifest.parquet")
     victim = work / "data" / "accepted" / m["path"].iloc[0]
     victim.unlink()
@@ -484,11 +485,31 @@ def command(code: Code, work: Path, argv: list[str], case: Case | None = None, t
         return subprocess.CompletedProcess(e.cmd, "hang", "", f"no answer in {e.timeout} s")
 
 
+def _own_outputs(case: Case, work: Path) -> list[str]:
+    """What the case's stage itself writes (relative to work): rewriting those is its job, not
+    a loss. From the registry and the case's own --set values, as the stage resolves them."""
+    from ganaug.pipeline.stages import ALL
+
+    stage = ALL.get(case.argv[0])
+    if stage is None:
+        return []
+    sets = [a for i, a in enumerate(case.argv) if i and case.argv[i - 1] == "--set"]
+    try:
+        p = load_params(None, TINY + sets)
+    except Exception:
+        return []
+    base = work / case.cwd if case.cwd else work
+    return [os.path.relpath((base / v).resolve(), work.resolve()) for q in stage.writes
+            if (v := q.value(p)) is not None]
+
+
 def classify(case: Case, done, work: Path, root: Path, before: dict, outside_before: dict) -> str:
     if done.returncode == "hang":
         return "hang"
     after = listing(work)
-    lost = [k for k, v in before.items() if after.get(k) != v and not k.startswith(".dvc")]
+    own = _own_outputs(case, work) if done.returncode == 0 and case.expect != "error" else []
+    lost = [k for k, v in before.items() if after.get(k) != v and not k.startswith(".dvc")
+            and not any(k == o or k.startswith(o.rstrip("/") + "/") for o in own)]
     if listing(root / "outside") != outside_before or lost:
         return "data lost"
     wrote_outside = sorted(set(p.name for p in root.iterdir()) - {"work", "outside"})

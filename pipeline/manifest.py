@@ -123,6 +123,8 @@ def check_class_name(name: str, where: str = "") -> str:
         raise DataError(f"{prefix}class name {name!r} contains control characters")
     if name.startswith("."):
         raise DataError(f"{prefix}class name {name!r} starts with '.' (hidden folder)")
+    if name == BATCHES_DIR:
+        raise DataError(f"{prefix}class name {name!r} is reserved: ganaug keeps its appended batches under it")
     return name
 
 

@@ -15,11 +15,13 @@ torch, scikit-learn and matplotlib take seconds to import.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import arms, codedeps
+from .errors import ParamsError
 from .params import Params
 from .paths import check_apart, check_writable, listed_folders
 
@@ -191,10 +193,36 @@ def check_paths(stage: Stage, params: Params):
         check_writable(out.shown(), path, out.folder)
 
 
+def check_memory(stage: Stage, params: Params, available: int | None = None):
+    """Refuse, before allocating, batch sizes whose activations cannot fit in this machine's
+    memory (a rough upper estimate: float32 activations of every layer, forward and backward).
+    A guard against `batch_size=10**8`, not a planner: a run that passes may still be tight."""
+    px = params.ingest.size ** 2 * params.ingest.channels
+    gan = px * 4 * 6 * max(params.train.width, 8) * 2             # bytes per image, G + D
+    cnn = px * 4 * 6 * max(params.evaluate.width, 8) * 2
+    need = {"train": {"train.batch_size": params.train.batch_size * gan * 3 // 2},
+            "generate": {"generate.batch_size": params.generate.batch_size * gan // 2},
+            "filter": {"generate.batch_size": params.generate.batch_size * gan // 2,
+                       "evaluate.batch_size": params.evaluate.batch_size * cnn},
+            "evaluate": {"evaluate.batch_size": params.evaluate.batch_size * cnn}}.get(stage.name, {})
+    if available is None:
+        try:
+            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return
+    for key, nbytes in need.items():
+        if nbytes > 0.8 * available:
+            raise ParamsError(f"{stage.name}: {key} needs about {nbytes / 2**30:.1f} GiB of memory for one batch at "
+                              f"ingest.size={params.ingest.size}, more than this machine's {available / 2**30:.1f} GiB; "
+                              "use a smaller batch")
+
+
 def run(name: str, params: Params, **kwargs) -> dict:
-    """Every entry point's way to run a stage: check the paths, then call the stage."""
+    """Every entry point's way to run a stage: check the paths and the memory a batch needs,
+    then call the stage."""
     stage = ALL[name]
     check_paths(stage, params)
+    check_memory(stage, params)
     return stage.function()(params, **kwargs)
 
 

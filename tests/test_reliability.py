@@ -399,3 +399,22 @@ def test_any_manifest_is_read_or_refused_with_a_data_error(tmp_path_factory, row
         return
     for path in read["path"]:  # what was read stays inside its folder
         assert not str(path).startswith(("/", "~")) and ".." not in Path(str(path)).parts
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path):
+    make_shapes(tmp_path / "raw", {"circle": 5, "square": 5})
+    p = tiny_params(tmp_path, evaluate={"batch_size": 10**9})
+    with pytest.raises(ParamsError, match="evaluate.batch_size needs about .* GiB .* use a smaller batch"):
+        run("evaluate", p)
+    for name in ("train", "generate", "filter", "evaluate"):  # the defaults fit on a 4 GiB machine
+        from ganaug.pipeline.stages import ALL, check_memory
+        check_memory(ALL[name], Params(), available=4 * 2**30)
+
+
+def test_a_class_named_like_ganaugs_batches_folder_is_refused(tmp_path):
+    make_shapes(tmp_path / "raw", {"circle": 5, "square": 5})
+    rows = [{"path": str(f.relative_to(tmp_path / "raw")), "label": "ganaug-batches" if "circle" in f.name else "square"}
+            for f in sorted((tmp_path / "raw").rglob("*.png"))]
+    pd.DataFrame(rows).to_csv(tmp_path / "raw" / "t.csv", index=False)
+    with pytest.raises(DataError, match="reserved"):
+        ingest(tiny_params(tmp_path, paths={"raw": str(tmp_path / "raw" / "t.csv")}))
