@@ -57,7 +57,7 @@ def receive(dvc_text: str, key: str, dest: str | Path, repo: Path = Path(".")) -
     dvc(repo, "pull", "-q", str(dvc_file.relative_to(repo)))
     src = slot_dir / name
     if src.is_dir():
-        with atomic_dir(dest) as tmp:
+        with atomic_dir(dest, owned=True) as tmp:  # reports/train: written file by file, no OWNER
             shutil.copytree(src, tmp, dirs_exist_ok=True)
     else:
         with atomic_file(dest) as tmp:

@@ -30,7 +30,9 @@ from .errors import DataError, StorageError
 TMP_MARK = ".tmp-"
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 OWNER = ".ganaug.json"  # in every folder ganaug writes: what made it (the stage's provenance)
-LOCKS = Path(tempfile.gettempdir()) / "ganaug-locks"  # one per output folder on this machine
+# One lock file per output folder on this machine, in a folder of this user's (another user's
+# locks folder in /tmp would not be writable).
+LOCKS = Path(tempfile.gettempdir()) / f"ganaug-locks-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def _umask() -> int:
@@ -125,7 +127,7 @@ def output_lock(dest: Path):
 
 
 @contextmanager
-def atomic_dir(dest: str | Path, made_by: dict | None = None):
+def atomic_dir(dest: str | Path, made_by: dict | None = None, owned: bool = False):
     """Yield an empty temp folder; on success it replaces `dest` (old one removed last). Only
     one process may write dest at a time, and dest must be ganaug's (check_owned). The new
     folder records what made it in OWNER (`made_by`: the stage and its inputs' identity)."""
@@ -133,7 +135,8 @@ def atomic_dir(dest: str | Path, made_by: dict | None = None):
     dest.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(dest):
         _clean_stale(dest)
-        check_owned(dest)
+        if not owned:  # owned: the caller knows dest is ganaug's (a snapshot received back)
+            check_owned(dest)
         tmp = _temp_name(dest)
         tmp.mkdir()
         (tmp / OWNER).write_text(json.dumps({"made_by": "ganaug", **(made_by or {})}, indent=1) + "\n")
