@@ -20,6 +20,7 @@ The tests, all from the filter's judge (trained as the filter trains it) or seve
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -30,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import judge  # noqa: E402
 from bench.datasets import TAIL_COUNTS  # noqa: E402
+from bench.tail import tail_params  # noqa: E402
 from ganaug.pipeline import classifier, quality  # noqa: E402
 from ganaug.pipeline.filter import reference_judge  # noqa: E402
 from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from ganaug.pipeline.params import Params, load_params  # noqa: E402
 from ganaug.pipeline.pixels import Images  # noqa: E402
 
 
@@ -60,9 +61,7 @@ def main():
     ap.add_argument("--members", type=int, default=5)
     args = ap.parse_args()
     work = Path(args.work)
-    out = work / "run"
-    paths = [f"paths.{k}={out / v}" for k, v in Params().paths.model_dump().items() if k not in ("raw", "demo")]
-    params = load_params(None, paths + [f"paths.raw={work / 'tail'}", "ingest.size=32"])
+    params = tail_params(work)
     size = params.ingest.size
     prepared, cand = read_manifest(params.paths.prepared), read_manifest(params.paths.candidates)
     label_map = label_map_of(prepared)
@@ -73,12 +72,12 @@ def main():
     radii, _ = quality.class_copy_radii(params.paths.prepared, prepared, label_map, params.filter.copy_quantile)
     judges = []
     for m in range(args.members):
-        seeded = load_params(None, paths + [f"paths.raw={work / 'tail'}", "ingest.size=32",
-                                            f"evaluate.seed={params.evaluate.seed + m}"])
+        seeded = tail_params(work, f"evaluate.seed={params.evaluate.seed + m}")
         judges.append(reference_judge(seeded, prepared, label_map).cpu().eval())
     protos = prototypes(judges[0], x_real, y_real, len(names))
     yard = judge.yardstick(work, size, names)
     x_fresh, y_fresh, _ = judge.read_folder(work / "tail-test", size, names)
+    report = json.loads((Path(params.paths.reports) / "filter.json").read_text())
     tests = ("argmax", "prototype", "argmax+prototype", "ensemble")
     print(f"{'class':>5} {'images':>6} {'cands':>5} | " + " | ".join(f"{t}: kept, agree, fresh" for t in tests))
     for c in np.argsort(TAIL_COUNTS):
@@ -89,7 +88,6 @@ def main():
         x = torch.from_numpy(np.stack([judge.read_image(Path(params.paths.candidates) / p, size)
                                        for p in rows["path"]])).unsqueeze(1)
         # Realness and novelty as the filter has them (threshold from filter.json, radius here).
-        report = __import__("json").loads((Path(params.paths.reports) / "filter.json").read_text())
         threshold = report["classes"].get(name, {}).get("threshold")
         real_ok = rows["d_score"].to_numpy() >= (threshold if threshold is not None else -np.inf)
         novel = ~quality.near_copies(Images(params.paths.prepared, len(prepared), at[y_real == c]), x, radii[name])
@@ -111,8 +109,8 @@ def main():
             agree = f"{right[keep].mean():.2f}" if keep.any() else "  - "
             cells.append(f"{keep.mean():.2f}, {agree}, {on_fresh[t].mean():.2f}")
         print(f"{name:>5} {TAIL_COUNTS[c]:>6} {len(x):>5} | " + " | ".join(f"{s:>26}" for s in cells), flush=True)
-    print(f"(yardstick agreement of every candidate that passed realness and novelty, the base rate: per row, "
-          f"'argmax' at kept 1.00 would read it)")
+    print("(yardstick agreement of every candidate that passed realness and novelty, the base rate: per row, "
+          "'argmax' at kept 1.00 would read it)")
 
 
 if __name__ == "__main__":

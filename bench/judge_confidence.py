@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import judge  # noqa: E402
 from bench.datasets import TAIL_COUNTS  # noqa: E402
+from bench.tail import tail_params  # noqa: E402
 from ganaug.pipeline import classifier  # noqa: E402
 from ganaug.pipeline.filter import reference_judge  # noqa: E402
 from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from ganaug.pipeline.params import Params, load_params  # noqa: E402
 
 FLOORS = (0.0, 0.5, 0.7, 0.9)
 
@@ -43,9 +43,7 @@ def main():
     ap.add_argument("--work", required=True)
     args = ap.parse_args()
     work = Path(args.work)
-    out = work / "run"
-    paths = [f"paths.{k}={out / v}" for k, v in Params().paths.model_dump().items() if k not in ("raw", "demo")]
-    params = load_params(None, paths + [f"paths.raw={work / 'tail'}", "ingest.size=32"])
+    params = tail_params(work)
     size = params.ingest.size
     prepared, accepted = read_manifest(params.paths.prepared), read_manifest(params.paths.accepted)
     label_map = label_map_of(prepared)

@@ -42,6 +42,13 @@ from ganaug.pipeline.stages import STAGES, run, summarize  # noqa: E402
 RAREST = [str(c) for c in np.argsort(TAIL_COUNTS)[:3]]  # the three smallest classes: 9, 8, 7
 
 
+def tail_params(work: Path, *overrides: str) -> Params:
+    """The params bench/tail.py ran with in `work` (its outputs under work/run)."""
+    out = work / "run"
+    paths = [f"paths.{k}={out / v}" for k, v in Params().paths.model_dump().items() if k not in ("raw", "demo")]
+    return load_params(None, paths + [f"paths.raw={work / 'tail'}", "ingest.size=32", *overrides])
+
+
 def run_pipeline(params: Params, start: str | None) -> dict:
     names = list(STAGES)
     timings = {}
@@ -197,8 +204,7 @@ def main():
         if not raw.is_dir():
             write_tail(work)
         out = work / "run"
-        paths = [f"paths.{k}={out / v}" for k, v in Params().paths.model_dump().items() if k not in ("raw", "demo")]
-        params = load_params(None, paths + [f"paths.raw={raw}", "ingest.size=32"] + args.overrides)
+        params = tail_params(work, *args.overrides)
         timings = run_pipeline(params, args.start) if args.start != "judge" else {}
         figures = describe(params)
         figures["accepted_quality"] = accepted_quality(params, work, test)

@@ -70,7 +70,7 @@ def append_in_place(params: Params) -> dict:
             recovered = recover(repo)  # a version a killed append left half-made: completed or rolled back
             if recovered:
                 result["recovered"] = recovered
-            if gate["passed"] and _tagged(repo, tag):  # appended before; its push may have failed, push again
+            if gate["passed"] and _appended(repo, tag, batch, target, dvc_file):  # its push may have failed: again
                 commit = git(repo, "rev-list", "-n", "1", tag, check=False).strip() or None
                 return {**result, "changed": False, "commit": commit, **push(repo, dvc_file)}
             _check_tracked_and_clean(repo, target, dvc_file)
@@ -118,6 +118,20 @@ def _tagged(repo: Path, tag: str) -> bool:
     return bool(git(repo, "rev-parse", "-q", "--verify", f"refs/tags/{tag}", check=False).strip())
 
 
+def _appended(repo: Path, tag: str, batch: Path, target: Path, dvc_file: Path) -> bool:
+    """The version exists: its tag, or (a clone without tags) its batch folder committed as the
+    set's tracked state. A folder a killed run left is never "appended": recover() removed it."""
+    if _tagged(repo, tag):
+        return True
+    if not batch.is_dir():
+        return False
+    try:
+        _check_tracked_and_clean(repo, target, dvc_file)
+    except VersioningError:
+        return False
+    return True
+
+
 def _write_journal(path: Path, entry: dict):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(entry))
@@ -138,15 +152,18 @@ def recover(repo: Path) -> str | None:
         raise VersioningError(f"{journal}: unreadable append journal ({e}); inspect `git status` and remove it") from None
     if BATCHES_DIR not in batch.relative_to(repo).parts or not tag.startswith(TAG_PREFIX):
         raise VersioningError(f"{journal}: not a ganaug append journal; inspect it and remove it")
-    now = git(repo, "rev-parse", "HEAD").strip()
-    committed = now != head and git(repo, "log", "-1", "--format=%B").strip() == entry.get("message", "").strip()
+    # Committed: a commit after the journal's starting point carries the batch's message (later
+    # commits, or a hook that appends to messages, do not hide it).
+    messages = git(repo, "log", "--format=%B%x00", f"{head}..HEAD", check=False)
+    committed = any(entry.get("message", "").strip() and m.strip().startswith(entry["message"].strip())
+                    for m in messages.split("\x00"))
     if committed:
         if not _tagged(repo, tag):
             git(repo, "tag", tag)
         done = "completed"
     else:
-        if batch.exists():
-            shutil.rmtree(batch, ignore_errors=True)
+        for left in (batch, *batch.parent.glob(f"{batch.name}.tmp-*")):  # a kill mid-copy leaves the temporary
+            shutil.rmtree(left, ignore_errors=True)
         for rel in (str(dvc_file.relative_to(repo)), entry.get("gitignore")):
             if isinstance(rel, str) and ".." not in Path(rel).parts and not Path(rel).is_absolute():
                 git(repo, "reset", "-q", "--", rel, check=False)

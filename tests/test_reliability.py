@@ -251,13 +251,18 @@ def test_one_class_name_in_two_unicode_forms_is_one_class_and_reported(tmp_path)
     assert report["warnings"]["labels_normalized"] == {nfd: nfc}
 
 
-def test_classes_told_apart_by_colour_alone_are_a_clear_error_in_grey(tmp_path):
-    for name, colour in (("red", (200, 0, 0)), ("green", (0, 102, 0))):  # the same grey (luma 60)
-        (tmp_path / "raw" / name).mkdir(parents=True)
+def _colour_only_classes(raw: Path):
+    """Red and green squares of one grey (luma 60): told apart by colour alone."""
+    for name, colour in (("red", (200, 0, 0)), ("green", (0, 102, 0))):
+        (raw / name).mkdir(parents=True)
         for i in range(4):
             im = Image.new("RGB", (16, 16), (255, 255, 255))
             im.paste(colour, (2 + i, 2, 10 + i, 10))
-            im.save(tmp_path / "raw" / name / f"{i}.png")
+            im.save(raw / name / f"{i}.png")
+
+
+def test_classes_told_apart_by_colour_alone_are_a_clear_error_in_grey(tmp_path):
+    _colour_only_classes(tmp_path / "raw")
     with pytest.raises(DataError, match="no usable image"):
         ingest(tiny_params(tmp_path, ingest={"size": 16}))
     ok = ingest(tiny_params(tmp_path, ingest={"size": 16, "channels": 3}))
@@ -265,12 +270,7 @@ def test_classes_told_apart_by_colour_alone_are_a_clear_error_in_grey(tmp_path):
 
 
 def test_identical_after_grey_says_how_to_keep_colour(tmp_path):
-    for name, colour in (("red", (200, 0, 0)), ("green", (0, 102, 0))):  # the same grey (luma 60)
-        (tmp_path / "raw" / name).mkdir(parents=True)
-        for i in range(4):
-            im = Image.new("RGB", (16, 16), (255, 255, 255))
-            im.paste(colour, (2 + i, 2, 10 + i, 10))
-            im.save(tmp_path / "raw" / name / f"{i}.png")
+    _colour_only_classes(tmp_path / "raw")
     make_shapes(tmp_path / "raw", {"circle": 4})
     p = tiny_params(tmp_path, ingest={"size": 16, "on_bad_file": "fail"})
     with pytest.raises(DataError, match="ingest.channels=3"):
@@ -418,3 +418,35 @@ def test_a_class_named_like_ganaugs_batches_folder_is_refused(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "raw" / "t.csv", index=False)
     with pytest.raises(DataError, match="reserved"):
         ingest(tiny_params(tmp_path, paths={"raw": str(tmp_path / "raw" / "t.csv")}))
+
+
+def test_append_again_in_a_clone_without_tags_keeps_the_committed_batch(trained, tmp_path):
+    """Without its tag (a --no-tags clone), a committed batch is still appended: its folder is the
+    set's tracked state. And a version killed after its commit is completed even when another
+    commit came after it."""
+    root = Path(trained.paths.raw).parent
+    p = tiny_params(root, filter={"mode": "none"})
+    generate(p)
+    filter_candidates(p)
+    evaluate(p)
+    host = make_host(tmp_path)
+    overrides = tiny_overrides(root, filter={"mode": "none"}, append={"target": str(host / "train")})
+    first = append(load_params(None, overrides))
+    sh(host, "git", "tag", "-d", first["tag"])
+    again = append(load_params(None, overrides))
+    batch = host / "train" / BATCHES_DIR / first["batch"]
+    assert not again["changed"] and len(read_manifest(batch, check_files=True)) == first["images"]
+
+    other = make_host(tmp_path, "host-later")
+    overrides = tiny_overrides(root, filter={"mode": "none"}, append={"target": str(other / "train")})
+    killed = subprocess.run([sys.executable, "-m", "ganaug.pipeline.cli", "append",
+                             *[a for o in overrides for a in ("--set", o)]],
+                            env={**os.environ, "GANAUG_KILL_AT": "commit"}, capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (other / "NOTES").write_text("a commit of the user's after the killed append\n")
+    sh(other, "git", "add", "NOTES")
+    sh(other, "git", "commit", "-q", "-m", "notes")
+    done = append(load_params(None, overrides))
+    assert done["recovered"] == "completed" and sh(other, "git", "tag").split() == [done["tag"]]
+    assert (other / "train" / BATCHES_DIR / done["batch"]).is_dir()
