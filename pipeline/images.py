@@ -48,8 +48,12 @@ def decode(data: bytes, channels: int, max_pixels: int, background: str = "white
                 if im.getexif().get(ORIENTATION, 1) != 1:
                     im = ImageOps.exif_transpose(im)
                 if shrink_to and min(im.size) >= 4 * shrink_to:
-                    if im.mode in ("P", "PA"):  # reduce takes no palette
-                        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+                    if _has_alpha(im) and im.mode in ALPHA_MODES + ("P", "L", "RGB"):
+                        # Composite first: averaging pixels before alpha (or a colour key) is
+                        # applied would blend the hidden colour into the edges as a fringe.
+                        im = _on_background(im, background)
+                    elif im.mode == "P":  # reduce takes no palette
+                        im = im.convert("RGB")
                     try:
                         im = im.reduce(min(im.size) // (2 * shrink_to))
                     except (ValueError, NotImplementedError):
@@ -64,6 +68,19 @@ def decode(data: bytes, channels: int, max_pixels: int, background: str = "white
     except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying corrupt/truncated
         raise BadImage(f"corrupt or truncated: {e}") from None
     return arr
+
+
+ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ALPHA_MODES or "transparency" in im.info
+
+
+def _on_background(im: Image.Image, background: str) -> Image.Image:
+    """8-bit RGB, alpha composited onto the background (PIL's, in uint8: bounded memory)."""
+    bg = Image.new("RGBA", im.size, (255, 255, 255, 255) if background == "white" else (0, 0, 0, 255))
+    return Image.alpha_composite(bg, im.convert("RGBA")).convert("RGB")
 
 
 def _colourful(rgb: np.ndarray) -> bool:
@@ -88,8 +105,7 @@ def to_uint8_channels(im: Image.Image, channels: int, background: str, notes: li
     elif im.mode == "F":
         raise BadImage("floating-point pixels have no known range; convert to 8 or 16 bit")
     else:
-        has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
-        if has_alpha:
+        if _has_alpha(im):
             rgba = np.asarray(im.convert("RGBA")).astype(np.float64)
             alpha = rgba[:, :, 3:] / 255.0
             bg = 255.0 if background == "white" else 0.0

@@ -31,7 +31,8 @@ import pandas as pd
 from .errors import DataError
 from .files import atomic_dir, write_json
 from .images import BadImage, convert, decode, resizer, save_png
-from .manifest import BATCHES_DIR, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, write_manifest
+from .manifest import (BATCHES_DIR, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest,
+                       not_portable, write_manifest)
 from .params import Params
 from .paths import inside
 from .pixels import PIXELS, SHAPE, PixelWriter
@@ -93,13 +94,14 @@ def ingest(params: Params) -> dict:
     # manifest, the pixel array and the quarantine report do not depend on them. The pool
     # closes (its workers stop writing) before a failure removes the temporary folder.
     prepared = Path(params.paths.prepared)
-    with atomic_dir(prepared, made_by={"stage": "ingest"}) as tmp:
+    # What shaped the pixels, beside the files: part of the folder's identity (provenance).
+    shaped_by = {k: getattr(cfg, k) for k in ("size", "channels", "resize", "background")}
+    with atomic_dir(prepared, made_by={"stage": "ingest", "settings": shaped_by}) as tmp:
         jobs = [(str(src.path), f"images/{src.label}/{sid}.png", str(tmp), cfg.channels, cfg.max_pixels,
                  cfg.background, cfg.size, cfg.resize) for sid, src in unique.items()]
         rows = []
         notes: dict[str, dict[str, int]] = {}   # note -> class -> images
-        first_of_pixels: dict[str, tuple[str, Source]] = {}  # converted pixels' hash -> (sample_id, source)
-        same_pixels: dict[str, list[Source]] = {}
+        by_pixels: dict[str, list[Source]] = {}  # converted pixels' hash -> every image that has them
         pixels = PixelWriter(tmp)
         with _pool(workers, len(jobs)) as pool:
             results = pool.map(prepare_one, jobs, chunksize=_chunksize(len(jobs), workers))
@@ -109,10 +111,7 @@ def ingest(params: Params) -> dict:
                     notes.setdefault(note, {}).setdefault(src.label, 0)
                     notes[note][src.label] += 1
                 if arr is not None:
-                    key = hashlib.sha256(arr.tobytes()).hexdigest()
-                    if key in first_of_pixels and first_of_pixels[key][1].label != src.label:
-                        same_pixels.setdefault(key, [first_of_pixels[key][1]]).append(src)
-                    first_of_pixels.setdefault(key, (sid, src))
+                    by_pixels.setdefault(hashlib.sha256(arr.tobytes()).hexdigest(), []).append(src)
                     rows.append({"sample_id": sid, "path": result, "label": src.label, "source": "real",
                                  "split": src.split, "split_given": src.split is not None, "_shown": src.shown})
                     pixels.append(arr)
@@ -121,6 +120,7 @@ def ingest(params: Params) -> dict:
         # Different files, the same pixels once converted, under two labels (e.g. classes told
         # apart by colour alone, under ingest.channels=1): no classifier can tell them apart.
         pixels.close()
+        same_pixels = {k: copies for k, copies in by_pixels.items() if len({c.label for c in copies}) > 1}
         if same_pixels:
             rows = _drop_identical_across_labels(rows, tmp, same_pixels, bad, cfg.channels)
 
@@ -134,6 +134,7 @@ def ingest(params: Params) -> dict:
             df["split_given"] = False
         write_manifest(df, tmp)
 
+    not_portable_labels = {k: not_portable(k) for k in sorted(df["label"].unique()) if not_portable(k)}
     per_class = (df.groupby(["label", "split"]).size().unstack(fill_value=0)
                  .reindex(columns=["train", "val", "test"], fill_value=0))
     report = {
@@ -151,6 +152,7 @@ def ingest(params: Params) -> dict:
             "labels_normalized": renamed,      # Unicode NFC, outer whitespace: one class, not two
             "colour_dropped": notes.get("colour_dropped", {}),  # images per class (ingest.channels=1)
             "multi_frame": notes.get("multi_frame", {}),        # the first frame was used
+            "labels_not_portable": not_portable_labels,  # a colleague on Windows could not check them out
         }.items() if v},
     }
     write_json(Path(params.paths.reports) / "ingest.json", report)
@@ -415,7 +417,8 @@ def stratified_split(df: pd.DataFrame, params: Params) -> tuple[list[str], dict[
 def summarize(r: dict) -> str:
     said = {"labels_normalized": "class names normalized (Unicode NFC, outer spaces) {}",
             "colour_dropped": "colour images made grey (ingest.channels=1) per class {}",
-            "multi_frame": "multi-frame files, first frame used, per class {}"}
+            "multi_frame": "multi-frame files, first frame used, per class {}",
+            "labels_not_portable": "class names that cannot be folders on Windows {}"}
     warnings = "".join(f"; WARNING: {said[k].format(v)}" for k, v in r.get("warnings", {}).items() if k in said)
     return (f"{r['images']} images in {len(r['classes'])} classes; "
             f"{len(r['quarantined'])} quarantined, {len(r['duplicates'])} duplicates, "

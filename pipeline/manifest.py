@@ -128,6 +128,21 @@ def check_class_name(name: str, where: str = "") -> str:
     return name
 
 
+WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10))}
+
+
+def not_portable(name: str) -> str | None:
+    """Why a class name, fine here, cannot be a folder on Windows (where a colleague's `dvc pull`
+    of the augmented set would fail), or None."""
+    if name.split(".")[0].upper() in WINDOWS_RESERVED:
+        return "a device name Windows reserves"
+    if name.endswith((".", " ")):
+        return "ends with a dot or space, which Windows drops"
+    if set(name) & set('<>:"|?*'):
+        return "holds one of <>:\"|?*, which Windows refuses in names"
+    return None
+
+
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 

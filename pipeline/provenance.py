@@ -20,11 +20,17 @@ from .manifest import MANIFEST
 
 def identity(folder: str | Path) -> str:
     """What a folder's contents are, for provenance: the hash of its manifest's bytes (the
-    manifest lists every image, with its content hash or seed and checkpoint)."""
-    path = Path(folder) / MANIFEST
+    manifest lists every image, with its content hash or seed and checkpoint) and of the
+    record of what made it (files.OWNER: its inputs and the settings that shaped the pixels,
+    e.g. ingest.resize, which the manifest does not show)."""
+    folder = Path(folder)
+    path = folder / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: no manifest here; run the stage that writes {folder} first")
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    h = hashlib.sha256(path.read_bytes())
+    if (folder / OWNER).is_file():
+        h.update(json.dumps(made_by(folder), sort_keys=True).encode())
+    return h.hexdigest()[:16]
 
 
 def made_by(folder: str | Path) -> dict:

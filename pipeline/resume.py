@@ -11,6 +11,7 @@ import pandas as pd
 from .checkpoints import check_label_map, load_checkpoint, restore_trainer
 from .errors import CheckpointError, TrainingError
 from .params import Params
+from .provenance import identity
 from .progress import write as progress_write
 
 NOT_FINGERPRINTED = {"steps", "checkpoint_every", "resume", "device", "compile", "deployment", "minutes",
@@ -18,9 +19,12 @@ NOT_FINGERPRINTED = {"steps", "checkpoint_every", "resume", "device", "compile",
 
 
 def fingerprint(real: pd.DataFrame, params: Params) -> str:
-    """Same data + same settings (except how long and where) => a checkpoint may be resumed."""
+    """Same data + same settings (except how long and where) => a checkpoint may be resumed.
+    The data: the prepared folder's identity (pixels re-made with another ingest.resize keep
+    their sample ids), and the train images' ids and labels."""
     settings = {k: v for k, v in params.train.model_dump().items() if k not in NOT_FINGERPRINTED}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    h.update(identity(params.paths.prepared).encode())
     for sid, label in sorted(zip(real["sample_id"], real["label"])):
         h.update(f"{sid}:{label};".encode())
     return h.hexdigest()[:16]

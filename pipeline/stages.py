@@ -23,7 +23,7 @@ from pathlib import Path
 from . import arms, codedeps
 from .errors import ParamsError
 from .params import Params
-from .paths import check_apart, check_writable, listed_folders
+from .paths import check_apart, check_writable, listed_folders, relation
 
 
 @dataclass(frozen=True)
@@ -178,8 +178,11 @@ def check_paths(stage: Stage, params: Params):
             continue
         # The folders a table lists are inputs too (the demo writes them; in place, the batches
         # go into the tracked set's own subfolder).
+        # An output may sit beside the listed images (a flat table, data/labels.csv listing
+        # x.png, lists data/ itself), never be or hold their folder.
         lists = [] if stage is DEMO_DATA or out.key == "append.target" else \
-            [("a folder of the images paths.raw lists", folder) for folder in listed]
+            [("a folder of the images paths.raw lists", folder) for folder in listed
+             if relation(path, folder) in ("is", "contains")]
         others = {}
         for other in (stage, *ALL.values()):  # its own inputs first: the likeliest mistake
             for q in other.reads + other.writes:
@@ -193,28 +196,49 @@ def check_paths(stage: Stage, params: Params):
         check_writable(out.shown(), path, out.folder)
 
 
-def check_memory(stage: Stage, params: Params, available: int | None = None):
-    """Refuse, before allocating, batch sizes whose activations cannot fit in this machine's
-    memory (a rough upper estimate: float32 activations of every layer, forward and backward).
-    A guard against `batch_size=10**8`, not a planner: a run that passes may still be tight."""
+def check_memory(stage: Stage, params: Params, available: dict[str, int] | int | None = None):
+    """Refuse, before allocating, batch sizes whose activations cannot fit in the memory of the
+    device that runs them (a rough upper estimate of float32 activations: training keeps every
+    layer's for the backward pass; generate and the filter only run forward, a layer at a time).
+    A guard against `batch_size=10**8`, not a planner: a run that passes may still be tight.
+    available: bytes, per device key or for all (tests); default: the GPU's memory where the
+    stage runs on one, else the host's."""
     px = params.ingest.size ** 2 * params.ingest.channels
-    gan = px * 4 * 6 * max(params.train.width, 8) * 2             # bytes per image, G + D
+    gan = px * 4 * 6 * max(params.train.width, 8) * 2             # bytes per training image, G + D
     cnn = px * 4 * 6 * max(params.evaluate.width, 8) * 2
-    need = {"train": {"train.batch_size": params.train.batch_size * gan * 3 // 2},
-            "generate": {"generate.batch_size": params.generate.batch_size * gan // 2},
-            "filter": {"generate.batch_size": params.generate.batch_size * gan // 2,
-                       "evaluate.batch_size": params.evaluate.batch_size * cnn},
-            "evaluate": {"evaluate.batch_size": params.evaluate.batch_size * cnn}}.get(stage.name, {})
-    if available is None:
-        try:
-            available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return
-    for key, nbytes in need.items():
-        if nbytes > 0.8 * available:
+    forward = gan // 6                                            # no graph kept: one layer's output or two
+    # key -> (bytes, the params key of the device it runs on)
+    need = {"train": {"train.batch_size": (params.train.batch_size * gan * 3 // 2, "train.device")},
+            "generate": {"generate.batch_size": (params.generate.batch_size * forward, "train.device")},
+            "filter": {"generate.batch_size": (params.generate.batch_size * forward, "train.device"),
+                       "evaluate.batch_size": (params.evaluate.batch_size * cnn, "evaluate.device")},
+            "evaluate": {"evaluate.batch_size": (params.evaluate.batch_size * cnn, "evaluate.device")}
+            }.get(stage.name, {})
+    for key, (nbytes, device_key) in need.items():
+        limit, where = _memory_of(device_key, params, available)
+        if limit is not None and nbytes > 0.8 * limit:
             raise ParamsError(f"{stage.name}: {key} needs about {nbytes / 2**30:.1f} GiB of memory for one batch at "
-                              f"ingest.size={params.ingest.size}, more than this machine's {available / 2**30:.1f} GiB; "
+                              f"ingest.size={params.ingest.size}, more than {where}'s {limit / 2**30:.1f} GiB; "
                               "use a smaller batch")
+
+
+def _memory_of(device_key: str, params: Params, available) -> tuple[int | None, str]:
+    if isinstance(available, dict):
+        return available.get(device_key), device_key
+    if available is not None:
+        return available, "this machine"
+    section, key = device_key.split(".")
+    if getattr(getattr(params, section), key) != "cpu":  # auto or cuda: is a GPU what runs it?
+        import torch
+
+        from .params import device as params_device
+        dev = params_device(device_key, getattr(getattr(params, section), key))
+        if dev.type == "cuda":
+            return torch.cuda.get_device_properties(dev).total_memory, f"the GPU ({device_key}={dev})"
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine"
+    except (ValueError, OSError, AttributeError):
+        return None, "this machine"
 
 
 def run(name: str, params: Params, **kwargs) -> dict:

@@ -450,3 +450,85 @@ def test_append_again_in_a_clone_without_tags_keeps_the_committed_batch(trained,
     done = append(load_params(None, overrides))
     assert done["recovered"] == "completed" and sh(other, "git", "tag").split() == [done["tag"]]
     assert (other / "train" / BATCHES_DIR / done["batch"]).is_dir()
+
+
+# -- the review's instances (issue 15, second round) -----------------------------------
+
+def test_images_reingested_another_way_are_trained_afresh_not_stuck(trained):
+    """Same files, other ingest.resize: the sample ids (content hashes) stay, the pixels change.
+    Train must not resume the old checkpoint as if nothing changed (it then never re-saved it,
+    and generate refused the checkpoint for ever, asking to re-run train)."""
+    from ganaug.pipeline.train import train
+    root = Path(trained.paths.raw).parent
+    padded = tiny_params(root, ingest={"resize": "pad"})
+    ingest(padded)
+    metrics = train(padded)
+    assert metrics["resumed_from"] == 0 and metrics["steps_this_run"] == padded.train.steps
+    assert sum(generate(padded)["candidates"].values()) > 0
+
+
+def test_every_copy_of_pixels_shared_across_labels_is_quarantined(tmp_path):
+    """Three files of one picture, two under 'a' and one under 'b': main quarantined the first
+    'a' and the 'b', and kept the second 'a'."""
+    make_shapes(tmp_path / "raw", {"circle": 4, "square": 4})
+    same = Image.new("L", (8, 8), 40)
+    for i, label in enumerate(("circle", "circle", "square")):
+        same.save(tmp_path / "raw" / label / f"same-{i}.png", pnginfo=None, compress_level=i + 1)  # other bytes
+    report = ingest(tiny_params(tmp_path))
+    quarantined = sorted(q["path"] for q in report["quarantined"])
+    assert quarantined == sorted(str(Path(label) / f"same-{i}.png")
+                                 for i, label in enumerate(("circle", "circle", "square")))
+    assert report["images"] == 8
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_a_large_transparent_image_shrinks_without_a_fringe(mode):
+    """A red square on a transparent ground (a colour key in RGB, alpha in RGBA), four times
+    larger than its target: averaging before compositing showed the hidden black as a fringe."""
+    import io
+
+    from ganaug.pipeline.images import decode
+    im = Image.new(mode, (400, 400), (0, 0, 0, 0) if mode == "RGBA" else (0, 0, 0))
+    im.paste((255, 0, 0, 255) if mode == "RGBA" else (255, 0, 0), (101, 101, 299, 299))
+    data = io.BytesIO()
+    im.save(data, "PNG", **({"transparency": (0, 0, 0)} if mode == "RGB" else {}))
+    grey = decode(data.getvalue(), 1, 10**8, "white", shrink_to=16)
+    red = 76  # the luma of pure red; white and red blended are brighter, never darker
+    assert grey.min() >= red and grey.max() == 255
+
+
+def test_a_flat_table_beside_its_images_admits_outputs_beside_them(tmp_path):
+    """data/labels.csv listing x.png lists data/ itself: an output beside the images is fine;
+    one that is or holds the images' folder is still refused."""
+    make_shapes(tmp_path / "shapes", {"circle": 5, "square": 5})
+    data = tmp_path / "images"
+    data.mkdir()
+    rows = []
+    for f in sorted((tmp_path / "shapes").rglob("*.png")):
+        f.rename(data / f.name)
+        rows.append({"path": f.name, "label": f.parent.name})
+    pd.DataFrame(rows).to_csv(data / "labels.csv", index=False)
+    p = tiny_params(tmp_path, paths={"raw": str(data / "labels.csv"), "prepared": str(data / "prepared")})
+    assert run("ingest", p)["images"] == 10
+    pd.DataFrame([{**r, "path": f"images/{r['path']}"} for r in rows]).to_csv(tmp_path / "index.csv", index=False)
+    with pytest.raises(ParamsError, match="images paths.raw lists"):
+        run("ingest", tiny_params(tmp_path, paths={"raw": str(tmp_path / "index.csv"), "prepared": str(data)}))
+    assert len(list(data.glob("*.png"))) == 10
+
+
+def test_class_names_windows_cannot_hold_are_reported(tmp_path):
+    make_shapes(tmp_path / "raw", {"circle": 4, "con": 4, "what?": 4})
+    report = ingest(tiny_params(tmp_path))
+    assert set(report["warnings"]["labels_not_portable"]) == {"con", "what?"}
+    from ganaug.pipeline.ingest import summarize
+    assert "cannot be folders on Windows" in summarize(report)
+
+
+def test_the_memory_guard_asks_the_device_that_runs_the_batch(tmp_path):
+    from ganaug.pipeline.stages import ALL, check_memory
+    big = tiny_params(tmp_path, generate={"batch_size": 4096}, ingest={"size": 32}, train={"width": 32})
+    check_memory(ALL["generate"], big, available={"train.device": 2 * 2**30})  # forward only: it fits
+    with pytest.raises(ParamsError, match="train.batch_size.*train.device"):
+        check_memory(ALL["train"], tiny_params(tmp_path, train={"batch_size": 4096, "width": 32},
+                                               ingest={"size": 32}),
+                     available={"train.device": 2 * 2**30, "evaluate.device": 64 * 2**30})
