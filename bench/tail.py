@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import judge  # noqa: E402
 from bench.datasets import TAIL_COUNTS, write_tail  # noqa: E402
 from ganaug.pipeline import evidence  # noqa: E402
+from ganaug.pipeline.arms import fills_with_duplicates, oversample_rows  # noqa: E402
 from ganaug.pipeline.gate import cap_synthetic  # noqa: E402
 from ganaug.pipeline.manifest import read_manifest  # noqa: E402
 from ganaug.pipeline.params import Params, load_params  # noqa: E402
@@ -140,7 +141,14 @@ def folders(params: Params, raw: Path, test: Path, gate: dict, seed: int, size: 
             if len(kept):
                 x_syn = np.stack([judge.read_image(Path(params.paths.accepted) / p, size) for p in kept["path"]])
                 y_syn = np.array([names.index(v) for v in kept["label"]])
-                sets["held_back"] = (np.concatenate([x_real, x_syn]), np.concatenate([y_real, y_syn]))
+                x, y = np.concatenate([x_real, x_syn]), np.concatenate([y_real, y_syn])
+                if fills_with_duplicates(params):  # as append would land it: filled with duplicates
+                    plan = np.bincount(sets["oversampled"][1], minlength=len(names))
+                    rest = {c: int(plan[c] - n) for c, n in enumerate(np.bincount(y, minlength=len(names)))
+                            if plan[c] > n}
+                    extra = oversample_rows(y_real, rest, seed)
+                    x, y = np.concatenate([x, x_real[extra]]), np.concatenate([y, y_real[extra]])
+                sets["held_back"] = (x, y)
     return sets, judge.read_folder(test, size, names)
 
 

@@ -161,15 +161,17 @@ def summary_markdown(params: Params, results: dict) -> str:
     appended, evaluated = results["append"], results["evaluate"]
     before = {k: v["train"] for k, v in ingested["classes"].items()}
     accepted = {k: c["accepted"] for k, c in filtered["classes"].items()}
-    # In place: {class: images}; a built set: {class: {"real": n, "synthetic": m}}.
+    # In place: {class: images}; a built set: {class: {"real": n, "synthetic": m, "duplicate": d}}.
     added = {k: v.get("synthetic", 0) if isinstance(v, dict) else v for k, v in appended["per_class"].items()}
+    filled = {k: v.get("duplicate", 0) for k, v in appended["per_class"].items() if isinstance(v, dict)}
     lines = ["# ganaug augment run", "",
-             "| class | real train | accepted synthetic | appended synthetic | acceptance rate |",
-             "|---|---:|---:|---:|---:|"]
+             "| class | real train | accepted synthetic | appended synthetic | duplicates filling it (append.fill) "
+             "| acceptance rate |",
+             "|---|---:|---:|---:|---:|---:|"]
     for k, n in before.items():
         c = filtered["classes"].get(k, {})
         rate = "" if c.get("acceptance_rate") is None else f"{c['acceptance_rate']:.0%}"
-        lines.append(f"| {k} | {n} | {accepted.get(k, 0)} | {added.get(k, 0)} | {rate} |")
+        lines.append(f"| {k} | {n} | {accepted.get(k, 0)} | {added.get(k, 0)} | {filled.get(k, 0)} | {rate} |")
     gate = evaluated["gate"]
     arms = evaluated["arms"]
     lines += ["", "| metric | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]

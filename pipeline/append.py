@@ -9,9 +9,16 @@ Real images: ganaug's own val/test carve-outs go back in (they were held out onl
 calibration and measurement); images the user's own table marked val or test stay out.
 Each row keeps the split it had in ganaug.
 
+When the user's stage trains plainly on the folder (evaluate.user_training=plain,
+append.fill=duplicates), each class is brought to the plan's counts: synthetic images first, and
+duplicates of its real images (random over-sampling) for what they did not bring. So a closed gate
+still hands over the folder a plain training needs, the over-sampled one, and evaluate's synthetic
+arm is this very folder.
+
 Layout (ImageFolder-compatible, so any classifier's loader reads it as is):
     augmented/<class>/<sample_id>.png        real (hard-linked from prepared where possible)
     augmented/<class>/syn-<sample_id>.png    synthetic (copied)
+    augmented/<class>/dup<k>-<sample_id>.png the k-th duplicate of a real image (linked alike)
     augmented/manifest.parquet               which is which, with seeds and D scores
 Built aside and renamed into place: an interrupted run leaves the previous set as it was.
 Idempotent: when the set already holds exactly these images, nothing is touched.
@@ -28,7 +35,8 @@ import pandas as pd
 from .errors import DataError
 from .gate import gated_synthetic
 from .files import atomic_dir, link_or_copy
-from .manifest import MANIFEST, make_manifest, read_manifest, users_training_images, write_manifest
+from .manifest import (MANIFEST, augmented_counts, make_manifest, needed_per_class, read_manifest,
+                       users_training_images, write_manifest)
 from .params import Params
 from .versioned import append_in_place
 
@@ -41,15 +49,19 @@ def append(params: Params) -> dict:
     accepted, gate = gated_synthetic(params, prepared)
 
     real = users_training_images(prepared)
-    target = make_manifest(pd.concat([_relocate(real, ""), _relocate(accepted, "syn-")], ignore_index=True))
+    duplicates = filling_duplicates(params, real, accepted)
+    target = make_manifest(pd.concat([_relocate(real, ""), _relocate(accepted, "syn-"), duplicates],
+                                     ignore_index=True))
     sources = [(prepared_dir / p, prepared_dir) for p in real["path"]] + \
-        [(accepted_dir / p, accepted_dir) for p in accepted["path"]]
+        [(accepted_dir / p, accepted_dir) for p in accepted["path"]] + \
+        [(prepared_dir / p, prepared_dir) for p in duplicates["_from"]]
 
     dest = Path(params.paths.augmented)
     summary = {
         "real": len(real),
         "real_by_ganaug_split": {str(k): int(v) for k, v in real["split"].value_counts().sort_index().items()},
         "synthetic": int((target["source"] == "synthetic").sum()),
+        "duplicates": len(duplicates),
         "gate": gate,
         "per_class": {str(k): {s: int(n) for s, n in g["source"].value_counts().items()}
                       for k, g in target.groupby("label")},
@@ -58,9 +70,29 @@ def append(params: Params) -> dict:
         return {**summary, "changed": False}
     with atomic_dir(dest) as tmp:
         for (src, root), rel, source in zip(sources, target["path"], target["source"]):
-            link_or_copy(src, tmp / rel, params.append.link if source == "real" else "copy", root=root)
+            link_or_copy(src, tmp / rel, "copy" if source == "synthetic" else params.append.link, root=root)
         write_manifest(target, tmp)
     return {**summary, "changed": True}
+
+def filling_duplicates(params: Params, real: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:
+    """Manifest rows (and `_from`, the prepared file each copies) of the duplicates that bring
+    every class to the plan's counts where synthetic images fall short (append.fill): random
+    over-sampling of its real images, seeded by append.seed. None when the set is not filled."""
+    from .arms import fills_with_duplicates, oversample_rows
+
+    if not fills_with_duplicates(params) or not len(real):
+        return make_manifest([]).assign(_from=pd.Series([], dtype="string"))
+    need = needed_per_class(augmented_counts(real), params.generate.sampling_strategy)
+    have = synthetic["label"].value_counts()
+    rest = {k: n - int(have.get(k, 0)) for k, n in need.items() if n > int(have.get(k, 0))}
+    rows = real.iloc[oversample_rows(real["label"].to_numpy(), rest, params.append.seed)]
+    copy = rows.groupby("sample_id", sort=False).cumcount()  # the k-th duplicate of an image
+    return make_manifest(pd.DataFrame({
+        "sample_id": [f"{sid}-dup{k}" for sid, k in zip(rows["sample_id"], copy)],
+        "path": [f"{lab}/dup{k}-{sid}.png" for lab, sid, k in zip(rows["label"], rows["sample_id"], copy)],
+        "label": rows["label"].to_numpy(), "split": "train", "source": "duplicate",
+    })).assign(_from=rows["path"].to_numpy())
+
 
 def _relocate(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:
     rows = rows.copy()
@@ -89,4 +121,5 @@ def summarize(r: dict) -> str:
         return f"batch {r['batch']}: {r['images']} synthetic images into {r['target']} ({state}){recovered}"
     state = "updated" if r["changed"] else "already up to date"
     gate = "" if r["gate"]["passed"] else f"; gate closed: {r['gate']['reason']}"
-    return f"{r['real']} real + {r['synthetic']} synthetic images ({state}){gate}"
+    filled = f" + {r['duplicates']} duplicates of real ones (append.fill)" if r.get("duplicates") else ""
+    return f"{r['real']} real + {r['synthetic']} synthetic images{filled} ({state}){gate}"

@@ -9,6 +9,7 @@ Kept free of torch at import time (the flow and append import it); recipes impor
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ class ArmData:
     need: dict[int, int]
     smote: Any
     plain: bool
+    fill: bool = False  # the synthetic arm's classes filled to the plan's counts with duplicates
     mix: tuple[Any, Any] | None = None
 
 
@@ -65,7 +67,25 @@ def _smote(d: ArmData, seed: int):
 
 def _synthetic(d: ArmData, seed: int):
     x, y = d.mix
-    return x, y, True
+    if not d.fill:
+        return x, y, True
+    import torch
+
+    from .pixels import Stack
+    # What synthetic images did not bring, duplicates do: the over-sampled arm's own draws (a
+    # prefix of them, the same seed), so the two folders differ only in the synthetic images.
+    synthetic = Counter(y[len(d.y_real):].tolist())  # the mix is the real images, then the synthetic
+    rest = {c: n - synthetic[c] for c, n in d.need.items() if n > synthetic[c]}
+    extra = oversample_rows(d.y_real, rest, seed)
+    return Stack(x, d.x_real.subset(extra)), torch.cat([y, d.y_real[torch.from_numpy(extra)]]), False
+
+
+def fills_with_duplicates(params) -> bool:
+    """Whether the augmented set's classes reach the plan's counts with duplicates of real images
+    where synthetic ones fall short (append.fill): only for a plain training, and only in the set
+    append builds (in place, a batch adds synthetic images only)."""
+    return (params.append.fill == "duplicates" and params.evaluate.user_training == "plain"
+            and not params.append.target)
 
 
 def oversample_rows(y, need: dict[int, int], seed: int):
@@ -74,7 +94,7 @@ def oversample_rows(y, need: dict[int, int], seed: int):
     state across classes)."""
     import numpy as np
 
-    y_np, extra = y.numpy(), []
+    y_np, extra = np.asarray(y), []
     for c, n in need.items():
         members = np.flatnonzero(y_np == c)
         extra.append(members[np.random.RandomState(seed).randint(0, len(members), size=n)])
@@ -89,7 +109,8 @@ ARMS: tuple[Arm, ...] = (
         reference=True),
     Arm("smote", True, "the real train images and SMOTE interpolations (of pixels) to the plan's counts",
         "the same SMOTE folder, with the classic augmentation", _smote),
-    Arm("synthetic", False, "the real train images and accepted synthetic ones up to the plan's counts",
+    Arm("synthetic", False, "the real train images and accepted synthetic ones up to the plan's counts (with "
+        "append.fill=duplicates, duplicates of real ones where they fall short, as over-sampling draws them)",
         "the real train images and accepted synthetic ones in class-balanced batches, with the classic "
         "augmentation", _synthetic),
 )

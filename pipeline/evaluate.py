@@ -34,7 +34,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from . import classifier, evidence, quality
-from .arms import ARMS, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData
+from .arms import ARMS, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData, fills_with_duplicates
 from .gate import GATE_FILE, cap_synthetic, decide
 from .files import write_csv, write_json
 from .manifest import label_map_of, needed_per_class, read_manifest
@@ -140,7 +140,7 @@ def evaluate(params: Params) -> dict:
 
     # SMOTE to the same final counts; neighbours found once, per seed new images as row pairs.
     oversampler = Smote(x_real, y_real, strategy={c: counts[names[c]] + n for c, n in need_idx.items()})
-    data = ArmData(x_real, y_real, need_idx, oversampler, plain)
+    data = ArmData(x_real, y_real, need_idx, oversampler, plain, fill=fills_with_duplicates(params))
     test_preds: dict[str, list[np.ndarray]] = {arm: [] for arm in BASELINES}
     reference = None  # the reference arm's first classifier: it does predict the rare classes
     for seed in progress(seeds, desc="evaluate: baselines", unit="seed"):

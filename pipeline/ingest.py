@@ -281,9 +281,9 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
     if missing:
         raise DataError(f"{table}: missing column(s) {sorted(missing)}; expected at least path,label")
     n_synth = 0
-    if "source" in df.columns:
+    if "source" in df.columns:  # a ganaug manifest: its synthetic images and fill duplicates are not data
         synth = df["source"].astype(str) == "synthetic"
-        n_synth, df = int(synth.sum()), df[~synth]
+        n_synth, df = int(synth.sum()), df[~synth & (df["source"].astype(str) != "duplicate")]
     splits = df["split"] if "split" in df.columns else [None] * len(df)
     given = np.full(len(df), "split" in df.columns)
     if "split" in df.columns and "split_given" in df.columns:

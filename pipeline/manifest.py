@@ -24,7 +24,7 @@ MANIFEST = "manifest.parquet"
 BATCHES_DIR = "ganaug-batches"  # synthetic batches appended in place; ingest never reads them as real
 SPLITS = ("train", "val", "test")
 SAMPLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-SOURCES = ("real", "synthetic")
+SOURCES = ("real", "synthetic", "duplicate")  # duplicate: append.fill's copy of a real image
 COLUMNS = {
     "sample_id": "string", "path": "string", "label": "string", "split": "string",
     "source": "string", "d_score": "float64", "seed": "Int64", "checkpoint": "string",
@@ -54,8 +54,8 @@ def validate(df: pd.DataFrame, where: str, root: Path | None = None) -> pd.DataF
         if len(bad):
             problems.append(f"{col} must be one of {allowed}, found {bad[col].iloc[0]!r}")
     synth = df["source"] == "synthetic"
-    if (synth & (df["split"] != "train")).any():
-        problems.append("synthetic rows outside the train split")
+    if ((df["source"] != "real") & (df["split"] != "train")).any():
+        problems.append("synthetic or duplicate rows outside the train split")
     if df.loc[synth, ["seed", "checkpoint"]].isna().any(axis=None):
         problems.append("synthetic rows without seed/checkpoint provenance")
     for name in df["label"].dropna().unique():

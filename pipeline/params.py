@@ -282,6 +282,14 @@ class Append(Section):
     + tag, dvc push) instead of building paths.augmented."""
     lock_timeout_s: float = Field(600.0, ge=0)
     """wait this long for another append to finish"""
+    fill: Literal["duplicates", "none"] = "duplicates"
+    """What brings a class of the augmented set to the plan's counts where synthetic images do not (the
+    gate closed, or the filter accepted fewer): duplicates of its real images (random over-sampling, what a
+    plain training needs; evaluate's synthetic arm is built alike) or none. Applies when the user's stage
+    trains plainly (evaluate.user_training=plain) and to paths.augmented; in place, only synthetic images
+    are added."""
+    seed: Seed = 0
+    """which real images fill duplicates"""
 
 
 class ClassicAugment(Section):

@@ -21,15 +21,17 @@ from .manifest import MANIFEST
 def identity(folder: str | Path) -> str:
     """What a folder's contents are, for provenance: the hash of its manifest's bytes (the
     manifest lists every image, with its content hash or seed and checkpoint) and of the
-    record of what made it (files.OWNER: its inputs and the settings that shaped the pixels,
-    e.g. ingest.resize, which the manifest does not show)."""
+    settings that shaped its pixels where its record (files.OWNER) holds them: ingest's size,
+    channels, resize and background, which the manifest does not show. (A folder from before
+    they were recorded keeps the identity it had.)"""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
         raise DataError(f"{path}: no manifest here; run the stage that writes {folder} first")
     h = hashlib.sha256(path.read_bytes())
-    if (folder / OWNER).is_file():
-        h.update(json.dumps(made_by(folder), sort_keys=True).encode())
+    settings = made_by(folder).get("settings")
+    if settings is not None:
+        h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 

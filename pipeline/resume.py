@@ -19,12 +19,9 @@ NOT_FINGERPRINTED = {"steps", "checkpoint_every", "resume", "device", "compile",
 
 
 def fingerprint(real: pd.DataFrame, params: Params) -> str:
-    """Same data + same settings (except how long and where) => a checkpoint may be resumed.
-    The data: the prepared folder's identity (pixels re-made with another ingest.resize keep
-    their sample ids), and the train images' ids and labels."""
+    """Same data + same settings (except how long and where) => a checkpoint may be resumed."""
     settings = {k: v for k, v in params.train.model_dump().items() if k not in NOT_FINGERPRINTED}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    h.update(identity(params.paths.prepared).encode())
     for sid, label in sorted(zip(real["sample_id"], real["label"])):
         h.update(f"{sid}:{label};".encode())
     return h.hexdigest()[:16]
@@ -40,6 +37,12 @@ def resume(params: Params, fingerprint: str, label_map, device):
     extra = state.get("extra")
     if not isinstance(extra, dict) or extra.get("fingerprint") != fingerprint:
         progress_write(f"train: {path} was trained on other data or settings; starting afresh")
+        return None, [], None, None
+    # The same images (ids) made into other pixels (another ingest.resize): not the same data.
+    made_from = extra.get("made_from")
+    trained_on = made_from.get("paths.prepared") if isinstance(made_from, dict) else None
+    if trained_on is not None and trained_on != identity(params.paths.prepared):
+        progress_write(f"train: {path} was trained on another {params.paths.prepared}; starting afresh")
         return None, [], None, None
     check_label_map(state, label_map, str(path))
     if state["step"] > params.train.steps:  # replacing a longer run silently would lose it

@@ -151,12 +151,14 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           plots=(_p("reports", "per_class_recall.csv", **REPORT,
                     style={"x": "class", "y": list(arms.NAMES),
                            "template": "bar_horizontal"}),),
-          params=("evaluate", "ingest.channels", "ingest.size", "generate.sampling_strategy", "filter.copy_quantile")),
+          params=("evaluate", "ingest.channels", "ingest.size", "generate.sampling_strategy", "filter.copy_quantile",
+                  "append.fill", "append.target")),  # fill: how the synthetic arm's folder is filled
     Stage("append", "ganaug.pipeline.append:append",
           "build the augmented training set (or append in place), as the gate allows",
           reads=(_p("prepared"), _p("accepted"), _p("reports", "gate.json")),
           outs=(_p("augmented", folder=True), P("append.target", folder=True, in_dvc=False)),
-          params=("append", "filter"), retries=2),
+          params=("append", "filter", "generate.sampling_strategy", "evaluate.user_training", "ingest.channels",
+                  "ingest.size"), retries=2),  # the plan's counts and the regime: what fills the set
 )}
 ALL = {DEMO_DATA.name: DEMO_DATA, **STAGES}
 

@@ -432,17 +432,33 @@ def test_evaluate_reports_every_arm_and_decides_the_gate(trained):
 
 def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     """The default gate (beat the best other arm) on by default: a junk GAN's images stay out,
-    the augmented set holds the real images, and the result says why."""
+    and the set a plain training needs still lands: every real image, and each class filled to
+    the plan's counts with duplicates of its own real images (over-sampling). The result says why."""
+    from ganaug.pipeline.manifest import augmented_counts, needed_per_class
     from ganaug.pipeline.stages import summarize
 
-    p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"},
-                                    evaluate={"min_gain": 10.0}))
+    root = Path(trained.paths.raw).parent
+    p = _through_filter(tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 10.0}))
     assert not evaluate(p)["gate"]["passed"]
     result = append(p)
     aug = read_manifest(p.paths.augmented, check_files=True)
-    assert (aug["source"] == "real").all() and result["synthetic"] == 0
+    prepared = read_manifest(p.paths.prepared)
+    plan = {k: n + needed_per_class(augmented_counts(prepared), "not majority").get(k, 0)
+            for k, n in augmented_counts(prepared).items()}
+    assert aug["label"].value_counts().to_dict() == plan and result["synthetic"] == 0
+    assert set(aug["source"]) == {"real", "duplicate"} and result["duplicates"] > 0
+    real = aug[aug["source"] == "real"].set_index("sample_id")
+    for _, dup in aug[aug["source"] == "duplicate"].iterrows():  # a copy of a real image of its own class
+        original = real.loc[dup["sample_id"].rsplit("-dup", 1)[0]]
+        assert original["label"] == dup["label"]
+        assert (Path(p.paths.augmented) / dup["path"]).read_bytes() == \
+            (Path(p.paths.augmented) / original["path"]).read_bytes()
     assert "gate closed: synthetic does not beat" in summarize("append", result)
-    opened = tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"})  # min_gain=null: gate off
+    assert "duplicates of real ones" in summarize("append", result)
+    unfilled = tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 10.0}, append={"fill": "none"})
+    evaluate(unfilled)
+    assert (read_manifest(Path(append(unfilled) and unfilled.paths.augmented))["source"] == "real").all()
+    opened = tiny_params(root, filter={"mode": "none"})  # min_gain=null: gate off
     assert evaluate(opened)["gate"]["passed"]
     assert append(opened)["synthetic"] > 0
 
