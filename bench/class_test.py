@@ -35,7 +35,7 @@ from bench.tail import tail_params  # noqa: E402
 from ganaug.pipeline import classifier, quality  # noqa: E402
 from ganaug.pipeline.filter import reference_judge  # noqa: E402
 from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from ganaug.pipeline.pixels import Images  # noqa: E402
+from ganaug.pipeline.pixels import Images, open_pixels  # noqa: E402
 
 
 def features(model, x: torch.Tensor) -> np.ndarray:
@@ -78,6 +78,7 @@ def main():
     yard = judge.yardstick(work, size, names)
     x_fresh, y_fresh, _ = judge.read_folder(work / "tail-test", size, names)
     report = json.loads((Path(params.paths.reports) / "filter.json").read_text())
+    cand_u8 = open_pixels(params.paths.candidates, len(cand), "generate")  # row i: image i
     tests = ("argmax", "prototype", "argmax+prototype", "ensemble")
     print(f"{'class':>5} {'images':>6} {'cands':>5} | " + " | ".join(f"{t}: kept, agree, fresh" for t in tests))
     for c in np.argsort(TAIL_COUNTS):
@@ -85,8 +86,7 @@ def main():
         rows = cand[cand["label"] == name]
         if not len(rows):
             continue
-        x = torch.from_numpy(np.stack([judge.read_image(Path(params.paths.candidates) / p, size)
-                                       for p in rows["path"]])).unsqueeze(1)
+        x = torch.from_numpy(cand_u8[rows.index.to_numpy(), :, :, 0].copy()).unsqueeze(1)
         # Realness and novelty as the filter has them (threshold from filter.json, radius here).
         threshold = report["classes"].get(name, {}).get("threshold")
         real_ok = rows["d_score"].to_numpy() >= (threshold if threshold is not None else -np.inf)

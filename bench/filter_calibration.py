@@ -33,10 +33,9 @@ from bench.datasets import TAIL_COUNTS  # noqa: E402
 from ganaug import gan  # noqa: E402
 from ganaug.pipeline import classifier, quality  # noqa: E402
 from ganaug.pipeline.checkpoints import load_checkpoint, restore_sampler  # noqa: E402
-from ganaug.pipeline.images import load_tensor, to_uint8  # noqa: E402
 from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
 from ganaug.pipeline.params import Params, load_params  # noqa: E402
-from ganaug.pipeline.pixels import Images, nhwc_to_float  # noqa: E402
+from ganaug.pipeline.pixels import Images, nhwc_to_float, open_pixels  # noqa: E402
 
 
 def thresholds(val_scores: np.ndarray, val_y: np.ndarray, n_classes: int, q: float, min_val: int, pooled_only: bool):
@@ -88,7 +87,7 @@ def main():
     noisy = np.clip(train_u8.astype(int) + rng.integers(-3, 4, train_u8.shape), 0, 255).astype(np.uint8)
     sets["copies"] = (noisy, labels["train"])
     cand = read_manifest(params.paths.candidates)
-    cand_u8 = to_uint8(load_tensor([Path(params.paths.candidates) / p for p in cand["path"]], params.ingest.channels))
+    cand_u8 = np.asarray(open_pixels(params.paths.candidates, len(cand), "generate"))  # row i: image i
     sets["candidates"] = (cand_u8, np.array([lm[v] for v in cand["label"]]))
 
     # Realness rules.

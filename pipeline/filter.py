@@ -44,7 +44,7 @@ from .files import atomic_dir, write_csv, write_json
 from .images import load_tensor, to_uint8
 from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, read_manifest, write_manifest
 from .params import Params, device as params_device
-from .pixels import Images, PixelWriter, nhwc_to_float, read_prepared
+from .pixels import Images, PixelWriter, check_format, nhwc_to_float, open_pixels, read_prepared
 from .plots import class_grid, notice, score_histograms
 from .progress import progress
 from .provenance import check_made_from, identity
@@ -217,8 +217,9 @@ class ClassJob:
     needed: int
     threshold: float           # realness
     radius: float              # near copy
-    candidates: pd.DataFrame   # its first-round candidates (generate's rows)
+    candidates: pd.DataFrame   # its first-round candidates (generate's rows; _row: the image's in pixels.u8)
     real: Images               # its real training images (a worker maps the pixel array itself)
+    n_candidates: int          # rows of generate's pixel array
 
 
 EXAMPLES = 8  # rejected images kept per class and reason, for reports/filter_rejected.png
@@ -260,8 +261,8 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
             if len(imgs):
                 rejected[reason].append(imgs[:room])
 
-    def load(rows: pd.DataFrame) -> np.ndarray:
-        return to_uint8(load_tensor([cand_dir / p for p in rows["path"]], params.ingest.channels))
+    def load(rows: pd.DataFrame) -> np.ndarray:  # generate's candidates, from its one pixel array
+        return np.asarray(open_pixels(cand_dir, job.n_candidates, "generate")[rows["_row"].to_numpy()])
 
     def take(rows: pd.DataFrame, imgs: np.ndarray | None):
         """Run the tests over one round's candidates, each on those that passed the ones before
@@ -313,7 +314,7 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
     if hopeless is None and len(accepted) < job.needed and rate < cfg.min_acceptance:  # whatever the round
         hopeless = f"acceptance rate {rate:.1%} is below filter.min_acceptance={cfg.min_acceptance:.1%}"
 
-    accepted = accepted.drop(columns=["rejected"], errors="ignore")
+    accepted = accepted.drop(columns=["rejected", "_row"], errors="ignore")
     if len(accepted):
         accepted = write_images(accepted, guard.accepted, folder)
         _part(folder, job.index).write_bytes(np.ascontiguousarray(guard.accepted).tobytes())
@@ -354,8 +355,11 @@ def filter_candidates(params: Params, run_parts: RunParts = in_process) -> dict:
     train_rows = _real(prepared, "train")
     real = Images(params.paths.prepared, len(prepared), train_rows)
     train_labels = prepared["label"].iloc[train_rows].to_numpy()
+    check_format(cand_dir, params.ingest.size, params.ingest.channels, "generate")
+    open_pixels(cand_dir, len(cand), "generate")  # all there, or the error now, not in a worker
+    cand = cand.assign(_row=np.arange(len(cand)))  # each candidate's image in pixels.u8
     jobs = [ClassJob(k, i, n, thresholds[k], radii[k], cand[cand["label"] == k].reset_index(drop=True),
-                     real.subset(train_labels == k))
+                     real.subset(train_labels == k), len(cand))
             for i, (k, n) in enumerate(need.items())]
 
     made_by = {"stage": "filter", "inputs": {**made_from, "paths.candidates": identity(cand_dir)}}

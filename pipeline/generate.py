@@ -19,18 +19,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .files import atomic_dir
 from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, write_manifest
 from .params import Params
-from .pixels import read_prepared
+from .pixels import PixelWriter, read_prepared
 from .provenance import identity
-from .sampler import Sampler, seeds_for, write_images
+from .sampler import Sampler, name_images, seeds_for, write_images
 
 
 @dataclass(frozen=True)
 class Shard:
+    index: int   # its place in the plan: the order its images take in pixels.u8
     label: str
     start: int   # the class's first seed offset of this shard
     count: int
@@ -42,17 +44,24 @@ def plan(params: Params, need: dict[str, int]) -> list[Shard]:
     shards = []
     for label, n in need.items():
         total = math.ceil(n * g.oversample)
-        shards += [Shard(label, start, min(size, total - start)) for start in range(0, total, size)]
+        shards += [Shard(len(shards) + i, label, start, min(size, total - start))
+                   for i, start in enumerate(range(0, total, size))]
     return shards
 
 
 def make_shard(params: Params, shard: Shard, label_map: dict[str, int], folder: str | Path,
                sampler: Sampler | None = None) -> pd.DataFrame:
-    """Synthesize, score and write one shard's images into `folder`; its manifest rows. A worker
+    """Synthesize, score and write one shard's images into `folder`, as a raw part of the pixel
+    array the stage joins (and as PNGs when generate.png asks); its manifest rows. A worker
     process loads the sampler itself; one process passes the one it has."""
     sampler = sampler or Sampler.load(params, label_map)
     rows, imgs = sampler.synthesize(shard.label, seeds_for(params, shard.label, label_map, shard.start, shard.count))
-    return write_images(rows, imgs, Path(folder))
+    _part(folder, shard.index).write_bytes(np.ascontiguousarray(imgs).tobytes())
+    return write_images(rows, imgs, Path(folder)) if params.generate.png else name_images(rows)
+
+
+def _part(folder: str | Path, index: int) -> Path:
+    return Path(folder) / f"pixels-{index}.part"
 
 
 def in_process(params: Params, shards: list[Shard], shared: tuple, folder: Path, sampler: Sampler) -> list[pd.DataFrame]:
@@ -75,6 +84,11 @@ def generate(params: Params, run_parts: RunParts = in_process) -> dict:
                                                "checkpoint": sampler.ckpt_id}}
     with atomic_dir(params.paths.candidates, made_by=made_by) as tmp:
         parts = run_parts(params, shards, (label_map,), tmp, sampler)
+        # One pixel array in plan order, the manifest's rows in the same order.
+        pixels = PixelWriter(tmp, (params.ingest.size, params.ingest.size, params.ingest.channels))
+        for shard in shards:
+            pixels.extend_from(_part(tmp, shard.index))
+        pixels.close()
         cand = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(cand, tmp)
     return {"needed": need, "candidates": {k: int(v) for k, v in cand["label"].value_counts().items()},

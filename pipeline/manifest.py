@@ -3,7 +3,9 @@
 | sample_id | path | label | split | source | d_score | seed | checkpoint | split_given |
 split_given: the split came from the user's own table (its val/test images are the user's,
 never put into a training set), rather than drawn by ingest for ganaug's own use.
-Paths are relative to the manifest's folder, so a folder with its manifest moves as a unit.
+Paths are relative to the manifest's folder, so a folder with its manifest moves as a unit. A
+folder kept as one pixel array (generate's candidates) names each image's PNG in `path` but
+writes none unless asked (generate.png): row i is image i of its pixels.u8.
 """
 from __future__ import annotations
 
@@ -77,11 +79,22 @@ def validate(df: pd.DataFrame, where: str, root: Path | None = None) -> pd.DataF
                 break
     if root is not None and not problems:
         absent = [p for p in df["path"] if not (root / p).is_file()]
-        if absent:
+        if absent and not (len(absent) == len(df) and _array_holds(root, len(df))):
             problems.append(f"{len(absent)} image files missing, e.g. {root / absent[0]}")
     if problems:
         raise DataError(f"{where}: invalid manifest: " + "; ".join(problems))
     return df
+
+
+def _array_holds(root: Path, rows: int) -> bool:
+    """A folder kept as one pixel array (generate's candidates: no file per image) holds its
+    images when its array counts one per row (pipeline/pixels.py reads and checks it)."""
+    import json
+
+    try:
+        return json.loads((root / "pixels.json").read_text())["count"] == rows and (root / "pixels.u8").is_file()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def read_manifest(folder: str | Path, check_files: bool = False) -> pd.DataFrame:

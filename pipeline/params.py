@@ -238,6 +238,9 @@ class Generate(Section):
     """Prefect flow: an existing Dask scheduler instead of a LocalCluster"""
     seed: Seed = 0
     """the latents: candidate seeds start from it, per class"""
+    png: bool = False
+    """also write a PNG per candidate (images/<class>/<id>.png), to look at them one by one; the filter reads
+    the one pixel array (pixels.u8) either way"""
 
     @field_validator("sampling_strategy", mode="before")
     @classmethod

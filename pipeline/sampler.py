@@ -76,6 +76,13 @@ def seeds_for(params: Params, label: str, label_map: dict[str, int], start: int,
     return list(range(base + start, base + start + n))
 
 
+def name_images(rows: pd.DataFrame) -> pd.DataFrame:
+    """Synthetic rows with their path: the name the image has as a PNG (images/<class>/<id>.png),
+    where it is written as one; in a folder kept as one pixel array (candidates) row i of the
+    manifest is image i of pixels.u8."""
+    return rows.assign(path=[f"images/{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])])
+
+
 def write_images(rows: pd.DataFrame, imgs: np.ndarray, folder: Path) -> pd.DataFrame:
     rows = rows.copy()
     rows["path"] = [f"images/{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])]

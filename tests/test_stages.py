@@ -141,8 +141,14 @@ def test_generate_records_seeds_and_scores(trained):
     G, D = gan.load_sampler(state, torch.device("cpu"))
     y = state["label_map"][row["label"]]
     again = ((gan.sample_images(G, [y], [int(row["seed"])]).clamp(-1, 1) + 1) * 127.5).round()
-    on_disk = np.asarray(Image.open(Path(trained.paths.candidates) / row["path"]), dtype=np.float32)
+    from ganaug.pipeline.pixels import open_pixels
+    stored = open_pixels(trained.paths.candidates, len(cand), "generate")  # one array, manifest order
+    on_disk = np.asarray(stored[len(cand) - 1, :, :, 0], dtype=np.float32)
     assert np.array_equal(again[0, 0].numpy(), on_disk)
+    assert not list(Path(trained.paths.candidates).rglob("*.png"))  # no file per candidate
+    generate(tiny_params(Path(trained.paths.raw).parent, generate={"png": True}))  # ... unless asked
+    as_png = np.asarray(Image.open(Path(trained.paths.candidates) / row["path"]), dtype=np.float32)
+    assert np.array_equal(as_png, on_disk)
     rescored = gan.score(D, torch.from_numpy(on_disk / 127.5 - 1)[None, None], [y], conditional=False)
     assert rescored.item() == pytest.approx(row["d_score"], abs=1e-4)
 
