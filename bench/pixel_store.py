@@ -8,8 +8,8 @@ image, as generate did; pixels.PixelWriter: one pixels.u8, as it does now), then
 git + DVC repository for each, times what `dvc repro` and a user's push do with such an output:
 `dvc add` (hash every file, fill the cache), `dvc status` (is anything changed?), `dvc push` to
 a local remote, and reports the cache's size and file count. The images are scikit-learn's
-digits, upscaled and shifted at random (seed 0), so PNG compresses them as it would real
-candidates. Each figure is printed with the ratio PNG / array measured in the same run.
+digits, upscaled, shifted at random and given +-2 grey levels of noise (seed 0): all unique, as
+a generator's are. Each figure is printed with the ratio PNG / array measured in the same run.
 """
 from __future__ import annotations
 
@@ -42,7 +42,10 @@ def images(n: int, size: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     pick = rng.integers(0, len(base), n)
     shifts = rng.integers(-2, 3, (n, 2))
-    return np.stack([np.roll(base[i], tuple(s), axis=(0, 1)) for i, s in zip(pick, shifts)])
+    imgs = np.stack([np.roll(base[i], tuple(s), axis=(0, 1)) for i, s in zip(pick, shifts)])
+    # +-2 grey levels of noise: every image unique, as a generator's are (DVC would store a
+    # repeated PNG once), and PNG compresses them about as it does real candidates.
+    return np.clip(imgs.astype(np.int16) + rng.integers(-2, 3, imgs.shape), 0, 255).astype(np.uint8)
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
