@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from ganaug.pipeline.filter import ACCEPT_ALL  # noqa: E402
 from ganaug.pipeline.params import as_overrides, load_params  # noqa: E402
+from ganaug.pipeline.pixels import open_pixels  # noqa: E402
 from tests.conftest import make_shapes  # noqa: E402
 
 TINY = ["ingest.size=8", "ingest.min_per_class=5", "train.steps=20", "train.batch_size=16", "train.width=8",
@@ -79,7 +80,10 @@ def _prepared_pixels(work: Path, name: str) -> np.ndarray | None:
     sid = hashlib.sha256(src.read_bytes()).hexdigest()[:20]
     m = pd.read_parquet(work / "data" / "prepared" / "manifest.parquet")
     row = m[m["sample_id"] == sid]
-    return None if row.empty else np.asarray(Image.open(work / "data" / "prepared" / row["path"].iloc[0]))
+    if row.empty:
+        return None
+    pixels = open_pixels(work / "data" / "prepared", len(m))[row.index[0]]  # ingest keeps one array
+    return np.asarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
 
 def _quarantined(work: Path, fragment: str) -> bool:

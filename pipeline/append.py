@@ -16,9 +16,9 @@ still hands over the folder a plain training needs, the over-sampled one, and ev
 arm is this very folder.
 
 Layout (ImageFolder-compatible, so any classifier's loader reads it as is):
-    augmented/<class>/<sample_id>.png        real (hard-linked from prepared where possible)
+    augmented/<class>/<sample_id>.png        real (written from ingest's pixel array)
     augmented/<class>/syn-<sample_id>.png    synthetic (copied)
-    augmented/<class>/dup<k>-<sample_id>.png the k-th duplicate of a real image (linked alike)
+    augmented/<class>/dup<k>-<sample_id>.png the k-th duplicate of a real image (hard-linked to it)
     augmented/manifest.parquet               which is which, with seeds and D scores
 Built aside and renamed into place: an interrupted run leaves the previous set as it was.
 Idempotent: when the set already holds exactly these images, nothing is touched.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import DataError
@@ -37,7 +38,10 @@ from .gate import gated_synthetic
 from .files import atomic_dir, link_or_copy
 from .manifest import (MANIFEST, augmented_counts, make_manifest, needed_per_class, read_manifest,
                        users_training_images, write_manifest)
+from .images import save_png
 from .params import Params
+from .pixels import open_pixels
+from .progress import progress
 from .versioned import append_in_place
 
 
@@ -50,11 +54,8 @@ def append(params: Params) -> dict:
 
     real = users_training_images(prepared)
     duplicates = filling_duplicates(params, real, accepted)
-    target = make_manifest(pd.concat([_relocate(real, ""), _relocate(accepted, "syn-"), duplicates],
-                                     ignore_index=True))
-    sources = [(prepared_dir / p, prepared_dir) for p in real["path"]] + \
-        [(accepted_dir / p, accepted_dir) for p in accepted["path"]] + \
-        [(prepared_dir / p, prepared_dir) for p in duplicates["_from"]]
+    real_out, synthetic_out = _relocate(real, ""), _relocate(accepted, "syn-")
+    target = make_manifest(pd.concat([real_out, synthetic_out, duplicates], ignore_index=True))
 
     dest = Path(params.paths.augmented)
     summary = {
@@ -69,19 +70,27 @@ def append(params: Params) -> dict:
     if _already_holds(dest, target):
         return {**summary, "changed": False}
     with atomic_dir(dest) as tmp:
-        for (src, root), rel, source in zip(sources, target["path"], target["source"]):
-            link_or_copy(src, tmp / rel, "copy" if source == "synthetic" else params.append.link, root=root)
+        # Real images: their PNGs made from ingest's pixel array (prepared keeps no file per image).
+        pixels = open_pixels(prepared_dir, len(prepared), "ingest")
+        for row, rel in zip(progress(real.index, desc="append: real images", unit="img", leave=False),
+                            real_out["path"]):
+            save_png(np.asarray(pixels[row]), tmp / rel)
+        del pixels
+        for src, rel in zip(accepted["path"], synthetic_out["path"]):  # verified files only
+            link_or_copy(accepted_dir / src, tmp / rel, "copy", root=accepted_dir)
+        for src, rel in zip(duplicates["_from"], duplicates["path"]):  # a duplicate: the real image's file
+            link_or_copy(tmp / real_out.loc[src, "path"], tmp / rel, params.append.link, root=tmp)
         write_manifest(target, tmp)
     return {**summary, "changed": True}
 
 def filling_duplicates(params: Params, real: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:
-    """Manifest rows (and `_from`, the prepared file each copies) of the duplicates that bring
+    """Manifest rows (and `_from`, the row in `real` each copies) of the duplicates that bring
     every class to the plan's counts where synthetic images fall short (append.fill): random
     over-sampling of its real images, seeded by append.seed. None when the set is not filled."""
     from .arms import fills_with_duplicates, oversample_rows
 
     if not fills_with_duplicates(params) or not len(real):
-        return make_manifest([]).assign(_from=pd.Series([], dtype="string"))
+        return make_manifest([]).assign(_from=pd.Series([], dtype="int64"))
     need = needed_per_class(augmented_counts(real), params.generate.sampling_strategy)
     have = synthetic["label"].value_counts()
     rest = {k: n - int(have.get(k, 0)) for k, n in need.items() if n > int(have.get(k, 0))}
@@ -91,7 +100,7 @@ def filling_duplicates(params: Params, real: pd.DataFrame, synthetic: pd.DataFra
         "sample_id": [f"{sid}-dup{k}" for sid, k in zip(rows["sample_id"], copy)],
         "path": [f"{lab}/dup{k}-{sid}.png" for lab, sid, k in zip(rows["label"], rows["sample_id"], copy)],
         "label": rows["label"].to_numpy(), "split": "train", "source": "duplicate",
-    })).assign(_from=rows["path"].to_numpy())
+    })).assign(_from=rows.index.to_numpy())
 
 
 def _relocate(rows: pd.DataFrame, prefix: str) -> pd.DataFrame:

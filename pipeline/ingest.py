@@ -7,8 +7,10 @@ Input (paths.raw) is one of:
 - a folder holding a ganaug `manifest.parquet` (e.g. an augmented set): its real rows.
 Rows whose `source` is `synthetic` are skipped: a GAN never trains on its own output.
 Every file is decoded (in ingest.workers processes); bad files are quarantined with the reason
-(or fail the stage). Output: images/<class>/<id>.png, manifest.parquet, and the same pixels as
-one memory-mappable array (pixels.u8, pipeline/pixels.py) that training streams from.
+(or fail the stage). Output: manifest.parquet and the pixels as one memory-mappable array
+(pixels.u8, pipeline/pixels.py) that every later stage reads, row i of it the manifest's row i.
+No file per image: a manifest path is the name the image's PNG gets in the augmented set, which
+append writes.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import pandas as pd
 
 from .errors import DataError
 from .files import atomic_dir, write_json
-from .images import BadImage, convert, decode, resizer, save_png
+from .images import BadImage, convert, decode, resizer
 from .manifest import (BATCHES_DIR, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest,
                        not_portable, write_manifest)
 from .params import Params
@@ -97,26 +99,28 @@ def ingest(params: Params) -> dict:
     # What shaped the pixels, beside the files: part of the folder's identity (provenance).
     shaped_by = {k: getattr(cfg, k) for k in ("size", "channels", "resize", "background")}
     with atomic_dir(prepared, made_by={"stage": "ingest", "settings": shaped_by}) as tmp:
-        jobs = [(str(src.path), f"images/{src.label}/{sid}.png", str(tmp), cfg.channels, cfg.max_pixels,
-                 cfg.background, cfg.size, cfg.resize) for sid, src in unique.items()]
+        jobs = [(str(src.path), cfg.channels, cfg.max_pixels, cfg.background, cfg.size, cfg.resize)
+                for src in unique.values()]
         rows = []
         notes: dict[str, dict[str, int]] = {}   # note -> class -> images
         by_pixels: dict[str, list[Source]] = {}  # converted pixels' hash -> every image that has them
         pixels = PixelWriter(tmp)
         with _pool(workers, len(jobs)) as pool:
             results = pool.map(prepare_one, jobs, chunksize=_chunksize(len(jobs), workers))
-            for (sid, src), (result, arr, said) in progress(zip(unique.items(), results), total=len(jobs),
-                                                            desc="ingest: decode", unit="img"):
+            for (sid, src), (problem, arr, said) in progress(zip(unique.items(), results), total=len(jobs),
+                                                             desc="ingest: decode", unit="img"):
                 for note in said:
                     notes.setdefault(note, {}).setdefault(src.label, 0)
                     notes[note][src.label] += 1
                 if arr is not None:
                     by_pixels.setdefault(hashlib.sha256(arr.tobytes()).hexdigest(), []).append(src)
-                    rows.append({"sample_id": sid, "path": result, "label": src.label, "source": "real",
+                    # path: the image's name as a PNG, which append writes into the augmented set
+                    rows.append({"sample_id": sid, "path": f"images/{src.label}/{sid}.png", "label": src.label,
+                                 "source": "real",
                                  "split": src.split, "split_given": src.split is not None, "_shown": src.shown})
                     pixels.append(arr)
                 else:
-                    bad(src, result)
+                    bad(src, problem)
         # Different files, the same pixels once converted, under two labels (e.g. classes told
         # apart by colour alone, under ingest.channels=1): no classifier can tell them apart.
         pixels.close()
@@ -182,10 +186,6 @@ def _drop_identical_across_labels(rows: list[dict], tmp: Path, same: dict[str, l
     writer.close()
     del old
     (tmp / (PIXELS + ".old")).unlink()
-    kept = set(keep)
-    for i, r in enumerate(rows):
-        if i not in kept:
-            (tmp / r["path"]).unlink(missing_ok=True)
     return [rows[i] for i in keep]
 
 
@@ -208,10 +208,10 @@ def _chunksize(n_jobs: int, workers: int) -> int:
     return max(1, min(64, n_jobs // (8 * workers)))
 
 
-def prepare_one(job) -> tuple[str, np.ndarray | None, list[str]]:
-    """Decode, convert and write one image (in a worker): (its path in prepared, pixels, notes),
-    or (why it cannot be used, None, notes)."""
-    path, rel, tmp, channels, max_pixels, background, size, resize = job
+def prepare_one(job) -> tuple[str | None, np.ndarray | None, list[str]]:
+    """Decode and convert one image (in a worker): (None, pixels, notes), or (why it cannot be
+    used, None, notes). The parent writes the pixels: no file per image."""
+    path, channels, max_pixels, background, size, resize = job
     notes: list[str] = []
     try:
         data = Path(path).read_bytes()
@@ -221,8 +221,7 @@ def prepare_one(job) -> tuple[str, np.ndarray | None, list[str]]:
         return str(e), None, notes
     except OSError as e:
         return f"unreadable: {e.strerror or e}", None, notes
-    save_png(arr, Path(tmp) / rel)
-    return rel, arr, notes
+    return None, arr, notes
 
 
 class _InProcess:

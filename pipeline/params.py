@@ -279,7 +279,7 @@ class Filter(Section):
 
 class Append(Section):
     link: Literal["hardlink", "copy"] = "hardlink"
-    """hardlink | copy (real images into the augmented set)"""
+    """hardlink | copy: how a duplicate (fill) of a real image's file is made in the augmented set"""
     target: str | None = None
     """Set to a DVC-tracked folder to append in place as a new data version (batch folder, dvc add, git commit
     + tag, dvc push) instead of building paths.augmented."""

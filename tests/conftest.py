@@ -53,6 +53,14 @@ def make_shapes(root: Path, counts: dict[str, int], seed: int = 0, rgb: bool = F
     return root
 
 
+def prepared_pixels(folder: str | Path) -> np.ndarray:
+    """Ingest's images (N x H x W x C uint8), row i the manifest's row i: it writes no file per image."""
+    from ganaug.pipeline.manifest import read_manifest
+    from ganaug.pipeline.pixels import open_pixels
+
+    return np.asarray(open_pixels(folder, len(read_manifest(folder))))
+
+
 def tiny_params(tmp: Path, **sections) -> Params:
     """Params with every path under tmp and settings small enough for seconds-long stages."""
     return load_params(None, tiny_overrides(tmp, **sections))

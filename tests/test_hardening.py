@@ -21,7 +21,7 @@ from PIL import Image
 from ganaug.pipeline.cli import main
 from ganaug.pipeline.errors import DataError
 from ganaug.pipeline.manifest import read_manifest
-from tests.conftest import make_shapes, sh, tiny_overrides
+from tests.conftest import make_shapes, prepared_pixels, sh, tiny_overrides
 
 
 def listing(root: Path, skip: Path | None = None) -> dict[str, str]:
@@ -151,7 +151,8 @@ def _ingest_one(work: Path, capsys, make, name="x.png") -> np.ndarray:
     assert code == 0, err
     m = read_manifest(work / "data" / "prepared")
     sid = hashlib.sha256(special.read_bytes()).hexdigest()[:20]
-    return np.asarray(Image.open(work / "data" / "prepared" / m.set_index("sample_id").loc[sid, "path"]))
+    pixels = prepared_pixels(work / "data" / "prepared")[int(np.flatnonzero(m["sample_id"] == sid)[0])]
+    return pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
 
 
 def test_sixteen_bit_png_keeps_its_grey_levels(work, capsys):

@@ -20,7 +20,7 @@ from ganaug.pipeline.manifest import augmented_counts, label_map_of, needed_per_
 from ganaug.pipeline.ingest import ingest
 from ganaug.pipeline.manifest import read_manifest
 from ganaug.pipeline.train import train
-from tests.conftest import make_shapes, tiny_params
+from tests.conftest import make_shapes, prepared_pixels, tiny_params
 
 
 # -- train ---------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def test_filter_guards_reject_copies_wrong_classes_and_duplicates(trained):
         return Guard(p, Images(root, len(prepared), rows(label)), label_map[label], judge, radii[label])
 
     def imgs(label, split="train"):  # the PNGs, as a candidate would arrive
-        return np.stack([np.asarray(Image.open(root / r))[:, :, None] for r in prepared["path"].iloc[rows(label, split)]])
+        return prepared_pixels(root)[rows(label, split)]
 
     circle, cross, square = guard("circle"), guard("cross"), guard("square")
     assert circle.check(imgs("circle"))["near_copy"].all()      # copies of training images
@@ -369,6 +369,11 @@ def test_append_builds_the_augmented_set_idempotently(trained):
     # included, each with the split it had in ganaug: the user's classifier loses none.
     prepared = read_manifest(p.paths.prepared)
     real = aug[aug["source"] == "real"].set_index("sample_id")
+    pixels = prepared_pixels(p.paths.prepared)  # a real image's PNG is ingest's pixels, written by append
+    for i in (0, len(prepared) // 2):
+        if prepared["sample_id"][i] in real.index:
+            png = np.asarray(Image.open(Path(p.paths.augmented) / real.loc[prepared["sample_id"][i], "path"]))
+            assert np.array_equal(png, pixels[i][:, :, 0])
     assert set(real.index) == set(prepared["sample_id"])
     assert (real.loc[prepared["sample_id"], "split"].to_numpy() == prepared["split"].to_numpy()).all()
     assert first["real_by_ganaug_split"]["val"] > 0 and first["real_by_ganaug_split"]["test"] > 0
@@ -454,6 +459,11 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     assert aug["label"].value_counts().to_dict() == plan and result["synthetic"] == 0
     assert set(aug["source"]) == {"real", "duplicate"} and result["duplicates"] > 0
     real = aug[aug["source"] == "real"].set_index("sample_id")
+    pixels = prepared_pixels(p.paths.prepared)  # a real image's PNG is ingest's pixels, written by append
+    for i in (0, len(prepared) // 2):
+        if prepared["sample_id"][i] in real.index:
+            png = np.asarray(Image.open(Path(p.paths.augmented) / real.loc[prepared["sample_id"][i], "path"]))
+            assert np.array_equal(png, pixels[i][:, :, 0])
     for _, dup in aug[aug["source"] == "duplicate"].iterrows():  # a copy of a real image of its own class
         original = real.loc[dup["sample_id"].rsplit("-dup", 1)[0]]
         assert original["label"] == dup["label"]
@@ -563,7 +573,7 @@ def test_users_own_val_and_test_stay_out_of_the_augmented_set(tmp_path):
 def test_streamed_batches_equal_the_in_memory_path(trained):
     """The memory-mapped pixel array gives, step for step, the batches the old in-memory tensor
     of decoded PNGs gave, with or without loader worker processes."""
-    from ganaug.pipeline.images import load_tensor
+    from ganaug.pipeline.pixels import nhwc_to_float
     from ganaug.pipeline.train_data import RealBatches, batch_loader
 
     prepared = Path(trained.paths.prepared)
@@ -573,7 +583,7 @@ def test_streamed_batches_equal_the_in_memory_path(trained):
     labels = torch.tensor(pd.factorize(df["label"][is_train], sort=True)[0])
     weights = 1.0 / torch.bincount(labels).float()[labels]
     batches = RealBatches(prepared, len(df), rows, labels, weights, 16, seed=3)
-    in_memory = load_tensor([prepared / p for p in df["path"][is_train]], 1)
+    in_memory = nhwc_to_float(prepared_pixels(prepared)[is_train])
     for step in (0, 7, 123):
         g = torch.Generator().manual_seed(3 * 1_000_003 + step)
         idx = torch.multinomial(weights, 16, replacement=True, generator=g)
