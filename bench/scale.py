@@ -3,10 +3,10 @@
     python -m bench.scale [--n 100000] [--steps 300] [--stages ingest,train,...]
 
 Prints, each with its baseline measured in the same run:
-- ingest images/s with worker processes (ingest.workers: one per core) against a bare
-  single-process PIL decode loop over the same files (decode only: no hashing, resizing,
-  PNG writing or manifest; aim >= 1.7x on 2 cores), against ingest with one worker, and
-  next to the rate this disk creates small files at (ingest writes a PNG per image);
+- ingest images/s with worker processes (ingest.workers: one per core) against a bare PIL
+  decode loop over the same files in as many processes (decode only: no hashing, resizing,
+  pixel array or manifest; aim >= 0.8x), against the same loop in one process and ingest with
+  one worker, next to the rate this disk creates small files at (ingest writes none per image);
 - `ganaug train` images/s, streaming batches from the memory-mapped pixel array, against a
   bare GANTrainer.step loop over an in-memory float tensor of the same images (no data
   pipeline, probes, validation or checkpoints); aim >= 0.95x;
@@ -65,11 +65,23 @@ def create_rate(folder: Path, n: int = 5000) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bare_decode(files: list[Path]) -> float:
+def _decode(f: Path) -> int:
+    with Image.open(f) as im:
+        return np.asarray(im.convert("L")).size
+
+
+def bare_decode(files: list[Path], workers: int = 1) -> float:
+    """Images/s of a decode-only loop (no hashing, resizing, array or manifest): the floor, in
+    `workers` processes as ingest uses them."""
     t0 = time.perf_counter()
-    for f in files:
-        with Image.open(f) as im:
-            np.asarray(im.convert("L"))
+    if workers == 1:
+        for f in files:
+            _decode(f)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(_decode, files, chunksize=64))
     return len(files) / (time.perf_counter() - t0)
 
 
@@ -124,6 +136,7 @@ def main():
         files = make_data(work / "data/raw", args.n)
         print(f"data: {len(files)} PNGs in {time.perf_counter() - t0:.0f}s", flush=True)
         bare = bare_decode(files)
+        bare_pool = bare_decode(files, os.cpu_count() or 1)
         create = create_rate(work / "probe")
         from ganaug.pipeline.filter import ACCEPT_ALL  # the stages run in subprocesses: torch here costs no stage memory
         from ganaug.pipeline.params import as_overrides
@@ -152,10 +165,11 @@ def main():
             streamed = float(re.search(r"([\d.]+) img/s", results["train"][2]).group(1))
             bare_rate = bare_train(work, min(args.steps, 200), 64, 32)
     print(f"\ningest: {ingest_rate:.0f} img/s with {os.cpu_count()} workers (whole stage, process start "
-          f"included) vs bare single-process decode {bare:.0f} img/s: ratio {ingest_rate / bare:.2f} (aim >= 1.7); "
-          f"vs ingest with 1 worker {len(files) / one_worker[0]:.0f} img/s: ratio "
+          f"included) vs a bare decode loop in as many processes {bare_pool:.0f} img/s: ratio "
+          f"{ingest_rate / bare_pool:.2f} (aim >= 0.8); vs bare single-process decode {bare:.0f} img/s: ratio "
+          f"{ingest_rate / bare:.2f}; vs ingest with 1 worker {len(files) / one_worker[0]:.0f} img/s: ratio "
           f"{one_worker[0] / results['ingest'][0]:.2f}; this disk creates {create:.0f} small files/s "
-          f"(ingest writes one PNG per image)")
+          f"(ingest writes no file per image)")
     if "train" in stages:
         print(f"train: streamed {streamed:.0f} img/s (whole loop) vs bare in-memory step loop {bare_rate:.0f} img/s: "
               f"ratio {streamed / bare_rate:.2f} (aim >= 0.95)")

@@ -345,12 +345,24 @@ def _from_image_folder(root: Path) -> tuple[list[Source], int, list[str]]:
             ignored.append(f"{f.name}: not inside a class folder")
     for d in class_dirs:
         check_class_name(d.name, str(d))
-        files = sorted(p for p in d.rglob("*") if p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(d).parts))
+        files = _files_under(d)
         if not files:
             raise DataError(f"{d}: class folder is empty")
-        sources += [Source(p, d.name, str(p.relative_to(root))) for p in files]
+        sources += [Source(d / rel, d.name, os.path.join(d.name, rel)) for rel in files]
     return sources, n_synth, ignored
+
+
+def _files_under(folder: Path) -> list[str]:
+    """The files under folder (relative paths; hidden files and folders, and linked folders,
+    left out), in pathlib's order (by parts). os.walk on strings: pathlib's rglob and sort
+    were a third of ingest's own time at 100,000 images."""
+    found = []
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = [n for n in dirs if not n.startswith(".")]
+        rel_top = os.path.relpath(top, folder)
+        found += [n if rel_top == "." else os.path.join(rel_top, n) for n in names
+                  if not n.startswith(".") and os.path.isfile(os.path.join(top, n))]
+    return sorted(found, key=lambda rel: rel.split(os.sep))
 
 
 def check_class_sizes(df: pd.DataFrame, params: Params, all_labels: list[str]):
