@@ -192,7 +192,27 @@ def atomic_file(dest: str | Path, mode: str = "w"):
         raise
 
 
+def claim_report(path: str | Path):
+    """A report file is replaced only when ganaug wrote it: its folder holds an OWNER record,
+    which the first report written into it leaves (a folder of reports written file by file has
+    no atomic_dir to leave one). A file there before, in a folder without the record, is not
+    ganaug's: refused, nothing written (a user's own metrics.json in paths.reports)."""
+    path = Path(path)
+    folder = path.parent
+    if (folder / OWNER).is_file():
+        return
+    if path.exists() or path.is_symlink():
+        raise DataError(f"{path}: a file of that name is already there, and {folder} holds no {OWNER} (the record "
+                        "ganaug leaves in its report folders): ganaug replaces only reports it wrote, so nothing was "
+                        "written. Choose another paths.reports, or move the file (from an earlier ganaug version: "
+                        "delete it, and the next run records the folder)")
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_file(folder / OWNER) as tmp:
+        Path(tmp).write_text(json.dumps({"made_by": "ganaug", "stage": "reports"}, indent=1) + "\n")
+
+
 def write_json(path: str | Path, obj) -> None:
+    claim_report(path)
     with atomic_file(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
@@ -212,6 +232,7 @@ def write_csv(df, path: str | Path):
     for col in out.columns:
         if pd.api.types.is_object_dtype(out[col]) or pd.api.types.is_string_dtype(out[col]):
             out[col] = out[col].map(safe)
+    claim_report(path)
     with atomic_file(path) as tmp:
         out.to_csv(tmp, index=False)
 

@@ -10,10 +10,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .files import atomic_file  # noqa: E402
+from .files import atomic_file, claim_report  # noqa: E402
 
 
 def _save(fig, path: Path):
+    claim_report(path)
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -532,3 +532,19 @@ def test_the_memory_guard_asks_the_device_that_runs_the_batch(tmp_path):
         check_memory(ALL["train"], tiny_params(tmp_path, train={"batch_size": 4096, "width": 32},
                                                ingest={"size": 32}),
                      available={"train.device": 2 * 2**30, "evaluate.device": 64 * 2**30})
+
+
+def test_a_users_file_named_like_a_report_is_never_replaced(tmp_path):
+    """paths.reports pointed at a folder of the user's, holding their own metrics.json: main
+    overwrote it. A report file is replaced only in a folder ganaug recorded as its own."""
+    make_shapes(tmp_path / "raw", {"circle": 5, "square": 5})
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "ingest.json").write_text('{"my": "own figures"}')
+    with pytest.raises(DataError, match="ingest.json: a file of that name is already there.*nothing was written"):
+        run("ingest", tiny_params(tmp_path, paths={"reports": str(mine)}))
+    assert (mine / "ingest.json").read_text() == '{"my": "own figures"}'
+    fresh = tiny_params(tmp_path, paths={"reports": str(tmp_path / "reports")})
+    run("ingest", fresh)
+    run("ingest", fresh)  # its own reports, recorded on the first write, are replaced freely
+    assert (tmp_path / "reports" / ".ganaug.json").is_file()
