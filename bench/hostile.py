@@ -439,7 +439,44 @@ def issue15_cases() -> list[Case]:
                   trained=True))
     c.append(Case("15 reports", "corrupt prepared manifest", ["train"], trained=True,
                   setup=lambda w: (w / "data/prepared/manifest.parquet").write_bytes(b"PAR1 garbage PAR1")))
+    # Second round (the review's classes, new instances).
+    c.append(Case("9 ownership", "reports = a folder with the user's own ingest.json",
+                  ["ingest", "--set", "paths.reports=notes"],
+                  setup=lambda w: (_user_folder(w), (w / "notes" / "ingest.json").write_text('{"mine": 1}\n'))))
+    c.append(Case("9 ownership", "a flat table beside its images, prepared beside them", ["ingest", "--set",
+                  "paths.raw=data/flat/labels.csv", "--set", "paths.prepared=data/flat/prepared"],
+                  setup=_flat_table, expect="ok",
+                  check=lambda w: len(pd.read_parquet(w / "data/flat/prepared/manifest.parquet")) == 22))
+    c.append(Case("10 provenance", "re-ingest with resize=pad, train, generate: trained afresh", ["generate",
+                  "--set", "ingest.resize=pad"], trained=True,
+                  pre=[["ingest", "--set", "ingest.resize=pad"], ["train", "--set", "ingest.resize=pad"]],
+                  expect="ok", check=lambda w: json.loads((w / "reports/train/metrics.json").read_text())
+                  ["resumed_from"] == 0))
+    c.append(Case("12 inputs", "one picture thrice, twice as circle, once as square", ["ingest"],
+                  setup=_one_picture_thrice, expect="quarantine",
+                  check=lambda w: all(_quarantined(w, f"same-{i}.png") for i in range(3))))
+    c.append(Case("12 inputs", "a class named aux: reported", ["ingest"],
+                  setup=lambda w: make_shapes(w / "data" / "raw", {"aux": 6}, seed=4), expect="ok",
+                  check=lambda w: "aux" in json.loads((w / "reports/ingest.json").read_text())["warnings"]
+                  .get("labels_not_portable", {})))
     return c
+
+
+def _flat_table(work: Path):
+    """data/flat/labels.csv listing x.png: the images beside the table, no class folders."""
+    flat = work / "data" / "flat"
+    flat.mkdir(parents=True)
+    rows = []
+    for p in sorted((work / "data" / "raw").rglob("*.png")):
+        shutil.copy(p, flat / f"{p.parent.name}-{p.name}")
+        rows.append(f"{p.parent.name}-{p.name},{p.parent.name}")
+    (flat / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+
+
+def _one_picture_thrice(work: Path):
+    same = Image.new("L", (24, 24), 90)
+    for i, label in enumerate(("circle", "circle", "square")):
+        same.save(work / "data" / "raw" / label / f"same-{i}.png", compress_level=i + 1)  # other bytes
 
 
 @dataclass
