@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .arms import fills_with_duplicates, oversample_rows
 from .errors import DataError
 from .gate import gated_synthetic
 from .files import atomic_dir, link_or_copy
@@ -83,12 +84,11 @@ def append(params: Params) -> dict:
         write_manifest(target, tmp)
     return {**summary, "changed": True}
 
+
 def filling_duplicates(params: Params, real: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:
     """Manifest rows (and `_from`, the row in `real` each copies) of the duplicates that bring
     every class to the plan's counts where synthetic images fall short (append.fill): random
     over-sampling of its real images, seeded by append.seed. None when the set is not filled."""
-    from .arms import fills_with_duplicates, oversample_rows
-
     if not fills_with_duplicates(params) or not len(real):
         return make_manifest([]).assign(_from=pd.Series([], dtype="int64"))
     need = needed_per_class(augmented_counts(real), params.generate.sampling_strategy)
