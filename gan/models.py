@@ -24,11 +24,15 @@ class GANConfig:
     n_classes: int
     z_dim: int = 128
     width: int = 32
+    class_free_blocks: int = 0  # G's first up-blocks (the low resolutions) see no class: UTLO-style
 
     def __post_init__(self):
         n = self.img_size
         if n < 8 or n & (n - 1):
             raise ValueError(f"img_size must be a power of two >= 8, got {n}")
+        if not 0 <= self.class_free_blocks < self.n_resample:
+            raise ValueError(f"class_free_blocks must be in [0, {self.n_resample}) at {n} px, "
+                             f"got {self.class_free_blocks}")
 
     @property
     def n_resample(self) -> int:
@@ -36,7 +40,10 @@ class GANConfig:
         return int(math.log2(self.img_size // 4))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["class_free_blocks"]:  # written only when used: default checkpoints keep their identity
+            del d["class_free_blocks"]
+        return d
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -96,10 +103,11 @@ class Generator(nn.Module):
     def forward(self, z, y, strength: float = 1.0):
         """strength: how much the class conditions the image (1 after training; see
         ConditionalBatchNorm2d)."""
-        e = self.embed(y) if strength == 1.0 else strength * self.embed(y)
+        free = self.cfg.class_free_blocks  # low resolutions shared by all classes (Khorram et al. 2024)
+        e = self.embed(y) if strength == 1.0 and not free else (0.0 if free else strength) * self.embed(y)
         h = self.fc(torch.cat([z, e], dim=1)).view(z.shape[0], -1, 4, 4)
-        for block in self.blocks:
-            h = block(h, y, strength)
+        for i, block in enumerate(self.blocks):
+            h = block(h, y, 0.0 if i < free else strength)
         return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
 
     def class_conditioned_norms(self):

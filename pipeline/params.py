@@ -185,6 +185,9 @@ class Train(Section):
     """MSGAN weight: keeps different z apart within a class"""
     gsr: float = Field(0.0, ge=0)
     """gSR: spectral penalty on each class's BatchNorm gains (tail collapse)"""
+    class_free_blocks: int = Field(0, ge=0)
+    """G's first up-blocks see no class (UTLO, Khorram et al. 2024: the low resolutions learnt from every
+    class, the class entering at the higher ones); fewer than G's up-blocks (2 at 16 px, 3 at 32)"""
     transition: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=2, max_length=2)
     """Transitional conditioning [start, end]: unconditional until step start, the class fading in until step
     end (Shahbazi et al. 2022); null: conditional from the first step."""

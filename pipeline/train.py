@@ -25,7 +25,7 @@ from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, health,
 
 from . import distributed, resume
 from .checkpoints import save_checkpoint
-from .errors import TrainingError
+from .errors import ParamsError, TrainingError
 from .files import write_csv, write_json
 from .images import to_uint8
 from .manifest import label_map_of
@@ -142,8 +142,11 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
 
 def _fresh_trainer(cfg, x_ref: torch.Tensor, n_classes: int, device: torch.device) -> GANTrainer:
     torch.manual_seed(cfg.seed)
-    gan_cfg = GANConfig(img_size=x_ref.shape[-1], channels=x_ref.shape[1], n_classes=n_classes,
-                        z_dim=cfg.z_dim, width=cfg.width)
+    try:
+        gan_cfg = GANConfig(img_size=x_ref.shape[-1], channels=x_ref.shape[1], n_classes=n_classes,
+                            z_dim=cfg.z_dim, width=cfg.width, class_free_blocks=cfg.class_free_blocks)
+    except ValueError as e:
+        raise ParamsError(f"train.class_free_blocks={cfg.class_free_blocks}: {e}") from None
     hyper = TrainHyper(lr_g=cfg.lr_g, lr_d=cfg.lr_d, betas=(cfg.beta1, cfg.beta2),
                        n_dis=cfg.n_dis, ema_decay=cfg.ema_decay, diffaug=tuple(cfg.diffaug),
                        lecam=cfg.lecam, mode_seeking=cfg.mode_seeking, gsr=cfg.gsr,

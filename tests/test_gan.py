@@ -148,3 +148,27 @@ def test_best_snapshot_is_what_the_sampler_loads():
     for k, v in G.state_dict().items():
         assert torch.equal(v, best_w[k]), k
     assert GANTrainer.from_state_dict(state, torch.device("cpu")).best["metric"] == 1.0
+
+
+def test_class_free_blocks_share_the_low_resolutions_across_classes():
+    """UTLO-style (train.class_free_blocks): what G makes at the low resolutions does not depend
+    on the class; the class enters above them, so the images still do."""
+    from ganaug.gan import Generator
+
+    cfg = GANConfig(img_size=16, channels=1, n_classes=3, z_dim=16, width=8, class_free_blocks=1)
+    G = Generator(cfg).eval()
+    with torch.no_grad():  # give every class its own gains and biases, as training would
+        for m in G.class_conditioned_norms():
+            m.gain.weight.normal_(1.0, 0.3)
+            m.bias.weight.normal_(0.0, 0.3)
+    seen = []
+    G.blocks[0].register_forward_hook(lambda mod, inp, out: seen.append(out))
+    z = torch.randn(1, 16).repeat(3, 1)
+    with torch.no_grad():
+        images = G(z, torch.tensor([0, 1, 2]))
+    low = seen[0]
+    assert torch.allclose(low[0], low[1]) and torch.allclose(low[0], low[2])  # 8x8: class-free
+    assert not torch.allclose(images[0], images[1])                          # 16x16: the class shows
+    assert "class_free_blocks" not in GANConfig(16, 1, 3).to_dict()  # default checkpoints keep their id
+    with pytest.raises(ValueError, match="class_free_blocks must be in"):
+        GANConfig(img_size=16, channels=1, n_classes=3, class_free_blocks=2)
