@@ -237,20 +237,26 @@ def write_csv(df, path: str | Path):
         out.to_csv(tmp, index=False)
 
 
+def check_own_file(src: Path, root: Path, done: str = "nothing was appended"):
+    """src must be a regular file inside root (the ganaug folder it comes from), not a link out
+    of it: what is planted in ganaug's own folders never reaches the user's training set. A
+    link DVC made (cache.type symlink: a checked-out output links into .dvc/cache) is the file
+    ganaug wrote; any other link, or a link out of the root, is not."""
+    src = Path(src)
+    dvc_link = src.is_symlink() and "/.dvc/cache/" in str(src.resolve())
+    if (src.is_symlink() and not dvc_link) or not src.is_file():
+        raise DataError(f"{src}: not a regular file ganaug wrote (a link, or not a file); {done}. "
+                        f"Re-run the stage that writes {root}")
+    if not dvc_link and Path(root).resolve() not in src.resolve().parents:
+        raise DataError(f"{src}: lies outside {root} (through a linked folder); {done}. "
+                        f"Re-run the stage that writes {root}")
+
+
 def link_or_copy(src: Path, dest: Path, link: str = "hardlink", root: Path | None = None):
     """Hard link when asked and possible (same filesystem), else copy. With root (the ganaug
-    folder src comes from): src must be a regular file inside it, not a link out of it; what
-    is planted in ganaug's own folders never reaches the user's training set."""
+    folder src comes from): src must be its own regular file (check_own_file)."""
     if root is not None:
-        # A link DVC made (cache.type symlink: a checked-out output links into .dvc/cache) is
-        # the file ganaug wrote; any other link, or a link out of the root, is not.
-        dvc_link = src.is_symlink() and "/.dvc/cache/" in str(src.resolve())
-        if (src.is_symlink() and not dvc_link) or not src.is_file():
-            raise DataError(f"{src}: not a regular file ganaug wrote (a link, or not a file); nothing was "
-                            f"appended. Re-run the stage that writes {root}")
-        if not dvc_link and Path(root).resolve() not in src.resolve().parents:
-            raise DataError(f"{src}: lies outside {root} (through a linked folder); nothing was appended. "
-                            f"Re-run the stage that writes {root}")
+        check_own_file(src, root)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if link == "hardlink":
         try:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .files import check_own_file
 from .manifest import read_manifest
 
 PIXELS = "pixels.u8"
@@ -79,8 +80,10 @@ def open_pixels(folder: str | Path, rows: int, writer: str = "ingest") -> np.mem
     (`writer`: the stage that writes the folder, named in the error)."""
     folder = Path(folder)
     data, shape_file = folder / PIXELS, folder / SHAPE
-    if not data.is_file() or not shape_file.is_file():
+    if not (data.exists() or data.is_symlink()) or not shape_file.is_file():
         raise DataError(f"{folder}: no {PIXELS} (ganaug {writer} writes it); re-run `ganaug {writer}`")
+    # The images every later stage, and the augmented set, are made of: never a link out of the folder.
+    check_own_file(data, folder, done="nothing was read")
     try:
         meta = json.loads(shape_file.read_text())
         count, (h, w, c) = int(meta["count"]), (int(v) for v in meta["shape"])

@@ -548,3 +548,18 @@ def test_a_users_file_named_like_a_report_is_never_replaced(tmp_path):
     run("ingest", fresh)
     run("ingest", fresh)  # its own reports, recorded on the first write, are replaced freely
     assert (tmp_path / "reports" / ".ganaug.json").is_file()
+
+
+def test_a_pixel_array_linked_out_of_its_folder_is_never_read(trained, tmp_path):
+    """Ingest's one pixel array is what training and the augmented set are made of: a link
+    planted in its place (to a file of the same size outside) is refused, not read."""
+    prepared = Path(trained.paths.prepared)
+    outside = tmp_path / "elsewhere.bin"
+    outside.write_bytes((prepared / "pixels.u8").read_bytes())
+    (prepared / "pixels.u8").unlink()
+    (prepared / "pixels.u8").symlink_to(outside)
+    root = Path(trained.paths.raw).parent
+    generate(tiny_params(root))  # generate reads no real image
+    for stage, p in (("train", tiny_params(root, train={"resume": False})), ("filter", tiny_params(root))):
+        with pytest.raises(DataError, match="pixels.u8: not a regular file ganaug wrote"):
+            run(stage, p)
