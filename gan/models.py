@@ -104,7 +104,8 @@ class Generator(nn.Module):
         """strength: how much the class conditions the image (1 after training; see
         ConditionalBatchNorm2d)."""
         free = self.cfg.class_free_blocks  # low resolutions shared by all classes (Khorram et al. 2024)
-        e = self.embed(y) if strength == 1.0 and not free else (0.0 if free else strength) * self.embed(y)
+        first = 0.0 if free else strength  # how much the class enters at the input
+        e = self.embed(y) if first == 1.0 else first * self.embed(y)
         h = self.fc(torch.cat([z, e], dim=1)).view(z.shape[0], -1, 4, 4)
         for i, block in enumerate(self.blocks):
             h = block(h, y, 0.0 if i < free else strength)

@@ -44,7 +44,7 @@ from .files import atomic_dir, write_csv, write_json
 from .images import load_tensor, to_uint8
 from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, read_manifest, write_manifest
 from .params import Params, device as params_device
-from .pixels import Images, PixelWriter, check_format, nhwc_to_float, open_pixels, read_prepared
+from .pixels import Images, PixelWriter, check_format, nhwc_to_float, open_pixels, part_file, read_prepared
 from .plots import class_grid, notice, score_histograms
 from .progress import progress
 from .provenance import check_made_from, identity
@@ -236,10 +236,6 @@ class ClassResult:
     rejected: dict[str, np.ndarray]  # a few uint8 images per reason
 
 
-def _part(folder: Path, index: int) -> Path:
-    return Path(folder) / f"pixels-{index}.part"
-
-
 def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge, folder: str | Path,
                  sampler: Sampler | None = None) -> ClassResult:
     """All rounds of one class: check generate's candidates, top up with fresh seeds while short,
@@ -261,8 +257,13 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
             if len(imgs):
                 rejected[reason].append(imgs[:room])
 
-    def load(rows: pd.DataFrame) -> np.ndarray:  # generate's candidates, from its one pixel array
-        return np.asarray(open_pixels(cand_dir, job.n_candidates, "generate")[rows["_row"].to_numpy()])
+    candidates = None  # generate's one pixel array, mapped once a test first looks at pixels
+
+    def load(rows: pd.DataFrame) -> np.ndarray:
+        nonlocal candidates
+        if candidates is None:
+            candidates = open_pixels(cand_dir, job.n_candidates, "generate")
+        return np.asarray(candidates[rows["_row"].to_numpy()])
 
     def take(rows: pd.DataFrame, imgs: np.ndarray | None):
         """Run the tests over one round's candidates, each on those that passed the ones before
@@ -317,7 +318,7 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
     accepted = accepted.drop(columns=["rejected", "_row"], errors="ignore")
     if len(accepted):
         accepted = write_images(accepted, guard.accepted, folder)
-        _part(folder, job.index).write_bytes(np.ascontiguousarray(guard.accepted).tobytes())
+        part_file(folder, job.index).write_bytes(np.ascontiguousarray(guard.accepted).tobytes())
     examples = {r: np.concatenate(v) for r, v in rejected.items() if v}
     return ClassResult(k, seen, accepted, rounds, hopeless, examples)
 
@@ -370,7 +371,7 @@ def filter_candidates(params: Params, run_parts: RunParts = in_process) -> dict:
         pixels = PixelWriter(tmp, (h, w, c))
         for job, result in zip(jobs, results):
             if len(result.accepted):
-                pixels.extend_from(_part(tmp, job.index))
+                pixels.extend_from(part_file(tmp, job.index))
         pixels.close()
         parts = [r.accepted for r in results]
         kept = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])

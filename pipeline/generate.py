@@ -25,7 +25,7 @@ import pandas as pd
 from .files import atomic_dir
 from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, write_manifest
 from .params import Params
-from .pixels import PixelWriter, read_prepared
+from .pixels import PixelWriter, part_file, read_prepared
 from .provenance import identity
 from .sampler import Sampler, name_images, seeds_for, write_images
 
@@ -56,12 +56,8 @@ def make_shard(params: Params, shard: Shard, label_map: dict[str, int], folder: 
     process loads the sampler itself; one process passes the one it has."""
     sampler = sampler or Sampler.load(params, label_map)
     rows, imgs = sampler.synthesize(shard.label, seeds_for(params, shard.label, label_map, shard.start, shard.count))
-    _part(folder, shard.index).write_bytes(np.ascontiguousarray(imgs).tobytes())
+    part_file(folder, shard.index).write_bytes(np.ascontiguousarray(imgs).tobytes())
     return write_images(rows, imgs, Path(folder)) if params.generate.png else name_images(rows)
-
-
-def _part(folder: str | Path, index: int) -> Path:
-    return Path(folder) / f"pixels-{index}.part"
 
 
 def in_process(params: Params, shards: list[Shard], shared: tuple, folder: Path, sampler: Sampler) -> list[pd.DataFrame]:
@@ -87,7 +83,7 @@ def generate(params: Params, run_parts: RunParts = in_process) -> dict:
         # One pixel array in plan order, the manifest's rows in the same order.
         pixels = PixelWriter(tmp, (params.ingest.size, params.ingest.size, params.ingest.channels))
         for shard in shards:
-            pixels.extend_from(_part(tmp, shard.index))
+            pixels.extend_from(part_file(tmp, shard.index))
         pixels.close()
         cand = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(cand, tmp)

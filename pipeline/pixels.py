@@ -60,6 +60,12 @@ class PixelWriter:
         (self.folder / SHAPE).write_text(json.dumps({"count": self.count, "shape": self.shape or [0, 0, 0]}) + "\n")
 
 
+def part_file(folder: str | Path, index: int) -> Path:
+    """A raw part of a folder's pixel array, written by one worker's unit of work (a shard, a
+    class) and joined in order by PixelWriter.extend_from."""
+    return Path(folder) / f"pixels-{index}.part"
+
+
 def check_format(folder: str | Path, size: int, channels: int, writer: str = "ingest"):
     """The folder's images have the size and channels the params say (ingest.size,
     ingest.channels): a stage run with other params than its inputs were made with would

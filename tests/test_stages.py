@@ -359,6 +359,15 @@ def _gated(p):
     return p
 
 
+def _assert_real_pngs_are_ingests_pixels(p, prepared, real):
+    """A real image's PNG in the augmented set is ingest's pixels, written by append."""
+    pixels = prepared_pixels(p.paths.prepared)
+    for i in (0, len(prepared) // 2):
+        if prepared["sample_id"][i] in real.index:
+            png = np.asarray(Image.open(Path(p.paths.augmented) / real.loc[prepared["sample_id"][i], "path"]))
+            assert np.array_equal(png, pixels[i][:, :, 0])
+
+
 def test_append_builds_the_augmented_set_idempotently(trained):
     p = _gated(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"}))
     first = append(p)
@@ -369,11 +378,7 @@ def test_append_builds_the_augmented_set_idempotently(trained):
     # included, each with the split it had in ganaug: the user's classifier loses none.
     prepared = read_manifest(p.paths.prepared)
     real = aug[aug["source"] == "real"].set_index("sample_id")
-    pixels = prepared_pixels(p.paths.prepared)  # a real image's PNG is ingest's pixels, written by append
-    for i in (0, len(prepared) // 2):
-        if prepared["sample_id"][i] in real.index:
-            png = np.asarray(Image.open(Path(p.paths.augmented) / real.loc[prepared["sample_id"][i], "path"]))
-            assert np.array_equal(png, pixels[i][:, :, 0])
+    _assert_real_pngs_are_ingests_pixels(p, prepared, real)
     assert set(real.index) == set(prepared["sample_id"])
     assert (real.loc[prepared["sample_id"], "split"].to_numpy() == prepared["split"].to_numpy()).all()
     assert first["real_by_ganaug_split"]["val"] > 0 and first["real_by_ganaug_split"]["test"] > 0
@@ -459,11 +464,7 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     assert aug["label"].value_counts().to_dict() == plan and result["synthetic"] == 0
     assert set(aug["source"]) == {"real", "duplicate"} and result["duplicates"] > 0
     real = aug[aug["source"] == "real"].set_index("sample_id")
-    pixels = prepared_pixels(p.paths.prepared)  # a real image's PNG is ingest's pixels, written by append
-    for i in (0, len(prepared) // 2):
-        if prepared["sample_id"][i] in real.index:
-            png = np.asarray(Image.open(Path(p.paths.augmented) / real.loc[prepared["sample_id"][i], "path"]))
-            assert np.array_equal(png, pixels[i][:, :, 0])
+    _assert_real_pngs_are_ingests_pixels(p, prepared, real)
     for _, dup in aug[aug["source"] == "duplicate"].iterrows():  # a copy of a real image of its own class
         original = real.loc[dup["sample_id"].rsplit("-dup", 1)[0]]
         assert original["label"] == dup["label"]
