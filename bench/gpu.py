@@ -12,7 +12,10 @@ Figures, all measured in the same run:
    CUDA; the others switch those off, to show what each is worth.
 2. `ganaug train`'s whole loop (health probes, validation, checkpoints) at the same size, width
    and batch, against the bare bf16 + channels_last step: the ratio.
-3. The demo end to end (demo-data and every stage) with train and evaluate on the device,
+3. Evaluate's classifiers (bench/evaluate_speed.py: the demo's 16 small CNNs of 210 steps) on
+   the device: the former loop one member after another, fit_all one by one, and fit_all
+   together (one network of grouped convolutions, what evaluate runs on a GPU): seconds, ratios.
+4. The demo end to end (demo-data and every stage) with train and evaluate on the device,
    seconds per stage, and evaluate's gate decision.
 On a CPU (--smoke; tests/test_bench_gpu.py runs it) the figures only show the script works: CPU
 bf16 is emulated, so its "peak" is no peak. Seeds: torch 0 for the step runs; params' for the demo.
@@ -31,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.evaluate_speed import measure as classifier_speed  # noqa: E402
 from bench.train_speed import ganaug_train  # noqa: E402
 from ganaug.gan import GANConfig, GANTrainer, pick_device  # noqa: E402
 
@@ -148,6 +152,11 @@ def main():
                              "ratio_to_bare": round(loop["images_per_s"] / bare, 3)}
     print(f"ganaug train loop: {loop['images_per_s']} img/s, {figures['train_loop']['ratio_to_bare']}x the bare "
           "bf16 + channels_last step", flush=True)
+    ev = classifier_speed(16, 4 if args.smoke else 16, 5 if args.smoke else 210, device, 1 if args.smoke else 2)
+    figures["evaluate_classifiers"] = ev
+    print(f"evaluate's {ev['members']} classifiers on {device}: {ev['median_s']} s, x{ev['speedup_over_before']} "
+          f"of the former loop; together and one by one agree on {ev['together_agrees_with_one_by_one']:.1%}",
+          flush=True)
     figures["demo"] = demo_on_device(device, args.smoke)
     print(f"demo end to end on {device}: {figures['demo']['seconds']} (total {figures['demo']['total_s']} s); "
           f"gate {figures['demo']['gate']}", flush=True)

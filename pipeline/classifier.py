@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .pixels import nchw_as_float
+from .progress import progress
 
 
 class SmallCNN(nn.Module):
@@ -31,7 +33,19 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(2 * width, n_classes)
 
     def forward(self, x):
-        return self.head(self.features(x))
+        return self.head(self.features(_channels_last(x)))
+
+
+@dataclass(frozen=True)
+class Member:
+    """One classifier to train: its images (NCHW tensor, uint8 or float in [-1, 1], or
+    pixels.Images / Stack, read a batch at a time), labels, seed (its initial weights and its
+    draws), class-balanced draws or not, and its batch transform (None: none)."""
+    x: object
+    y: torch.Tensor
+    seed: int
+    balanced: bool = False
+    augment: Callable | None = None
 
 
 def fit(x, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: float,
@@ -45,27 +59,117 @@ def fit(x, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: flo
     augment: a batch transform (the classic augmentation every arm of evaluate shares), applied
     here, in order, so its seeded random stream does not depend on the number of workers.
     """
-    torch.manual_seed(seed)
+    return fit_all([Member(x, y, seed, balanced, augment)], n_classes, steps, batch_size, lr, width,
+                   device, workers, together=False)[0]
+
+
+def fit_all(members: list[Member], n_classes: int, steps: int, batch_size: int, lr: float, width: int,
+            device: torch.device | str = "cpu", workers: int = 0, together: bool | None = None,
+            desc: str | None = None) -> list[SmallCNN]:
+    """Train classifiers of one shape, each as `fit` would (its own seed, draws and augmentation).
+
+    together (None: on a GPU): as one network, each member's channels a group of its own
+    (`_Together`), so that a step is one launch of every layer for all members instead of one
+    per member: a single small CNN fills a fraction of a GPU. On the CPU one after another: a
+    small CNN's step already fills the cores there, and grouped convolutions run slower than
+    the members' own (bench/evaluate_speed.py). The results are the same but for rounding.
+    """
     device = torch.device(device)
-    model = SmallCNN(x.shape[1], n_classes, width).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    together = device.type == "cuda" if together is None else together
+    if not together:
+        bar = progress(members, desc=desc, unit="fit", disable=desc is None)
+        return [_train([m], n_classes, steps, batch_size, lr, width, device, workers)[0] for m in bar]
+    return _train(members, n_classes, steps, batch_size, lr, width, device, workers, desc=desc)
+
+
+def _train(members: list[Member], n_classes: int, steps: int, batch_size: int, lr: float, width: int,
+           device: torch.device, workers: int, desc: str | None = None) -> list[SmallCNN]:
+    models = []
+    for m in members:  # each member's initial weights from its own seed, as when trained alone
+        torch.manual_seed(m.seed)
+        models.append(SmallCNN(m.x.shape[1], n_classes, width))
+    net = (models[0] if len(models) == 1 else _Together(models)).to(device, memory_format=torch.channels_last)
+    # Elementwise, so a member's updates are its own; fused: one kernel for all tensors, not a loop.
+    opt = torch.optim.Adam(net.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    weights = (1.0 / torch.bincount(y, minlength=n_classes).clamp(min=1).float())[y] if balanced \
-        else torch.ones(len(y))
+    draws = [_Draws(_weights(m.y, n_classes, m.balanced), batch_size, steps, m.seed) for m in members]
     loader = torch.utils.data.DataLoader(
-        _Rows(x, y), batch_sampler=_Draws(weights, batch_size, steps, seed), collate_fn=_as_is,
+        _Rows([(m.x, m.y) for m in members]), batch_sampler=_Steps(draws), collate_fn=_as_is,
         num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=_one_thread,
         prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0))
-    model.train()
-    for xb, yb in loader:
-        if augment is not None:
-            xb = augment(xb)
-        loss = F.cross_entropy(model(xb.to(device, non_blocking=True)), yb.to(device, non_blocking=True))
+    net.train()
+    for xb, yb in progress(loader, desc=desc, unit="step", disable=desc is None):
+        # D-step of a classifier: each member's batch through its own transform, in step order
+        xb = torch.stack([m.augment(b) if m.augment is not None else b for m, b in zip(members, xb)])
+        xb = xb.to(device, non_blocking=True)
+        logits = net(xb[0]) if len(models) == 1 else net(xb).transpose(0, 1)  # members x batch x classes
+        # The sum of each member's mean loss: every member gets the gradient it would get alone.
+        loss = F.cross_entropy(logits.reshape(-1, n_classes), yb.to(device, non_blocking=True).reshape(-1),
+                               reduction="sum") / batch_size
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-    return model.eval()
+    if len(models) > 1:
+        net.split_into(models)
+    return [m.eval() for m in models]
+
+
+def _weights(y: torch.Tensor, n_classes: int, balanced: bool) -> torch.Tensor:
+    return (1.0 / torch.bincount(y, minlength=n_classes).clamp(min=1).float())[y] if balanced \
+        else torch.ones(len(y))
+
+
+class _Together(nn.Module):
+    """Several SmallCNNs of one shape as one network. A convolution's groups keep each member's
+    channels apart, BatchNorm and pooling are per channel, hence per member, and the heads are
+    one batched product. Input: members x batch x C x H x W; output: batch x members x classes."""
+
+    def __init__(self, members: list[SmallCNN]):
+        super().__init__()
+        self.n = len(members)
+        self.features = _stacked([m.features for m in members])
+        self.head_weight = nn.Parameter(torch.stack([m.head.weight.detach() for m in members]))
+        self.head_bias = nn.Parameter(torch.stack([m.head.bias.detach() for m in members]))
+
+    def forward(self, x):
+        n, b = x.shape[:2]
+        x = x.transpose(0, 1).reshape(b, n * x.shape[2], *x.shape[3:])  # member m: channels m*C..(m+1)*C
+        f = self.features(_channels_last(x)).view(b, n, -1)
+        return torch.einsum("bmf,mkf->bmk", f, self.head_weight) + self.head_bias
+
+    @torch.no_grad()
+    def split_into(self, members: list[SmallCNN]):
+        """Each member's trained weights and running statistics back into its own SmallCNN."""
+        for name, t in self.features.state_dict().items():
+            for m, part in zip(members, _member_parts(t, self.n)):
+                m.features.state_dict()[name].copy_(part)
+        for i, m in enumerate(members):
+            m.head.weight.copy_(self.head_weight[i])
+            m.head.bias.copy_(self.head_bias[i])
+
+
+def _member_parts(t: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """A stacked tensor's member slices (channels in member order); a counter is every member's."""
+    return [t] * n if t.ndim == 0 else list(t.chunk(n))
+
+
+def _stacked(layers: list[nn.Module]) -> nn.Module:
+    """One layer doing the members' layers side by side, starting from their weights."""
+    first, n = layers[0], len(layers)
+    if isinstance(first, nn.Sequential):
+        return nn.Sequential(*(_stacked([l[i] for l in layers]) for i in range(len(first))))
+    if isinstance(first, nn.Conv2d):
+        out = nn.Conv2d(n * first.in_channels, n * first.out_channels, first.kernel_size,
+                        padding=first.padding, groups=n)
+    elif isinstance(first, nn.BatchNorm2d):
+        out = nn.BatchNorm2d(n * first.num_features, momentum=first.momentum)
+    else:  # ReLU, pooling, Flatten: no weights, per channel already
+        return first
+    with torch.no_grad():
+        for name, t in out.state_dict().items():
+            t.copy_(_member_parts(t, n)[0] if t.ndim == 0 else torch.cat([l.state_dict()[name] for l in layers]))
+    return out
 
 
 class _Draws:
@@ -84,17 +188,39 @@ class _Draws:
         return self.steps
 
 
-class _Rows(torch.utils.data.Dataset):
-    """A batch of rows of an image set, as [-1, 1] floats, with their labels."""
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """NHWC: oneDNN's convolutions and max-pooling at these widths run 1.4-1.8x faster so on the
+    CPU than NCHW (bench/evaluate_speed.py); the weights follow (`_train`), the results do not
+    change beyond rounding."""
+    return x.contiguous(memory_format=torch.channels_last)
 
-    def __init__(self, x, y: torch.Tensor):
-        self.x, self.y = x, y
 
-    def __getitems__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return nchw_as_float(self.x[idx]), self.y[idx]
+class _Steps:
+    """Each step's row indices for every member, from the members' own draws."""
+
+    def __init__(self, draws: list[_Draws]):
+        self.draws = draws
+
+    def __iter__(self):
+        return zip(*self.draws)
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.draws[0])
+
+
+class _Rows(torch.utils.data.Dataset):
+    """A step's rows of every member's image set, as [-1, 1] floats (members x batch x C x H x W),
+    with their labels (members x batch)."""
+
+    def __init__(self, sets: list[tuple]):
+        self.sets = sets
+
+    def __getitems__(self, idx: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.stack([nchw_as_float(x[i]) for (x, _), i in zip(self.sets, idx)]),
+                torch.stack([y[i] for (_, y), i in zip(self.sets, idx)]))
+
+    def __len__(self) -> int:
+        return len(self.sets[0][1])
 
 
 def _as_is(batch):
@@ -147,7 +273,7 @@ def predict(model: SmallCNN, x, batch_size: int = 512) -> tuple[np.ndarray, np.n
     device = next(model.parameters()).device
     preds, feats = [], []
     for i in range(0, len(x), batch_size):
-        f = model.features(nchw_as_float(x[i:i + batch_size]).to(device))
+        f = model.features(_channels_last(nchw_as_float(x[i:i + batch_size]).to(device)))
         feats.append(f.float().cpu())
         preds.append(model.head(f).argmax(1).cpu())
     if not preds:

@@ -41,7 +41,6 @@ from .manifest import label_map_of, needed_per_class, read_manifest
 from .params import Params, device as params_device
 from .pixels import Images, Stack, read_prepared
 from .smote import Smote
-from .progress import progress
 from .provenance import check_made_from, identity
 
 
@@ -130,42 +129,43 @@ def evaluate(params: Params) -> dict:
     device = params_device("evaluate.device", cfg.device)
     workers = cfg.loader_workers if cfg.loader_workers is not None else (0 if device.type == "cpu" else 4)
 
-    def fit(x, y, seed, balanced):
+    def member(x, y, balanced, seed):
         augment = None if plain else classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, seed)
-        return classifier.fit(x, y, len(names), steps, cfg.batch_size, cfg.lr, cfg.width, seed,
-                              balanced=balanced and not plain, augment=augment, device=device, workers=workers)
+        return classifier.Member(x, y, seed, balanced and not plain, augment)
 
     def predict(model, x):
         return classifier.predict(model, x)[0]
 
+    # Every classifier evaluate needs, keyed by (arm or share, seed), trained in one call
+    # (classifier.fit_all: on a GPU as one network).
     # SMOTE to the same final counts; neighbours found once, per seed new images as row pairs.
     oversampler = Smote(x_real, y_real, strategy={c: counts[names[c]] + n for c, n in need_idx.items()})
     data = ArmData(x_real, y_real, need_idx, oversampler, plain, fill=fills_with_duplicates(params))
-    test_preds: dict[str, list[np.ndarray]] = {arm: [] for arm in BASELINES}
-    reference = None  # the reference arm's first classifier: it does predict the rare classes
-    for seed in progress(seeds, desc="evaluate: baselines", unit="seed"):
-        for arm in (BY_NAME[a] for a in BASELINES):
-            x, y, balanced = arm.recipe(data, seed)
-            model = fit(x, y, seed, balanced)
-            test_preds[arm.name].append(predict(model, x_test))
-            if reference is None and arm.reference:
-                reference = model
-
+    members = {(arm.name, seed): member(*arm.recipe(data, seed), seed)
+               for seed in seeds for arm in (BY_NAME[a] for a in BASELINES)}
     # The synthetic arm, once per candidate share: val picks the share, test reports it.
-    shares: dict[float, dict] = {}
+    share_images: dict[float, int] = {}
     if len(synth):
         x_syn_all, y_syn_all = _images(accepted_dir, accepted, synth, label_map, "filter")
-        for share in progress(sorted(set(cfg.synthetic_shares)), desc="evaluate: synthetic mixes", unit="mix"):
+        for share in sorted(set(cfg.synthetic_shares)):
             mask = synthetic_rows(synth, counts, share, need if plain else None)
+            share_images[share] = int(mask.sum())
             data.mix = (Stack(x_real, x_syn_all.subset(mask)), torch.cat([y_real, y_syn_all[torch.tensor(mask)]]))
-            val_runs, preds = [], []
-            for seed in seeds:
-                x, y, balanced = BY_NAME[CANDIDATE].recipe(data, seed)
-                model = fit(x, y, seed, balanced)
-                if len(y_val):
-                    val_runs.append(scores(y_val.numpy(), predict(model, x_val), names, rare, present_only=True))
-                preds.append(predict(model, x_test))
-            shares[share] = {"images": int(mask.sum()), "val": _mean(val_runs) if val_runs else None, "test": preds}
+            members.update({(share, seed): member(*BY_NAME[CANDIDATE].recipe(data, seed), seed) for seed in seeds})
+        classes = torch.unique(y_syn_all)
+        if len(classes) >= 2 and torch.isin(y_test, classes).any():  # CAS: synthetic images alone
+            members["cas", seeds[0]] = member(x_syn_all, y_syn_all, True, seeds[0])
+    models = dict(zip(members, classifier.fit_all(list(members.values()), len(names), steps, cfg.batch_size,
+                                                  cfg.lr, cfg.width, device, workers, desc="evaluate: classifiers")))
+
+    test_preds = {arm: [predict(models[arm, seed], x_test) for seed in seeds] for arm in BASELINES}
+    reference = next(models[a.name, seeds[0]] for a in ARMS if a.reference)  # it does predict the rare classes
+    shares: dict[float, dict] = {}
+    for share, images in share_images.items():
+        val_runs = [scores(y_val.numpy(), predict(models[share, seed], x_val), names, rare, present_only=True)
+                    for seed in seeds] if len(y_val) else []
+        shares[share] = {"images": images, "val": _mean(val_runs) if val_runs else None,
+                         "test": [predict(models[share, seed], x_test) for seed in seeds]}
     chosen = None
     if shares:  # ties go to the smaller share: fewer synthetic images for the same result
         chosen = max(shares, key=lambda s: (shares[s]["val"][cfg.gate_metric] if shares[s]["val"] else 0.0, -s))
@@ -194,8 +194,8 @@ def evaluate(params: Params) -> dict:
         "mix_chosen_on": {"val_images": len(y_val), "val_classes": val_classes,
                           "rare_classes_in_val": [c for c in rare if c in val_classes],
                           "rule": "best val " + cfg.gate_metric if len(y_val) else "no val image: the smallest share"},
-        "synthetic_quality": _synthetic_quality(reference, x_syn_all, y_syn_all, names, x_real, y_real,
-                                                x_test, y_test, fit, seeds[0],
+        "synthetic_quality": _synthetic_quality(reference, models.get(("cas", seeds[0])), x_syn_all, y_syn_all,
+                                                names, x_real, y_real, x_test, y_test,
                                                 quality.class_copy_radii(prepared_dir, prepared, label_map,
                                                                          params.filter.copy_quantile)[0])
         if len(synth) else {"count": 0},
@@ -216,15 +216,15 @@ def evaluate(params: Params) -> dict:
     return metrics
 
 
-def _synthetic_quality(model, x_syn, y_syn, names, x_real, y_real, x_test, y_test, fit, seed, radii) -> dict:
-    """Per-class quality (pipeline/quality.py) and CAS: a classifier trained on the synthetic
-    images alone, tested on real test images of those classes, against the real-trained one."""
+def _synthetic_quality(model, cas_model, x_syn, y_syn, names, x_real, y_real, x_test, y_test, radii) -> dict:
+    """Per-class quality (pipeline/quality.py) and CAS: cas_model, trained on the synthetic images
+    alone (None: fewer than two classes of them), tested on real test images of those classes,
+    against the real-trained one."""
     per_class = quality.per_class(model, x_real, y_real, x_syn, y_syn, names, radii)
     classes = torch.unique(y_syn)
     on_test = torch.isin(y_test, classes)
     out = {"count": len(x_syn), "per_class": per_class}
-    if len(classes) >= 2 and on_test.any():
-        cas_model = fit(x_syn, y_syn, seed, True)
+    if cas_model is not None:
         pred = classifier.predict(cas_model, x_test.subset(on_test.numpy()))[0]
         ref = classifier.predict(model, x_test.subset(on_test.numpy()))[0]
         truth = y_test[on_test].numpy()

@@ -23,6 +23,7 @@ def test_gpu_check_smoke_writes_every_figure(tmp_path):
     assert set(figures["step"]) == {"fp32", "bf16", "bf16+channels_last"}  # compile: not in the smoke run
     assert all(s["images_per_s"] > 0 and s["tflop_per_step"] > 0 for s in figures["step"].values())
     assert figures["train_loop"]["ratio_to_bare"] > 0
+    assert set(figures["evaluate_classifiers"]["median_s"]) == {"before", "one_by_one", "together"}
     assert list(figures["demo"]["seconds"]) == ["demo-data", "ingest", "train", "generate", "filter",
                                                  "evaluate", "append"]
     assert isinstance(figures["demo"]["gate"]["passed"], bool)
