@@ -45,11 +45,12 @@ RAREST = [str(c) for c in np.argsort(TAIL_COUNTS)[:3]]
 PER_CLASS = 100
 
 
-def measure(params, yardstick, x_fresh: np.ndarray, y_fresh: np.ndarray, names: list[str]) -> dict:
+def measure(params, yardstick, x_fresh: np.ndarray, y_fresh: np.ndarray, names: list[str],
+            truncation: float | None = None) -> dict:
     state = load_checkpoint(params.paths.model)
     G, _ = load_sampler(state, torch.device("cpu"))
     labels = [c for c in range(len(names)) for _ in range(PER_CLASS)]
-    x_syn = sample_images(G, labels, list(range(PER_CLASS)) * len(names))
+    x_syn = sample_images(G, labels, list(range(PER_CLASS)) * len(names), truncation=truncation)
     y_syn = np.array(labels)
     pred, f_syn = classifier.predict(yardstick, x_syn)
     _, f_real = classifier.predict(yardstick, torch.from_numpy(x_fresh).unsqueeze(1))
@@ -96,6 +97,8 @@ def main():
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME:section.key=value;... (default: base, gsr, lecam, transition)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="params for every variant")
+    ap.add_argument("--truncation", type=float, action="append", default=[],
+                    help="also measure each variant's samples with latents truncated at +-T (repeatable)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     variants = args.variant or ["base:", "gsr:train.gsr=0.5", "lecam:train.lecam=0.3",
@@ -125,6 +128,10 @@ def main():
         results[name] = measure(p, yardstick, x_fresh, y_fresh, names) | {"wall_s": round(time.perf_counter() - t0, 1),
                                                                             "overrides": extra}
         print(f"[{name}] {json.dumps({k: v for k, v in results[name].items() if k != 'per_class'})}", flush=True)
+        for t in args.truncation:  # the same checkpoint, its latents truncated
+            results[f"{name}@{t:g}"] = measure(p, yardstick, x_fresh, y_fresh, names, t) | {"wall_s": 0.0, "overrides": extra}
+            print(f"[{name}@{t:g}] {json.dumps({k: v for k, v in results[f'{name}@{t:g}'].items() if k != 'per_class'})}",
+                  flush=True)
     keys = [k for k in next(iter(results.values())) if k not in ("per_class", "overrides")]
     print(f"\ntail benchmark at {args.size} px; rare = classes {RAREST} (3-9 training images), other = the rest")
     print(f"{'figure':<24}" + "".join(f"{n:>13}" for n in results))

@@ -13,19 +13,28 @@ import torch
 from .models import Discriminator, Generator
 
 
-def latents(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s)))
-                        for s in seeds])
+def latents(seeds: Sequence[int], z_dim: int, truncation: float | None = None) -> torch.Tensor:
+    """One N(0, I) latent per seed; truncation t: entries beyond +-t redrawn from the seed's own
+    stream until inside (BigGAN's truncation trick: images nearer the class's typical one)."""
+    return torch.stack([_latent(int(s), z_dim, truncation) for s in seeds])
+
+
+def _latent(seed: int, z_dim: int, truncation: float | None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(z_dim, generator=g)
+    while truncation is not None and (outside := z.abs() > truncation).any():
+        z[outside] = torch.randn(int(outside.sum()), generator=g)
+    return z
 
 
 @torch.no_grad()
 def sample_images(G: Generator, labels: Sequence[int], seeds: Sequence[int],
-             batch_size: int = 256) -> torch.Tensor:
+                  batch_size: int = 256, truncation: float | None = None) -> torch.Tensor:
     """Images in [-1, 1] as a float32 CPU tensor, one per (label, seed)."""
     device = next(G.parameters()).device
     out = []
     for i in range(0, len(seeds), batch_size):
-        z = latents(seeds[i:i + batch_size], G.cfg.z_dim).to(device)
+        z = latents(seeds[i:i + batch_size], G.cfg.z_dim, truncation).to(device)
         y = torch.as_tensor(labels[i:i + batch_size], dtype=torch.long, device=device)
         out.append(G(z, y).float().cpu())
     return torch.cat(out) if out else torch.empty(0, G.cfg.channels, G.cfg.img_size, G.cfg.img_size)

@@ -88,7 +88,7 @@ def generate(params: Params, run_parts: RunParts = in_process) -> dict:
         cand = make_manifest(pd.concat(parts, ignore_index=True) if parts else [])
         write_manifest(cand, tmp)
     return {"needed": need, "candidates": {k: int(v) for k, v in cand["label"].value_counts().items()},
-            "checkpoint": sampler.ckpt_id, "shards": len(shards)}
+            "checkpoint": sampler.ckpt_id, "shards": len(shards), "truncation": sampler.truncation}
 
 
 def summarize(r: dict) -> str:

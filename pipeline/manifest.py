@@ -160,8 +160,10 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 
 
-def synthetic_id(checkpoint: str, label: str, seed: int) -> str:
-    return hashlib.sha256(f"{checkpoint}|{label}|{seed}".encode()).hexdigest()[:20]
+def synthetic_id(checkpoint: str, label: str, seed: int, truncation: float | None = None) -> str:
+    """An image's name from what makes it (a truncated latent is another image)."""
+    key = f"{checkpoint}|{label}|{seed}" + (f"|t{truncation!r}" if truncation is not None else "")
+    return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def class_counts(df: pd.DataFrame) -> dict[str, int]:

@@ -244,6 +244,9 @@ class Generate(Section):
     png: bool = False
     """also write a PNG per candidate (images/<class>/<id>.png), to look at them one by one; the filter reads
     the one pixel array (pixels.u8) either way"""
+    truncation: float | None = Field(None, gt=0.0)
+    """latents truncated at +-this (entries beyond redrawn; BigGAN's trick): images nearer their class's typical
+    one, fewer of another class, less varied; null: plain N(0, I)"""
 
     @field_validator("sampling_strategy", mode="before")
     @classmethod

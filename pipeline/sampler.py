@@ -35,6 +35,7 @@ class Sampler:
     label_map: dict[str, int]
     ckpt_id: str
     batch_size: int
+    truncation: float | None = None
 
     @classmethod
     def load(cls, params: Params, label_map: dict[str, int]) -> "Sampler":
@@ -46,16 +47,16 @@ class Sampler:
             raise DataError(f"{params.paths.model} was trained on another {params.paths.prepared} than the current "
                             f"one (recorded {trained_on}, now {identity(params.paths.prepared)}); re-run `ganaug train`")
         G, D = restore_sampler(state, device("train.device", params.train.device), params.paths.model)
-        return cls(G, D, label_map, checkpoint_id(state), params.generate.batch_size)
+        return cls(G, D, label_map, checkpoint_id(state), params.generate.batch_size, params.generate.truncation)
 
     def synthesize(self, label: str, seeds: list[int]) -> tuple[pd.DataFrame, np.ndarray]:
         """Rows (synthetic manifest, no path yet) and uint8 NHWC images for one class."""
         y = [self.label_map[label]] * len(seeds)
-        imgs = to_uint8(gan.sample_images(self.G, y, seeds, self.batch_size))
+        imgs = to_uint8(gan.sample_images(self.G, y, seeds, self.batch_size, self.truncation))
         # Score what is saved (8-bit), so a score can be reproduced from the file.
         scores = self.score(imgs, y)
         rows = pd.DataFrame({
-            "sample_id": [synthetic_id(self.ckpt_id, label, s) for s in seeds],
+            "sample_id": [synthetic_id(self.ckpt_id, label, s, self.truncation) for s in seeds],
             "label": label, "split": "train", "source": "synthetic",
             "d_score": scores, "seed": seeds, "checkpoint": self.ckpt_id,
         })

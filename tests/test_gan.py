@@ -172,3 +172,20 @@ def test_class_free_blocks_share_the_low_resolutions_across_classes():
     assert "class_free_blocks" not in GANConfig(16, 1, 3).to_dict()  # default checkpoints keep their id
     with pytest.raises(ValueError, match="class_free_blocks must be in"):
         GANConfig(img_size=16, channels=1, n_classes=3, class_free_blocks=2)
+
+
+def test_truncated_latents_stay_inside_and_depend_only_on_the_seed():
+    """generate.truncation: every entry within +-t, the same latent for the same seed (an image is
+    still made by its manifest row), the untruncated entries those of the plain latent."""
+    from ganaug.gan.sample import latents
+
+    plain, cut = latents(range(50), 64), latents(range(50), 64, truncation=0.5)
+    assert cut.abs().max() <= 0.5 and plain.abs().max() > 0.5
+    assert torch.equal(cut, latents(range(50), 64, truncation=0.5))
+    inside = plain.abs() <= 0.5
+    assert torch.equal(cut[inside], plain[inside])
+    G, _ = load_sampler(GANTrainer(GANConfig(8, 1, 2, z_dim=16, width=8)).state_dict({"a": 0, "b": 1}),
+                        torch.device("cpu"))
+    a = sample_images(G, [0, 1], [3, 4], truncation=0.5)
+    assert torch.allclose(a, sample_images(G, [1, 0], [4, 3], truncation=0.5).flip(0), atol=1e-6)
+    assert not torch.allclose(a, sample_images(G, [0, 1], [3, 4]), atol=1e-3)
