@@ -99,7 +99,7 @@ def _train(members: list[Member], n_classes: int, steps: int, batch_size: int, l
         prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0))
     net.train()
     for xb, yb in progress(loader, desc=desc, unit="step", disable=desc is None):
-        # D-step of a classifier: each member's batch through its own transform, in step order
+        # Each member's batch through its own transform, in step order (its seeded stream)
         xb = torch.stack([m.augment(b) if m.augment is not None else b for m, b in zip(members, xb)])
         xb = xb.to(device, non_blocking=True)
         logits = net(xb[0]) if len(models) == 1 else net(xb).transpose(0, 1)  # members x batch x classes
