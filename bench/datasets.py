@@ -98,6 +98,33 @@ def write_tail(dest: Path, seed: int = 0) -> tuple[Path, Path]:
     return images, test
 
 
+DIGITS_COUNTS = (100, 90, 80, 60, 45, 30, 20, 12, 8, 5)
+DIGITS_TEST = 70
+DIGITS_SIZE = 16
+
+
+def write_digits_tail(dest: Path, seed: int = 0) -> tuple[Path, Path]:
+    """scikit-learn's digits as a user's long tail (a second benchmark beside Animal-MNIST's): an
+    ImageFolder with no split, digit c keeping DIGITS_COUNTS[c] images, upscaled to 16 px as the
+    demo does; 70 test images a class written apart (`<dest>/tail-test`), which ganaug never sees.
+    Same layout as write_tail, so bench/tail.py runs either."""
+    import cv2
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    images, test = dest / "tail", dest / "tail-test"
+    for cls, n in enumerate(DIGITS_COUNTS):
+        idx = rng.permutation(np.flatnonzero(digits.target == cls))
+        for folder, members in ((test, idx[:DIGITS_TEST]), (images, idx[DIGITS_TEST:DIGITS_TEST + n])):
+            (folder / str(cls)).mkdir(parents=True, exist_ok=True)
+            for i in members:
+                img = cv2.resize((digits.images[i] * (255.0 / 16.0)).astype(np.uint8), (DIGITS_SIZE, DIGITS_SIZE),
+                                 interpolation=cv2.INTER_CUBIC)
+                Image.fromarray(img).save(folder / str(cls) / f"digit-{i:04d}.png")
+    return images, test
+
+
 DATASETS = {
     # name: (overrides that point ganaug at it and size the images)
     "demo": ["ingest.size=16"],

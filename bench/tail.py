@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import judge  # noqa: E402
-from bench.datasets import TAIL_COUNTS, write_tail  # noqa: E402
+from bench.datasets import DIGITS_COUNTS, DIGITS_SIZE, TAIL_COUNTS, write_digits_tail, write_tail  # noqa: E402
 from ganaug.pipeline import evidence  # noqa: E402
 from ganaug.pipeline.arms import fills_with_duplicates, oversample_rows  # noqa: E402
 from ganaug.pipeline.gate import cap_synthetic  # noqa: E402
@@ -40,14 +40,17 @@ from ganaug.pipeline.manifest import read_manifest  # noqa: E402
 from ganaug.pipeline.params import Params, load_params  # noqa: E402
 from ganaug.pipeline.stages import STAGES, run, summarize  # noqa: E402
 
+# name: (writer of <work>/tail and <work>/tail-test, images a class, image size)
+BENCHMARKS = {"tail": (write_tail, TAIL_COUNTS, 32), "digits": (write_digits_tail, DIGITS_COUNTS, DIGITS_SIZE)}
+COUNTS = TAIL_COUNTS
 RAREST = [str(c) for c in np.argsort(TAIL_COUNTS)[:3]]  # the three smallest classes: 9, 8, 7
 
 
-def tail_params(work: Path, *overrides: str) -> Params:
+def tail_params(work: Path, *overrides: str, size: int = 32) -> Params:
     """The params bench/tail.py ran with in `work` (its outputs under work/run)."""
     out = work / "run"
     paths = [f"paths.{k}={out / v}" for k, v in Params().paths.model_dump().items() if k not in ("raw", "demo")]
-    return load_params(None, paths + [f"paths.raw={work / 'tail'}", "ingest.size=32", *overrides])
+    return load_params(None, paths + [f"paths.raw={work / 'tail'}", f"ingest.size={size}", *overrides])
 
 
 def run_pipeline(params: Params, start: str | None) -> dict:
@@ -68,7 +71,7 @@ def describe(params: Params) -> dict:
     metrics = json.loads((reports / "metrics.json").read_text())
     print(f"\n{'class':>5} {'images':>6} {'train':>5} {'val':>4} {'test':>4} | {'needed':>6} {'generated':>9} "
           f"{'accepted':>8}  rejected (why)")
-    for c, n in enumerate(TAIL_COUNTS):
+    for c, n in enumerate(COUNTS):
         k = str(c)
         split = ingest["classes"][k]
         f = filt["classes"].get(k, {})
@@ -131,37 +134,39 @@ def folders(params: Params, raw: Path, test: Path, gate: dict, seed: int, size: 
             "oversampled": judge.oversampled(x_real, y_real, strategy, seed),
             "smote": judge.smote(x_real, y_real, strategy, seed),
             "appended": judge.read_folder(params.paths.augmented, size, names)[:2]}
-    if not gate["passed"]:  # what the gate held back: was closing right?
-        accepted = read_manifest(params.paths.accepted)
-        share = gate.get("synthetic_share")
-        if len(accepted) and share:
-            prepared = read_manifest(params.paths.prepared)
-            counts = prepared[prepared["source"] == "real"]["label"].value_counts().to_dict()
-            kept = cap_synthetic(accepted, {str(k): int(v) for k, v in counts.items()}, float(share))
-            if len(kept):
-                x_syn = np.stack([judge.read_image(Path(params.paths.accepted) / p, size) for p in kept["path"]])
-                y_syn = np.array([names.index(v) for v in kept["label"]])
-                x, y = np.concatenate([x_real, x_syn]), np.concatenate([y_real, y_syn])
-                if fills_with_duplicates(params):  # as append would land it: filled with duplicates
-                    plan = np.bincount(sets["oversampled"][1], minlength=len(names))
-                    rest = {c: int(plan[c] - n) for c, n in enumerate(np.bincount(y, minlength=len(names)))
-                            if plan[c] > n}
-                    extra = oversample_rows(y_real, rest, seed)
-                    x, y = np.concatenate([x, x_real[extra]]), np.concatenate([y, y_real[extra]])
-                sets["held_back"] = (x, y)
+    # real + accepted, as evaluate's synthetic arm: what the gate judged (held back when it closed)
+    accepted = read_manifest(params.paths.accepted)
+    share = gate.get("synthetic_share") or max(params.evaluate.synthetic_shares)
+    if len(accepted) and share:
+        prepared = read_manifest(params.paths.prepared)
+        counts = prepared[prepared["source"] == "real"]["label"].value_counts().to_dict()
+        kept = cap_synthetic(accepted, {str(k): int(v) for k, v in counts.items()}, float(share))
+        if len(kept):
+            x_syn = np.stack([judge.read_image(Path(params.paths.accepted) / p, size) for p in kept["path"]])
+            y_syn = np.array([names.index(v) for v in kept["label"]])
+            x, y = np.concatenate([x_real, x_syn]), np.concatenate([y_real, y_syn])
+            if fills_with_duplicates(params):  # as append would land it: filled with duplicates
+                plan = np.bincount(sets["oversampled"][1], minlength=len(names))
+                rest = {c: int(plan[c] - n) for c, n in enumerate(np.bincount(y, minlength=len(names)))
+                        if plan[c] > n}
+                extra = oversample_rows(y_real, rest, seed)
+                x, y = np.concatenate([x, x_real[extra]]), np.concatenate([y, y_real[extra]])
+            sets["accepted"] = (x, y)
     return sets, judge.read_folder(test, size, names)
 
 
 def judgement(params: Params, raw: Path, test: Path, gate: dict, seeds: int, confidence: float) -> dict:
     size = params.ingest.size
-    preds, counts = {}, {}
+    preds, counts, curves = {}, {}, {}
     x_test = y_test = names = None
     for seed in range(seeds):
         sets, (x_test, y_test, names) = folders(params, raw, test, gate, seed, size)
         for arm, (x, y) in sets.items():
-            model = judge.train_plain(x, y, len(names), seed)
+            model = judge.train_plain(x, y, len(names), seed, watch=(x_test, y_test))
             preds.setdefault(arm, []).append(judge.predict(model, x_test))
+            curves.setdefault(arm, []).append(model.curve["macro_f1"])
             counts[arm] = np.bincount(y, minlength=len(names)).tolist()
+            epochs = model.curve["epoch"]
     rare = [names.index(c) for c in RAREST]
     boot = evidence.bootstrap(y_test, {a: np.stack(p) for a, p in preds.items()}, len(names), rare)
     print(f"\nplain classifier (bench/judge.py) on {len(y_test)} kept-apart test images, {seeds} seeds; "
@@ -172,13 +177,16 @@ def judgement(params: Params, raw: Path, test: Path, gate: dict, seeds: int, con
         lo, hi = evidence.interval(b["macro_f1"], confidence)
         rec = {c: round(float(b["recall"][0, names.index(c)]), 3) for c in RAREST}
         out[arm] = {"images": int(sum(counts[arm])), "macro_f1": round(float(b["macro_f1"][0]), 4),
+                    # the learning curve (test macro-F1, mean over seeds) after these epochs: flat at the end?
+                    "curve": {"epoch": epochs, "macro_f1": [round(float(v), 4) for v in np.mean(curves[arm], 0)]},
                     "macro_f1_interval": [round(float(lo), 4), round(float(hi), 4)],
                     "balanced_accuracy": round(float(b["balanced_accuracy"][0]), 4),
                     "per_class_recall": {n: round(float(b["recall"][0, i]), 3) for i, n in enumerate(names)}}
         lo_b, hi_b = evidence.interval(b["balanced_accuracy"], confidence)
         print(f"{arm:<12} {out[arm]['images']:>6} {b['macro_f1'][0]:>8.4f} [{lo:.4f}, {hi:.4f}] "
               f"{b['balanced_accuracy'][0]:>8.4f} [{lo_b:.4f}, {hi_b:.4f}]  {rec}")
-    for arm in ("appended", "held_back"):
+        print(f"{'':<12} learning curve, macro-F1 after epochs {epochs}: {out[arm]['curve']['macro_f1']}")
+    for arm in ("appended", "accepted"):
         if arm not in boot:
             continue
         best = np.maximum(boot["oversampled"]["macro_f1"], boot["smote"]["macro_f1"])
@@ -196,6 +204,21 @@ def judgement(params: Params, raw: Path, test: Path, gate: dict, seeds: int, con
     return out
 
 
+def side_by_side(evaluated: dict, judged: dict):
+    """ganaug's own evaluate (its test split) beside the independent judge (kept-apart images)."""
+    print(f"\n{'arm':<12} {'evaluate macro-F1':>28} {'judge macro-F1':>28}")
+    for arm, folder in (("real", "real"), ("oversampled", "oversampled"), ("smote", "smote"),
+                        ("synthetic", "accepted")):
+        e, j = evaluated["arms"].get(arm), judged.get(folder)
+        show = [f"{d['macro_f1']:.4f} [{d['macro_f1_interval'][0]:.4f}, {d['macro_f1_interval'][1]:.4f}]"
+                if d else "-" for d in (e, j)]
+        print(f"{arm:<12} {show[0]:>28} {show[1]:>28}")
+    gate = evaluated["gate"]
+    print(f"evaluate's gate: {'OPEN' if gate['passed'] else 'CLOSED'}, gain {gate['gain']} {gate['interval']} "
+          f"over {gate['best_other_arm']}; the judge: real + accepted vs the better baseline "
+          f"{judged['accepted']['gain_over_best_baseline'] if 'accepted' in judged else '-'}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=None, help="keep data and outputs here (default: a temporary folder)")
@@ -205,22 +228,30 @@ def main():
     ap.add_argument("--seeds", type=int, default=3, help="judge classifier seeds")
     ap.add_argument("--confidence", type=float, default=0.9)
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
+    ap.add_argument("--dataset", default="tail", choices=list(BENCHMARKS),
+                    help="tail: Animal-MNIST at 32 px (100 kept-apart test images a class); digits: scikit-learn's "
+                         "digits at 16 px (70 a class)")
     args = ap.parse_args()
+    global COUNTS, RAREST
+    write, COUNTS, size = BENCHMARKS[args.dataset]
+    RAREST = [str(c) for c in np.argsort(COUNTS)[:3]]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         raw, test = work / "tail", work / "tail-test"
         if not raw.is_dir():
-            write_tail(work)
+            write(work)
         out = work / "run"
-        params = tail_params(work, *args.overrides)
+        params = tail_params(work, *args.overrides, size=size)
         timings = run_pipeline(params, args.start) if args.start != "judge" else {}
         figures = describe(params)
-        figures["accepted_quality"] = accepted_quality(params, work, test)
-        print("accepted images, by yardsticks ganaug never fit (label agreement: judge.yardstick; memorization:"
-              " nearer a training image than the nearest 5% of the class's unseen real images):")
-        for name, q in figures["accepted_quality"].items():
-            print(f"  class {name}: {q}")
+        if args.dataset == "tail":  # its yardstick trains on Animal-MNIST's images the benchmark leaves out
+            figures["accepted_quality"] = accepted_quality(params, work, test)
+            print("accepted images, by yardsticks ganaug never fit (label agreement: judge.yardstick; memorization:"
+                  " nearer a training image than the nearest 5% of the class's unseen real images):")
+            for name, q in figures["accepted_quality"].items():
+                print(f"  class {name}: {q}")
         figures["judge"] = judgement(params, raw, test, figures["gate"], args.seeds, args.confidence)
+        side_by_side(figures["evaluate"], figures["judge"])
         figures |= {"timings": timings, "args": vars(args)}
         if args.out:
             Path(args.out).write_text(json.dumps(figures, indent=1, default=str))

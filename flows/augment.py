@@ -182,8 +182,9 @@ def summary_markdown(params: Params, results: dict) -> str:
         lines += ["", f"Recall gain per class against {gate['best_other_arm']} "
                       f"({gate['confidence']:.0%} interval, test images and seeds redrawn):", "",
                   "| class | real train | gain | interval |", "|---|---:|---:|---|"]
-        lines += [f"| {k} | {before.get(k, '')} | {g['gain']:+.3f} | [{g['interval'][0]:+.3f}, {g['interval'][1]:+.3f}] |"
-                  for k, g in per_class.items()]
+        lines += [f"| {k} | {before.get(k, '')} | {g['gain']:+.3f} | "
+                  + (f"[{g['interval'][0]:+.3f}, {g['interval'][1]:+.3f}] |" if g.get("interval")
+                     else "undetermined (too few test images) |") for k, g in per_class.items()]
     health = trained["health"]
     lines += ["", f"**Gate {'passed' if gate['passed'] else 'closed'}**: {gate['reason']}.",
               f"GAN: {trained['steps_done']} steps on {trained['device']}, {trained['images_per_s']} img/s, "
@@ -198,7 +199,8 @@ def summary_markdown(params: Params, results: dict) -> str:
         lines.append(f"Data version: batch `{appended['batch']}` in `{appended['target']}`: {version} ({pushed}).")
     else:
         n = len(read_manifest(Path(params.paths.augmented)))
-        lines.append(f"Augmented set: `{params.paths.augmented}` ({n} images).")
+        landed = f": the **{appended['landed']}** folder ({appended['landed_because']})" if appended.get("landed") else ""
+        lines.append(f"Augmented set: `{params.paths.augmented}` ({n} images){landed}.")
     return "\n".join(lines) + "\n"
 
 

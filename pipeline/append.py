@@ -9,16 +9,19 @@ Real images: ganaug's own val/test carve-outs go back in (they were held out onl
 calibration and measurement); images the user's own table marked val or test stay out.
 Each row keeps the split it had in ganaug.
 
-When the user's stage trains plainly on the folder (evaluate.user_training=plain,
-append.fill=duplicates), each class is brought to the plan's counts: synthetic images first, and
-duplicates of its real images (random over-sampling) for what they did not bring. So a closed gate
-still hands over the folder a plain training needs, the over-sampled one, and evaluate's synthetic
-arm is this very folder.
+When the user's stage trains plainly on the folder (evaluate.user_training=plain), each class is
+brought to the plan's counts, and what lands is the best folder evaluate could show (append.fill=best):
+- the gate passed: synthetic images first, duplicates of the class's real images (random
+  over-sampling) for what they did not bring: evaluate's synthetic arm is this very folder;
+- the gate closed: the baseline that scored best, the over-sampled folder (duplicates) or SMOTE's
+  (interpolations of pairs of a class's real images, source "smote"), or the real images alone.
+append.fill=duplicates always fills with duplicates; none never fills.
 
 Layout (ImageFolder-compatible, so any classifier's loader reads it as is):
     augmented/<class>/<sample_id>.png        real (written from ingest's pixel array)
     augmented/<class>/syn-<sample_id>.png    synthetic (copied)
     augmented/<class>/dup<k>-<sample_id>.png the k-th duplicate of a real image (hard-linked to it)
+    augmented/<class>/smote-<sample_id>.png  a SMOTE interpolation of two real images
     augmented/manifest.parquet               which is which, with seeds and D scores
 Built aside and renamed into place: an interrupted run leaves the previous set as it was.
 Idempotent: when the set already holds exactly these images, nothing is touched.
@@ -32,12 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from .arms import fills_with_duplicates, oversample_rows
+from .arms import BASELINES, fills_with_duplicates, oversample_rows
 from .errors import DataError
-from .gate import gated_synthetic
+from .gate import GATE_FILE, gated_synthetic
 from .files import atomic_dir, link_or_copy
-from .manifest import (MANIFEST, augmented_counts, make_manifest, needed_per_class, read_manifest,
+from .manifest import (MANIFEST, augmented_counts, content_hash, label_map_of, make_manifest, needed_per_class, read_manifest,
                        users_training_images, write_manifest)
 from .images import save_png
 from .params import Params
@@ -54,9 +58,12 @@ def append(params: Params) -> dict:
     accepted, gate = gated_synthetic(params, prepared)
 
     real = users_training_images(prepared)
-    duplicates = filling_duplicates(params, real, accepted)
+    landed, why = landed_arm(params, gate)
+    duplicates = filling_duplicates(params, real, accepted) if landed in ("synthetic", "oversampled") \
+        else _no_fill()
+    smoted, smote_pixels = filling_smote(params, prepared, real) if landed == "smote" else (_no_fill(), None)
     real_out, synthetic_out = _relocate(real, ""), _relocate(accepted, "syn-")
-    target = make_manifest(pd.concat([real_out, synthetic_out, duplicates], ignore_index=True))
+    target = make_manifest(pd.concat([real_out, synthetic_out, duplicates, smoted], ignore_index=True))
 
     dest = Path(params.paths.augmented)
     summary = {
@@ -64,6 +71,8 @@ def append(params: Params) -> dict:
         "real_by_ganaug_split": {str(k): int(v) for k, v in real["split"].value_counts().sort_index().items()},
         "synthetic": int((target["source"] == "synthetic").sum()),
         "duplicates": len(duplicates),
+        "smote": len(smoted),
+        "landed": landed, "landed_because": why,
         "gate": gate,
         "per_class": {str(k): {s: int(n) for s, n in g["source"].value_counts().items()}
                       for k, g in target.groupby("label")},
@@ -81,8 +90,70 @@ def append(params: Params) -> dict:
             link_or_copy(accepted_dir / src, tmp / rel, "copy", root=accepted_dir)
         for src, rel in zip(duplicates["_from"], duplicates["path"]):  # a duplicate: the real image's file
             link_or_copy(tmp / real_out.loc[src, "path"], tmp / rel, params.append.link, root=tmp)
+        for start in range(0, len(smoted), 256):  # SMOTE's images, made a batch at a time
+            batch = smote_pixels[start:start + 256]
+            for arr, rel in zip(batch, smoted["path"].iloc[start:start + 256]):
+                save_png(arr, tmp / rel)
         write_manifest(target, tmp)
     return {**summary, "changed": True}
+
+
+def landed_arm(params: Params, gate: dict) -> tuple[str, str]:
+    """Which arm's folder lands, and why: the synthetic one when the gate passed; otherwise the
+    baseline evaluate found best (append.fill=best), over-sampling (fill=duplicates) or the real
+    images alone (fill=none, or a training that is not plain: its own stage balances)."""
+    if gate["passed"]:
+        return "synthetic", "the gate passed: " + gate["reason"]
+    if not fills_with_duplicates(params):
+        return "real", "no fill (append.fill=none, or evaluate.user_training=balanced)"
+    if params.append.fill == "duplicates":
+        return "oversampled", "the gate closed; append.fill=duplicates"
+    best = gate.get("best_other_arm")
+    if best not in BASELINES:
+        raise DataError(f"{Path(params.paths.reports) / GATE_FILE}: best_other_arm {best!r} is not one of "
+                        f"{list(BASELINES)}; re-run `ganaug evaluate`")
+    return best, f"the gate closed and {best} scored best of the other arms ({gate['metric']} {gate['best_other']})"
+
+
+def _no_fill() -> pd.DataFrame:
+    return make_manifest([]).assign(_from=pd.Series([], dtype="int64"))
+
+
+def filling_smote(params: Params, prepared: pd.DataFrame, real: pd.DataFrame) -> tuple[pd.DataFrame, object]:
+    """Manifest rows of the SMOTE images that bring every class to the plan's counts (evaluate's
+    SMOTE arm, drawn over every real image the user gave, seeded by append.seed), and the images
+    themselves (uint8 NHWC, made a batch at a time). An image's id comes from the two real images
+    and the step that make it."""
+    from .pixels import Images
+    from .smote import Smote
+
+    need = needed_per_class(augmented_counts(real), params.generate.sampling_strategy)
+    names = list(label_map_of(prepared))
+    y = torch.tensor([names.index(v) for v in real["label"]], dtype=torch.long)
+    rows = np.flatnonzero(prepared.index.isin(real.index))
+    x = Images(params.paths.prepared, len(prepared), rows, "ingest")
+    counts = torch.bincount(y, minlength=len(names))
+    new, labels = Smote(x, y, strategy={names.index(k): int(counts[names.index(k)]) + n
+                                        for k, n in need.items()}).new_rows(params.append.seed)
+    if new is None:
+        return _no_fill(), None
+    sids = real["sample_id"].to_numpy()
+    ids = [content_hash(f"{sids[i]}|{sids[j]}|{step!r}".encode()) for i, j, step in zip(new.i, new.j, new.step)]
+    label_of = [names[c] for c in labels.tolist()]
+    rows = make_manifest(pd.DataFrame({"sample_id": ids, "label": label_of, "split": "train", "source": "smote",
+                                       "path": [f"{lab}/smote-{sid}.png" for lab, sid in zip(label_of, ids)]}))
+    return rows.assign(_from=-1), _AsPixels(new)
+
+
+class _AsPixels:
+    """SMOTE's rows as uint8 NHWC images, a slice at a time."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __getitem__(self, idx):
+        x = ((self.rows[idx] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        return x.permute(0, 2, 3, 1).numpy()
 
 
 def filling_duplicates(params: Params, real: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +161,7 @@ def filling_duplicates(params: Params, real: pd.DataFrame, synthetic: pd.DataFra
     every class to the plan's counts where synthetic images fall short (append.fill): random
     over-sampling of its real images, seeded by append.seed. None when the set is not filled."""
     if not fills_with_duplicates(params) or not len(real):
-        return make_manifest([]).assign(_from=pd.Series([], dtype="int64"))
+        return _no_fill()
     need = needed_per_class(augmented_counts(real), params.generate.sampling_strategy)
     have = synthetic["label"].value_counts()
     rest = {k: n - int(have.get(k, 0)) for k, n in need.items() if n > int(have.get(k, 0))}
@@ -131,4 +202,6 @@ def summarize(r: dict) -> str:
     state = "updated" if r["changed"] else "already up to date"
     gate = "" if r["gate"]["passed"] else f"; gate closed: {r['gate']['reason']}"
     filled = f" + {r['duplicates']} duplicates of real ones (append.fill)" if r.get("duplicates") else ""
-    return f"{r['real']} real + {r['synthetic']} synthetic images{filled} ({state}){gate}"
+    filled += f" + {r['smote']} SMOTE images" if r.get("smote") else ""
+    landed = f"; landed: the {r['landed']} folder" if r.get("landed") else ""
+    return f"{r['real']} real + {r['synthetic']} synthetic images{filled} ({state}){landed}{gate}"

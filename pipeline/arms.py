@@ -84,7 +84,7 @@ def fills_with_duplicates(params) -> bool:
     """Whether the augmented set's classes reach the plan's counts with duplicates of real images
     where synthetic ones fall short (append.fill): only for a plain training, and only in the set
     append builds (in place, a batch adds synthetic images only)."""
-    return (params.append.fill == "duplicates" and params.evaluate.user_training == "plain"
+    return (params.append.fill != "none" and params.evaluate.user_training == "plain"
             and not params.append.target)
 
 

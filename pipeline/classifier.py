@@ -20,7 +20,15 @@ from .progress import progress
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, channels: int, n_classes: int, width: int = 32):
+    """`blocks` BatchNorm blocks (two 3x3 convolutions, then 2x2 max-pooling), channels doubling
+    from `width`, global average pooling, a linear head. Two blocks: the yardstick of filter and
+    train (`evaluate.width`); three: evaluate's arms (`evaluate.arm_classifier`), ~75k parameters
+    at width 16, a classifier of the capacity a user's own stage has at 16-64 px.
+
+    curve: its learning curve on val when it was trained with one (`fit_all(val=...)`), else None.
+    """
+
+    def __init__(self, channels: int, n_classes: int, width: int = 32, blocks: int = 2):
         super().__init__()
 
         def block(c_in, c_out):
@@ -28,9 +36,11 @@ class SmallCNN(nn.Module):
                                  nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
                                  nn.MaxPool2d(2))
 
-        self.features = nn.Sequential(block(channels, width), block(width, 2 * width),
+        widths = [channels] + [width * 2 ** i for i in range(blocks)]
+        self.features = nn.Sequential(*(block(a, b) for a, b in zip(widths, widths[1:])),
                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(2 * width, n_classes)
+        self.head = nn.Linear(widths[-1], n_classes)
+        self.curve: dict | None = None
 
     def forward(self, x):
         return self.head(self.features(_channels_last(x)))
@@ -40,12 +50,13 @@ class SmallCNN(nn.Module):
 class Member:
     """One classifier to train: its images (NCHW tensor, uint8 or float in [-1, 1], or
     pixels.Images / Stack, read a batch at a time), labels, seed (its initial weights and its
-    draws), class-balanced draws or not, and its batch transform (None: none)."""
+    draws), class-balanced draws or not, its batch transform (None: none) and its steps."""
     x: object
     y: torch.Tensor
     seed: int
     balanced: bool = False
     augment: Callable | None = None
+    steps: int | None = None  # its own number of steps (None: fit_all's)
 
 
 def fit(x, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: float,
@@ -65,29 +76,45 @@ def fit(x, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: flo
 
 def fit_all(members: list[Member], n_classes: int, steps: int, batch_size: int, lr: float, width: int,
             device: torch.device | str = "cpu", workers: int = 0, together: bool | None = None,
-            desc: str | None = None) -> list[SmallCNN]:
-    """Train classifiers of one shape, each as `fit` would (its own seed, draws and augmentation).
+            desc: str | None = None, blocks: int = 2, val: tuple | None = None,
+            curve_points: int = 0) -> list[SmallCNN]:
+    """Train classifiers of one shape, each as `fit` would (its own seed, draws, augmentation and
+    steps: `Member.steps`, else `steps`).
 
     together (None: on a GPU): as one network, each member's channels a group of its own
     (`_Together`), so that a step is one launch of every layer for all members instead of one
-    per member: a single small CNN fills a fraction of a GPU. On the CPU one after another: a
-    small CNN's step already fills the cores there, and grouped convolutions run slower than
-    the members' own (bench/evaluate_speed.py). The results are the same but for rounding.
+    per member: a single small CNN fills a fraction of a GPU; members of the same number of
+    steps train together. On the CPU one after another: a small CNN's step already fills the
+    cores there, and grouped convolutions run slower than the members' own
+    (bench/evaluate_speed.py). The results are the same but for rounding.
+
+    val: (images, labels): each model's learning curve on them, `curve_points` times evenly
+    over its training, is left in `model.curve` (step, val loss, accuracy and macro-F1 over the
+    classes val holds).
     """
     device = torch.device(device)
     together = device.type == "cuda" if together is None else together
-    if not together:
-        bar = progress(members, desc=desc, unit="fit", disable=desc is None)
-        return [_train([m], n_classes, steps, batch_size, lr, width, device, workers)[0] for m in bar]
-    return _train(members, n_classes, steps, batch_size, lr, width, device, workers, desc=desc)
+    own = [m.steps or steps for m in members]
+    groups = [[i] for i in range(len(members))] if not together else \
+        [[i for i in range(len(members)) if own[i] == s] for s in dict.fromkeys(own)]
+    bar = progress(total=sum(own[g[0]] for g in groups), desc=desc, unit="step", disable=desc is None)
+    models: list[SmallCNN | None] = [None] * len(members)
+    for group in groups:
+        trained = _train([members[i] for i in group], n_classes, own[group[0]], batch_size, lr, width, device,
+                         workers, blocks, val, curve_points, bar)
+        for i, m in zip(group, trained):
+            models[i] = m
+    bar.close()
+    return models
 
 
 def _train(members: list[Member], n_classes: int, steps: int, batch_size: int, lr: float, width: int,
-           device: torch.device, workers: int, desc: str | None = None) -> list[SmallCNN]:
+           device: torch.device, workers: int, blocks: int = 2, val: tuple | None = None, curve_points: int = 0,
+           bar=None) -> list[SmallCNN]:
     models = []
     for m in members:  # each member's initial weights from its own seed, as when trained alone
         torch.manual_seed(m.seed)
-        models.append(SmallCNN(m.x.shape[1], n_classes, width))
+        models.append(SmallCNN(m.x.shape[1], n_classes, width, blocks))
     net = (models[0] if len(models) == 1 else _Together(models)).to(device, memory_format=torch.channels_last)
     # Elementwise, so a member's updates are its own; fused: one kernel for all tensors, not a loop.
     opt = torch.optim.Adam(net.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
@@ -97,8 +124,11 @@ def _train(members: list[Member], n_classes: int, steps: int, batch_size: int, l
         _Rows([(m.x, m.y) for m in members]), batch_sampler=_Steps(draws), collate_fn=_as_is,
         num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=_one_thread,
         prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0))
+    # The steps after which the curve is measured: evenly spread, the last one included.
+    watch = {max(1, round(steps * (k + 1) / curve_points)) for k in range(curve_points)} if val else set()
+    curves = [{"step": [], "val_loss": [], "val_accuracy": [], "val_macro_f1": []} for _ in members]
     net.train()
-    for xb, yb in progress(loader, desc=desc, unit="step", disable=desc is None):
+    for step, (xb, yb) in enumerate(loader, 1):
         # Each member's batch through its own transform, in step order (its seeded stream)
         xb = torch.stack([m.augment(b) if m.augment is not None else b for m, b in zip(members, xb)])
         xb = xb.to(device, non_blocking=True)
@@ -110,9 +140,41 @@ def _train(members: list[Member], n_classes: int, steps: int, batch_size: int, l
         loss.backward()
         opt.step()
         sched.step()
+        if step in watch:
+            _measure(net, len(models), val, n_classes, step, curves)
+        if bar is not None:
+            bar.update(1)
     if len(models) > 1:
         net.split_into(models)
+    for m, c in zip(models, curves):
+        m.curve = c if val else None
     return [m.eval() for m in models]
+
+
+@torch.no_grad()
+def _measure(net: nn.Module, n_members: int, val: tuple, n_classes: int, step: int, curves: list[dict]):
+    """One point of each member's learning curve: loss, accuracy and macro-F1 (over the classes
+    val holds) on val, in eval mode (BatchNorm's running statistics, as the model will predict)."""
+    from sklearn.metrics import f1_score
+
+    x_val, y_val = val
+    device = next(net.parameters()).device
+    net.eval()
+    logits = []
+    for i in range(0, len(y_val), 512):
+        xb = nchw_as_float(x_val[i:i + 512]).to(device)
+        out = net(xb) if n_members == 1 else net(xb.expand(n_members, *xb.shape))  # batch x members x classes
+        logits.append(out.float().reshape(len(xb), n_members, n_classes).cpu())
+    net.train()
+    logits = torch.cat(logits)
+    y = y_val.long()
+    for k, curve in enumerate(curves):
+        pred = logits[:, k].argmax(1).numpy()
+        curve["step"].append(step)
+        curve["val_loss"].append(round(float(F.cross_entropy(logits[:, k], y)), 4))
+        curve["val_accuracy"].append(round(float((pred == y.numpy()).mean()), 4))
+        curve["val_macro_f1"].append(round(float(f1_score(y.numpy(), pred, labels=sorted(set(y.tolist())),
+                                                           average="macro", zero_division=0)), 4))
 
 
 def _weights(y: torch.Tensor, n_classes: int, balanced: bool) -> torch.Tensor:

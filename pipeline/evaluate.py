@@ -1,8 +1,12 @@
 """evaluate: do the accepted synthetic images help more than what users would do anyway?
 
-Runs before append and decides the gate append acts on. One fixed small CNN and the same number
-of optimizer steps for every arm, `evaluate.repeats` seeds each, tested on ganaug's real test
-split. The arms train the way the user's own stage trains on its folder (`evaluate.user_training`):
+Runs before append and decides the gate append acts on. Each arm's classifier trains as the
+user's own stage would train on that arm's folder: `evaluate.arm_classifier.epochs` passes over
+it (a folder of 2,400 images gets four times the steps of one of 600), a classifier of a user's
+capacity (3 BatchNorm blocks), its learning curve on val recorded (metrics.json, the picture
+reports/evaluate_curves.png); `evaluate.repeats` seeds each, tested on ganaug's real test split,
+every figure as on a class-balanced test set (`evaluate.test_priors`). How the user's stage
+trains (`evaluate.user_training`):
 
 - plain     (default) the folder as it lands: shuffled, unweighted, no augmentation. Each arm is
             the folder the user would otherwise train on, sized to generate.sampling_strategy's
@@ -20,7 +24,9 @@ In both, at most `share` of a class's images are synthetic; the share is chosen 
 The gate (pipeline/gate.py): the synthetic arm must beat the best other arm on
 `evaluate.gate_metric`, and the lower end of the paired bootstrap interval of that gain (test
 images and classifier seeds redrawn, pipeline/evidence.py) must be above `evaluate.min_gain`.
-Written to reports/gate.json; append reads it.
+A class with fewer than `evaluate.min_test_images` test images is undetermined: no per-class
+verdict. gate.json says what the decision rests on (`rests_on`); append reads it and lands the
+best arm's folder.
 """
 from __future__ import annotations
 
@@ -33,11 +39,11 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from . import classifier, evidence, quality
+from . import classifier, evidence, plots, quality
 from .arms import ARMS, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData, fills_with_duplicates
 from .gate import GATE_FILE, cap_synthetic, decide
 from .files import write_csv, write_json
-from .manifest import label_map_of, needed_per_class, read_manifest
+from .manifest import label_map_of, needed_per_class, read_manifest, real_train_rows
 from .params import Params, device as params_device
 from .pixels import Images, Stack, read_prepared
 from .smote import Smote
@@ -81,6 +87,14 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], rare: list[
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "rare_recall")
 
 
+def test_scores(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], rare: list[int], balanced: bool) -> dict:
+    """The test metrics of one classifier, defined as the bootstrap defines them (pipeline/
+    evidence.py), under the test priors evaluate.test_priors names."""
+    values = evidence.point(y_true, y_pred, len(names), rare, balanced)
+    recall = values.pop("recall")
+    return values | {"per_class_recall": dict(zip(names, recall.tolist()))}
+
+
 def _mean(runs: list[dict]) -> dict:
     out = {}
     for k in METRICS:
@@ -102,10 +116,14 @@ def synthetic_rows(synth: pd.DataFrame, counts: dict[str, int], share: float, ne
 
 
 def evaluate(params: Params) -> dict:
-
+    """The data, the classifiers, their training, the record: each arm's classifier trains as a
+    user's stage trains on its folder (`evaluate.arm_classifier.epochs` passes over it, its
+    learning curve on val recorded), is tested on the real test split, and the gate decides."""
     cfg = params.evaluate
     plain = cfg.user_training == "plain"
     prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
+
+    # The data: ganaug's splits of the real images, the accepted synthetic ones, the plan's counts.
     prepared = read_prepared(params)
     accepted = read_manifest(accepted_dir)
     judged = {"paths.prepared": identity(prepared_dir), "paths.accepted": identity(accepted_dir)}
@@ -113,80 +131,85 @@ def evaluate(params: Params) -> dict:
     synth = accepted[accepted["source"] == "synthetic"]
     label_map = label_map_of(prepared)
     names = list(label_map)
-    real = prepared[(prepared["split"] == "train") & (prepared["source"] == "real")]
+    real = real_train_rows(prepared)
     counts = {k: int((real["label"] == k).sum()) for k in names}
     rare = rare_classes(counts)
-    # The counts every arm's folder is sized to (plain), over ganaug's train split.
-    need = needed_per_class(counts, params.generate.sampling_strategy)
-    need_idx = {label_map[k]: n for k, n in need.items()}
+    need = needed_per_class(counts, params.generate.sampling_strategy)  # every plain folder's final counts
     x_real, y_real = _images(prepared_dir, prepared, real, label_map, "ingest")
     x_val, y_val = _images(prepared_dir, prepared, prepared[prepared["split"] == "val"], label_map, "ingest")
     x_test, y_test = _images(prepared_dir, prepared, prepared[prepared["split"] == "test"], label_map, "ingest")
-    steps = cfg.epochs * math.ceil(len(real) / cfg.batch_size)
+    x_syn, y_syn = _images(accepted_dir, accepted, synth, label_map, "filter") if len(synth) else (None, None)
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
-    aug = cfg.augment
 
-    device = params_device("evaluate.device", cfg.device)
-    workers = cfg.loader_workers if cfg.loader_workers is not None else (0 if device.type == "cpu" else 4)
-
-    def member(x, y, balanced, seed):
-        augment = None if plain else classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, seed)
-        return classifier.Member(x, y, seed, balanced and not plain, augment)
-
-    def predict(model, x):
-        return classifier.predict(model, x)[0]
-
-    # Every classifier evaluate needs, keyed by (arm or share, seed), trained in one call
-    # (classifier.fit_all: on a GPU as one network).
-    # SMOTE to the same final counts; neighbours found once, per seed new images as row pairs.
-    oversampler = Smote(x_real, y_real, strategy={c: counts[names[c]] + n for c, n in need_idx.items()})
-    data = ArmData(x_real, y_real, need_idx, oversampler, plain, fill=fills_with_duplicates(params))
-    members = {(arm.name, seed): member(*arm.recipe(data, seed), seed)
-               for seed in seeds for arm in (BY_NAME[a] for a in BASELINES)}
-    # The synthetic arm, once per candidate share: val picks the share, test reports it.
+    # The classifiers: each arm's folder per seed (pipeline/arms.py), the synthetic arm once per
+    # share (val picks the share), and CAS (the synthetic images alone).
+    smote = Smote(x_real, y_real, strategy={label_map[k]: counts[k] + n for k, n in need.items()})
+    data = ArmData(x_real, y_real, {label_map[k]: n for k, n in need.items()}, smote, plain,
+                   fill=fills_with_duplicates(params))
+    members = {(name, seed): _member(cfg, *BY_NAME[name].recipe(data, seed), seed)
+               for seed in seeds for name in BASELINES}
     share_images: dict[float, int] = {}
-    if len(synth):
-        x_syn_all, y_syn_all = _images(accepted_dir, accepted, synth, label_map, "filter")
-        for share in sorted(set(cfg.synthetic_shares)):
-            mask = synthetic_rows(synth, counts, share, need if plain else None)
-            share_images[share] = int(mask.sum())
-            data.mix = (Stack(x_real, x_syn_all.subset(mask)), torch.cat([y_real, y_syn_all[torch.tensor(mask)]]))
-            members.update({(share, seed): member(*BY_NAME[CANDIDATE].recipe(data, seed), seed) for seed in seeds})
-        classes = torch.unique(y_syn_all)
-        if len(classes) >= 2 and torch.isin(y_test, classes).any():  # CAS: synthetic images alone
-            members["cas", seeds[0]] = member(x_syn_all, y_syn_all, True, seeds[0])
-    models = dict(zip(members, classifier.fit_all(list(members.values()), len(names), steps, cfg.batch_size,
-                                                  cfg.lr, cfg.width, device, workers, desc="evaluate: classifiers")))
+    for share in sorted(set(cfg.synthetic_shares)) if len(synth) else ():
+        mask = synthetic_rows(synth, counts, share, need if plain else None)
+        share_images[share] = int(mask.sum())
+        data.mix = (Stack(x_real, x_syn.subset(mask)), torch.cat([y_real, y_syn[torch.tensor(mask)]]))
+        members |= {(share, seed): _member(cfg, *BY_NAME[CANDIDATE].recipe(data, seed), seed) for seed in seeds}
+    if len(synth) and len(torch.unique(y_syn)) >= 2 and torch.isin(y_test, torch.unique(y_syn)).any():
+        members["cas", seeds[0]] = _member(cfg, x_syn, y_syn, True, seeds[0])
 
-    test_preds = {arm: [predict(models[arm, seed], x_test) for seed in seeds] for arm in BASELINES}
-    reference = next(models[a.name, seeds[0]] for a in ARMS if a.reference)  # it does predict the rare classes
-    shares: dict[float, dict] = {}
-    for share, images in share_images.items():
-        val_runs = [scores(y_val.numpy(), predict(models[share, seed], x_val), names, rare, present_only=True)
-                    for seed in seeds] if len(y_val) else []
-        shares[share] = {"images": images, "val": _mean(val_runs) if val_runs else None,
-                         "test": [predict(models[share, seed], x_test) for seed in seeds]}
+    # The training: every classifier in one call (on a GPU as one network), to its own step count.
+    device = params_device("evaluate.device", cfg.device)
+    arm = cfg.arm_classifier
+    models = dict(zip(members, classifier.fit_all(
+        list(members.values()), len(names), 1, cfg.batch_size, cfg.lr, arm.width, device, loader_workers(cfg, device),
+        desc="evaluate: classifiers", blocks=arm.blocks, val=(x_val, y_val) if len(y_val) else None,
+        curve_points=arm.curve_points)))
+
+    # The record: test predictions, the share val chose, intervals, the decision.
+    def predict(key, x):
+        return classifier.predict(models[key], x)[0]
+
+    test_preds = {name: [predict((name, seed), x_test) for seed in seeds] for name in BASELINES}
+    shares = {share: {"images": images,
+                      "val": _mean([scores(y_val.numpy(), predict((share, s), x_val), names, rare, present_only=True)
+                                    for s in seeds]) if len(y_val) else None,
+                      "test": [predict((share, s), x_test) for s in seeds]}
+              for share, images in share_images.items()}
     chosen = None
     if shares:  # ties go to the smaller share: fewer synthetic images for the same result
         chosen = max(shares, key=lambda s: (shares[s]["val"][cfg.gate_metric] if shares[s]["val"] else 0.0, -s))
         test_preds[CANDIDATE] = shares[chosen]["test"]
-    val_classes = sorted(names[c] for c in set(y_val.tolist()))
+    trained = {name: [models[name, s] for s in seeds] for name in BASELINES} | \
+        ({CANDIDATE: [models[chosen, s] for s in seeds]} if chosen is not None else {})
+    steps = {name: members[key, seeds[0]].steps for name, key in [(n, n) for n in BASELINES] + [(CANDIDATE, chosen)]
+             if (key, seeds[0]) in members}
 
     y_true = y_test.numpy()
-    means = {arm: _mean([scores(y_true, p, names, rare) for p in preds]) for arm, preds in test_preds.items()}
-    boot = evidence.bootstrap(y_true, {arm: np.stack(p) for arm, p in test_preds.items()}, len(names),
-                              [label_map[c] for c in rare], cfg.bootstrap, cfg.seed)
-    for arm, b in boot.items():
+    test_counts = {n: int((y_true == label_map[n]).sum()) for n in names}
+    undetermined = [n for n in names if test_counts[n] < cfg.min_test_images]
+    balanced = cfg.test_priors == "balanced"
+    rare_idx = [label_map[c] for c in rare]
+    means = {name: _mean([test_scores(y_true, p, names, rare_idx, balanced) for p in preds])
+             for name, preds in test_preds.items()}
+    boot = evidence.bootstrap(y_true, {name: np.stack(p) for name, p in test_preds.items()}, len(names),
+                              rare_idx, cfg.bootstrap, cfg.seed, balanced)
+    for name, b in boot.items():
         for k in METRICS:
-            means[arm][f"{k}_interval"] = [round(float(v), 4) for v in evidence.interval(b[k], cfg.confidence)]
+            means[name][f"{k}_interval"] = [round(float(v), 4) for v in evidence.interval(b[k], cfg.confidence)]
+        means[name]["training"] = _training(trained[name], steps[name])
     gate = decide(boot, names, cfg.gate_metric, cfg.min_gain, cfg.confidence, chosen,
-                  shares.get(chosen, {}).get("images", 0), BASELINES, CANDIDATE)
+                  shares.get(chosen, {}).get("images", 0), BASELINES, CANDIDATE, undetermined=undetermined,
+                  measured_loss=cfg.measured_loss, synthetic_classes=sorted(set(synth["label"])))
     gate["user_training"] = cfg.user_training
+    gate["rests_on"] = _rests_on(test_counts, undetermined, seeds, means, cfg)
     gate["judged"] = judged  # append acts on the decision only for these very sets
+    val_classes = sorted(names[c] for c in set(y_val.tolist()))
     metrics = {
         "arms": {a.name: {"what": a.what(plain), **means[a.name]} for a in ARMS if a.name in means},
         "gate": gate,
         "rare_classes": rare,
+        "test_images_per_class": test_counts,
+        "undetermined_classes": undetermined,
         "mixes": {str(s): {"synthetic_images": v["images"],
                            f"val_{cfg.gate_metric}": v["val"][cfg.gate_metric] if v["val"] else None}
                   for s, v in shares.items()},
@@ -194,26 +217,73 @@ def evaluate(params: Params) -> dict:
         "mix_chosen_on": {"val_images": len(y_val), "val_classes": val_classes,
                           "rare_classes_in_val": [c for c in rare if c in val_classes],
                           "rule": "best val " + cfg.gate_metric if len(y_val) else "no val image: the smallest share"},
-        "synthetic_quality": _synthetic_quality(reference, models.get(("cas", seeds[0])), x_syn_all, y_syn_all,
-                                                names, x_real, y_real, x_test, y_test,
+        "synthetic_quality": _synthetic_quality(models[BASELINE_REFERENCE, seeds[0]], models.get(("cas", seeds[0])),
+                                                x_syn, y_syn, names, x_real, y_real, x_test, y_test,
                                                 quality.class_copy_radii(prepared_dir, prepared, label_map,
                                                                          params.filter.copy_quantile)[0])
         if len(synth) else {"count": 0},
         "train_images": {"real": len(real), "synthetic_accepted": len(synth),
                          "synthetic_used": gate["synthetic_images"]},
-        "classifier": {"steps": steps, "repeats": cfg.repeats, "seeds": seeds, "user_training": cfg.user_training,
-                       "augment": None if plain else aug.model_dump(),
+        "test_priors": cfg.test_priors,
+        "classifier": {"passes": arm.epochs, "width": arm.width, "blocks": arm.blocks, "repeats": cfg.repeats,
+                       "seeds": seeds, "user_training": cfg.user_training,
+                       "augment": None if plain else cfg.augment.model_dump(),
                        "test_images": len(y_true), "bootstrap": cfg.bootstrap,
                        # 0: a class has a single training image and SMOTE cannot interpolate (the arm is real only)
-                       "smote_neighbours": max(0, oversampler.k)},
+                       "smote_neighbours": max(0, smote.k)},
     }
     reports = Path(params.paths.reports)
     write_json(reports / "metrics.json", metrics)
     write_json(reports / GATE_FILE, gate)
-    recall = pd.DataFrame({"class": names, **{arm: [means[arm]["per_class_recall"][c] if arm in means else None
-                                                    for c in names] for arm in NAMES}})
+    recall = pd.DataFrame({"class": names, **{name: [means[name]["per_class_recall"][c] if name in means else None
+                                                     for c in names] for name in NAMES}})
     write_csv(recall, reports / "per_class_recall.csv")
+    plots.learning_curves({name: means[name]["training"] for name in means}, reports / CURVES_PLOT)
     return metrics
+
+
+BASELINE_REFERENCE = next(a.name for a in ARMS if a.reference)  # its classifier predicts the rare classes
+CURVES_PLOT = "evaluate_curves.png"
+
+
+def loader_workers(cfg, device: torch.device) -> int:
+    return cfg.loader_workers if cfg.loader_workers is not None else (0 if device.type == "cpu" else 4)
+
+
+def _member(cfg, x, y, balanced: bool, seed: int) -> classifier.Member:
+    """One arm's classifier: `arm_classifier.epochs` passes over its own folder, as the user's
+    stage would train on it (a folder of 2,400 images gets four times the steps of one of 600)."""
+    plain = cfg.user_training == "plain"
+    aug = cfg.augment
+    augment = None if plain else classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, seed)
+    steps = cfg.arm_classifier.epochs * math.ceil(len(y) / cfg.batch_size)
+    return classifier.Member(x, y, seed, balanced and not plain, augment, steps=steps)
+
+
+def _training(models: list, steps: int) -> dict:
+    """How an arm's classifiers trained: steps, and the learning curve on val (mean over seeds);
+    converged when the last point's val macro-F1 is within 0.02 of the curve's best and moved less
+    than 0.02 since the point before (None: no val image to tell)."""
+    curves = [m.curve for m in models if m.curve]
+    out: dict = {"steps": steps}
+    if not curves:
+        return {**out, "curve": None, "converged": None}
+    mean = {k: [round(float(np.mean(v)), 4) for v in zip(*(c[k] for c in curves))]
+            for k in ("val_loss", "val_accuracy", "val_macro_f1")}
+    f1 = mean["val_macro_f1"]
+    converged = max(f1) - f1[-1] <= 0.02 and (len(f1) < 2 or abs(f1[-1] - f1[-2]) <= 0.02)
+    return {**out, "curve": {"step": curves[0]["step"], **mean}, "converged": bool(converged)}
+
+
+def _rests_on(test_counts: dict[str, int], undetermined: list[str], seeds: list[int], means: dict, cfg) -> dict:
+    """What the decision rests on, said in gate.json: the test images (per class), the classes too
+    thin to judge alone, the classifier seeds, and whether every arm's training converged."""
+    return {"test_images": sum(test_counts.values()), "test_images_per_class": test_counts,
+            "undetermined_classes": undetermined,
+            "undetermined_rule": f"fewer than evaluate.min_test_images={cfg.min_test_images} test images",
+            "classifier_seeds": seeds,
+            "steps": {name: m["training"]["steps"] for name, m in means.items()},
+            "converged": {name: m["training"]["converged"] for name, m in means.items()}}
 
 
 def _synthetic_quality(model, cas_model, x_syn, y_syn, names, x_real, y_real, x_test, y_test, radii) -> dict:
@@ -238,4 +308,11 @@ def summarize(r: dict) -> str:
     g = r["gate"]
     m = g["metric"]
     arms = ", ".join(f"{arm} {v[m]:.4f}" for arm, v in r["arms"].items())
-    return f"{m} ({g.get('user_training', 'balanced')} training): {arms}; gate {'PASSED' if g['passed'] else 'CLOSED'}: {g['reason']}"
+    rests = g.get("rests_on") or {}
+    undetermined = rests.get("undetermined_classes")
+    thin = f"; undetermined (too few test images): {', '.join(undetermined)}" if undetermined else ""
+    unconverged = [a for a, c in (rests.get("converged") or {}).items() if c is False]
+    flat = f"; NOT CONVERGED: {', '.join(unconverged)} (raise evaluate.arm_classifier.epochs)" if unconverged else ""
+    return (f"{m} ({g.get('user_training', 'plain')} training, {r.get('test_priors', 'split')} test priors, "
+            f"{rests.get('test_images', '?')} test images): {arms}; gate {'PASSED' if g['passed'] else 'CLOSED'}: "
+            f"{g['reason']}{thin}{flat}")

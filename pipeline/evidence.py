@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "rare_recall")
+PER_CLASS = ("recall", "f1")  # B x K: per replicate and class
 
 
 CHUNK = 100  # replicates drawn at once: memory CHUNK x test images, whatever the replicate count
@@ -23,12 +24,26 @@ def _one_hot(labels: np.ndarray, n_classes: int):
     return sparse.csr_matrix((np.ones(len(labels)), (np.arange(len(labels)), labels)), shape=(len(labels), n_classes))
 
 
-def confusion_parts(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, n_classes: int):
+def confusion_parts(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray, n_classes: int,
+                    balanced: bool = False):
     """Per replicate (rows of weights: how often each test image is drawn) and class: true
-    positives, true count (support) and predicted count. y_pred: one seed's predictions."""
-    def per_class(hot):  # replicates x classes, through a sparse n x K indicator
+    positives, true count (support) and predicted count. y_pred: one seed's predictions.
+
+    balanced: as on a test set with the same number of images of every class (each image
+    weighs 1 / its class's count in the replicate): a rare class's one test image counts as
+    much as a common class's hundred, and a false alarm of the rare class from a common one
+    costs what it would cost on a balanced test set, not what the split's proportions make it.
+    Recall is unchanged; accuracy becomes balanced accuracy, F1 the balanced-test F1."""
+    def per_class(hot):  # replicates x columns, through a sparse n x columns indicator
         return np.asarray((hot.T @ weights.T).T)
 
+    if balanced:
+        pairs = per_class(_one_hot(y_true * n_classes + y_pred, n_classes * n_classes))
+        confusion = pairs.reshape(len(weights), n_classes, n_classes)           # B x true x predicted
+        support = confusion.sum(2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(support[:, :, None] > 0, confusion / support[:, :, None], 0.0)
+        return np.diagonal(share, axis1=1, axis2=2).copy(), (support > 0).astype(float), share.sum(1)
     right = y_true == y_pred
     tp = per_class(_one_hot(np.where(right, y_true, 0), n_classes).multiply(right[:, None]).tocsr())
     return tp, per_class(_one_hot(y_true, n_classes)), per_class(_one_hot(y_pred, n_classes))
@@ -44,14 +59,15 @@ def metric_values(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray, ra
         balanced = np.where(present.any(1), (recall * present).sum(1) / present.sum(1).clip(min=1), 0.0)
         accuracy = tp.sum(1) / support.sum(1).clip(min=1e-12)
     return {"accuracy": accuracy, "balanced_accuracy": balanced, "macro_f1": f1.mean(1),
-            "rare_recall": recall[:, rare].mean(1) if rare else np.zeros(len(tp)), "recall": recall}
+            "rare_recall": recall[:, rare].mean(1) if rare else np.zeros(len(tp)), "recall": recall, "f1": f1}
 
 
 def bootstrap(y_true: np.ndarray, preds: dict[str, np.ndarray], n_classes: int, rare: list[int],
-              replicates: int = 1000, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """Per arm, each metric over `replicates` paired draws (B values; per-class recall B x K).
+              replicates: int = 1000, seed: int = 0, balanced: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """Per arm, each metric over `replicates` paired draws (B values; per-class recall and F1 B x K).
     preds[arm]: R x n predictions, one row per classifier seed, the same seeds' count for every
-    arm. Replicate 0 is the data as it is (no redraw), so its values are the plain figures."""
+    arm. Replicate 0 is the data as it is (no redraw), so its values are the plain figures.
+    balanced: every metric as on a class-balanced test set (confusion_parts)."""
     repeats = {len(p) for p in preds.values()}
     if len(repeats) != 1:
         raise ValueError(f"every arm needs the same number of seeds, got {sorted(repeats)}")
@@ -66,10 +82,17 @@ def bootstrap(y_true: np.ndarray, preds: dict[str, np.ndarray], n_classes: int, 
         if start == 0:
             weights[0] = 1  # replicate 0: every test image once
         for arm, p in preds.items():
-            per_seed = [metric_values(*confusion_parts(y_true, p[s], weights, n_classes), rare) for s in range(r)]
-            parts[arm].append({k: _seed_mean(per_seed, seeds[start:start + b], k) for k in (*METRICS, "recall")})
-    return {arm: {k: np.concatenate([c[k] for c in chunks]) for k in (*METRICS, "recall")}
+            per_seed = [metric_values(*confusion_parts(y_true, p[s], weights, n_classes, balanced), rare)
+                        for s in range(r)]
+            parts[arm].append({k: _seed_mean(per_seed, seeds[start:start + b], k) for k in (*METRICS, *PER_CLASS)})
+    return {arm: {k: np.concatenate([c[k] for c in chunks]) for k in (*METRICS, *PER_CLASS)}
             for arm, chunks in parts.items()}
+
+
+def point(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, rare: list[int], balanced: bool = False) -> dict:
+    """The metrics of one seed's predictions on the test images as they are (no redraw)."""
+    values = metric_values(*confusion_parts(y_true, y_pred, np.ones((1, len(y_true))), n_classes, balanced), rare)
+    return {k: float(v[0]) for k, v in values.items() if k not in PER_CLASS} | {"recall": values["recall"][0]}
 
 
 def _seed_mean(per_seed: list[dict], seeds: np.ndarray, key: str) -> np.ndarray:

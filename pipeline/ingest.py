@@ -33,7 +33,7 @@ import pandas as pd
 from .errors import DataError
 from .files import atomic_dir, write_json
 from .images import BadImage, convert, decode, resizer
-from .manifest import (BATCHES_DIR, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest,
+from .manifest import (BATCHES_DIR, MADE, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest,
                        not_portable, write_manifest)
 from .params import Params
 from .paths import inside
@@ -280,9 +280,9 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
     if missing:
         raise DataError(f"{table}: missing column(s) {sorted(missing)}; expected at least path,label")
     n_synth = 0
-    if "source" in df.columns:  # a ganaug manifest: its synthetic images and fill duplicates are not data
+    if "source" in df.columns:  # a ganaug manifest: its synthetic images and fills are not data
         synth = df["source"].astype(str) == "synthetic"
-        n_synth, df = int(synth.sum()), df[~synth & (df["source"].astype(str) != "duplicate")]
+        n_synth, df = int(synth.sum()), df[~df["source"].astype(str).isin(MADE)]
     splits = df["split"] if "split" in df.columns else [None] * len(df)
     given = np.full(len(df), "split" in df.columns)
     if "split" in df.columns and "split_given" in df.columns:

@@ -26,7 +26,9 @@ MANIFEST = "manifest.parquet"
 BATCHES_DIR = "ganaug-batches"  # synthetic batches appended in place; ingest never reads them as real
 SPLITS = ("train", "val", "test")
 SAMPLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-SOURCES = ("real", "synthetic", "duplicate")  # duplicate: append.fill's copy of a real image
+# duplicate: append.fill's copy of a real image; smote: its SMOTE interpolation of two (when SMOTE won)
+SOURCES = ("real", "synthetic", "duplicate", "smote")
+MADE = SOURCES[1:]  # images ganaug made: never ingested as data
 COLUMNS = {
     "sample_id": "string", "path": "string", "label": "string", "split": "string",
     "source": "string", "d_score": "float64", "seed": "Int64", "checkpoint": "string",
@@ -166,10 +168,14 @@ def synthetic_id(checkpoint: str, label: str, seed: int, truncation: float | Non
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
+def real_train_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The real images of ganaug's train split: what the GAN and evaluate's classifiers fit."""
+    return df[(df["split"] == "train") & (df["source"] == "real")]
+
+
 def class_counts(df: pd.DataFrame) -> dict[str, int]:
     """Real images per class in ganaug's train split (what the GAN and the classifiers fit)."""
-    real = df[(df["split"] == "train") & (df["source"] == "real")]
-    return {k: int(v) for k, v in real["label"].value_counts().sort_index().items()}
+    return {k: int(v) for k, v in real_train_rows(df)["label"].value_counts().sort_index().items()}
 
 
 def users_training_images(df: pd.DataFrame) -> pd.DataFrame:

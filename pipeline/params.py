@@ -291,14 +291,15 @@ class Append(Section):
     + tag, dvc push) instead of building paths.augmented."""
     lock_timeout_s: float = Field(600.0, ge=0)
     """wait this long for another append to finish"""
-    fill: Literal["duplicates", "none"] = "duplicates"
-    """What brings a class of the augmented set to the plan's counts where synthetic images do not (the
-    gate closed, or the filter accepted fewer): duplicates of its real images (random over-sampling, what a
-    plain training needs; evaluate's synthetic arm is built alike) or none. Applies when the user's stage
-    trains plainly (evaluate.user_training=plain) and to paths.augmented; in place, only synthetic images
-    are added."""
+    fill: Literal["best", "duplicates", "none"] = "best"
+    """What brings a class of the augmented set to the plan's counts where synthetic images do not (the gate
+    closed, or the filter accepted fewer). best: the folder evaluate found best lands (gate passed: synthetic,
+    then duplicates of the class's real images, as evaluate's synthetic arm; closed: the best baseline's
+    folder, over-sampled duplicates or SMOTE's images, or the real images alone); duplicates: always
+    duplicates; none: no fill. Applies when the user's stage trains plainly (evaluate.user_training=plain) and
+    to paths.augmented; in place, only synthetic images are added."""
     seed: Seed = 0
-    """which real images fill duplicates"""
+    """which real images fill duplicates, and SMOTE's draws"""
 
 
 class ClassicAugment(Section):
@@ -315,30 +316,56 @@ class ClassicAugment(Section):
     """only where a mirrored image keeps its class"""
 
 
+class ArmClassifier(Section):
+    """Each arm's classifier, trained as a user's own stage trains: passes over its own folder."""
+
+    epochs: int = Field(15, ge=1)
+    """passes over the arm's own folder: a folder of 2,400 images trains 4x the steps of one of 600"""
+    width: int = Field(16, ge=4)
+    """channels of its first BatchNorm block, doubling each block"""
+    blocks: int = Field(3, ge=1, le=5)
+    """BatchNorm blocks (two 3x3 convolutions, then 2x2 pooling): 3 at width 16 is ~75k parameters"""
+    curve_points: int = Field(8, ge=2, le=1000)
+    """learning-curve points on val per classifier (metrics.json, evaluate_curves.png): has it converged?"""
+
+
 class Evaluate(Section):
     """runs before append and decides the gate"""
 
     epochs: int = Field(15, ge=1)
-    """passes over the real train images; every arm gets the same number of steps"""
+    """passes over the real train images of the yardstick classifier (train's validation judge, filter's class judge)"""
     batch_size: int = Field(64, ge=1)
     """classifier batch"""
     lr: float = Field(2e-3, gt=0)
-    """classifier learning rate (Adam)"""
+    """classifier learning rate (Adam, one cycle)"""
     width: int = Field(16, ge=4)
-    """channels of the small CNN (also train's validation judge and filter's class judge)"""
+    """channels of the yardstick classifier (train's validation judge and filter's class judge)"""
+    arm_classifier: ArmClassifier = ArmClassifier()
+    """Each arm's classifier, trained as a user's own stage trains: passes over its own folder."""
     repeats: int = Field(3, ge=1)
     """classifier seeds averaged, to see past noise"""
+    min_test_images: int = Field(5, ge=1)
+    """a class with fewer test images gets no per-class verdict: reported undetermined (its recall a coin flip)"""
+    measured_loss: float | None = Field(0.01, ge=0, le=1)
+    """When the overall gain is not sure and synthetic images go to undetermined classes (which the test split
+    cannot measure), the gate still opens if on the classes it can measure the synthetic arm loses at most this
+    (the lower end of its gain's interval there); null: open only on a sure overall gain"""
     seed: Seed = 0
     """the first classifier seed; repeats add 1 each"""
     augment: ClassicAugment = ClassicAugment()
     """classic augmentation (albumentations): balanced arms; filter's class judge"""
-    synthetic_shares: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field([0.5, 1.0], min_length=1)
-    """Mixes tried: the most a class's training images may be synthetic; val picks one."""
+    synthetic_shares: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field([1.0], min_length=1)
+    """Mixes tried: the most a class's training images may be synthetic; val picks one. Each costs a full set of
+    fits, and val lacks the rare classes where the share matters most: one by default"""
     user_training: Literal["plain", "balanced"] = "plain"
     """How the user's own stage trains on the folder: plain (as it lands: shuffled, unweighted, no
     augmentation) or balanced (class-balanced batches with `augment`). Every arm trains so."""
     gate_metric: Literal["macro_f1", "balanced_accuracy", "rare_recall"] = "macro_f1"
     """macro_f1 | balanced_accuracy | rare_recall"""
+    test_priors: Literal["balanced", "split"] = "balanced"
+    """The class proportions every test figure assumes. balanced: as on a test set with as many images of each
+    class (a rare class's false alarms weigh what they would there, not what ganaug's carve-out proportions
+    make them); split: the test split as it is"""
     min_gain: float | None = 0.0
     """Append synthetic images only when the lower end of the bootstrap interval of their gain over the best
     other arm is above this; null turns the gate off (append whatever passed the filter)."""

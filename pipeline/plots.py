@@ -100,3 +100,26 @@ def notice(path: Path, text: str):
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
     _save(fig, Path(path))
+
+
+def learning_curves(training: dict[str, dict], path: Path):
+    """Evaluate's arms: val macro-F1 and val loss against steps (mean over seeds), one line an
+    arm, so a reader sees each classifier reach its plateau (or not) before the gate trusts it."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3))
+    drawn = False
+    for arm, t in training.items():
+        curve = t.get("curve")
+        if not curve:
+            continue
+        drawn = True
+        label = arm + ("" if t.get("converged") else " (not converged)")
+        a.plot(curve["step"], curve["val_macro_f1"], marker=".", label=label)
+        b.plot(curve["step"], curve["val_loss"], marker=".", label=label)
+    if not drawn:
+        plt.close(fig)
+        notice(path, "no val image: no learning curve to draw")
+        return
+    a.set_xlabel("step"), a.set_ylabel("val macro-F1 (classes val holds)"), a.legend(fontsize=7)
+    b.set_xlabel("step"), b.set_ylabel("val loss"), b.set_yscale("log")
+    fig.suptitle("evaluate: each arm's classifier on val while it trains", fontsize=9)
+    _save(fig, Path(path))

@@ -67,8 +67,15 @@ class Smote:
 
     def resample(self, seed: int):
         """(images, labels): the set's rows then the new ones, to the sampling strategy."""
-        if not self.classes:
+        new, labels = self.new_rows(seed)
+        if new is None:
             return self.x, self.y
+        return Stack(self.x, new), torch.cat([self.y, labels])
+
+    def new_rows(self, seed: int) -> tuple[SmoteRows | None, torch.Tensor]:
+        """The new images alone (None: no class can be interpolated) and their labels."""
+        if not self.classes:
+            return None, torch.zeros(0, dtype=torch.long)
         parts_i, parts_j, parts_step, parts_y = [], [], [], []
         for label, n_new, members, nns in self.classes:
             rng = np.random.RandomState(seed)  # the library's: a fresh state per class
@@ -80,4 +87,4 @@ class Smote:
             parts_step.append(steps)
             parts_y.append(np.full(n_new, label))
         new = SmoteRows(self.x, np.concatenate(parts_i), np.concatenate(parts_j), np.concatenate(parts_step))
-        return Stack(self.x, new), torch.cat([self.y, torch.from_numpy(np.concatenate(parts_y)).long()])
+        return new, torch.from_numpy(np.concatenate(parts_y)).long()

@@ -148,6 +148,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "the arms' classifiers (pipeline/arms.py: real, oversampled, smote, synthetic); decide the gate",
           reads=(_p("prepared"), _p("accepted")),
           metrics=(_p("reports", "metrics.json", **REPORT), _p("reports", "gate.json", **REPORT)),
+          pictures=(_p("reports", "evaluate_curves.png", **REPORT),),
           plots=(_p("reports", "per_class_recall.csv", **REPORT,
                     style={"x": "class", "y": list(arms.NAMES),
                            "template": "bar_horizontal"}),),

@@ -421,9 +421,27 @@ def test_interrupted_append_leaves_the_previous_set(trained, monkeypatch):
 def test_evaluate_reports_every_arm_and_decides_the_gate(trained):
     p = _through_filter(tiny_params(Path(trained.paths.raw).parent, filter={"mode": "none"},
                                     generate={"sampling_strategy": "{circle: 40, square: 40, cross: 40}"},
-                                    evaluate={"repeats": 2, "synthetic_shares": [0.5, 1.0]}))
+                                    evaluate={"repeats": 2, "synthetic_shares": [0.5, 1.0], "min_test_images": 2}))
     m = evaluate(p)
     arms = m["arms"]
+    # Each arm's classifier: arm_classifier.epochs passes over its own folder, whatever its size
+    # (the real images alone, or a folder sized to the plan's counts: 3 x 40 here).
+    passes, batch = p.evaluate.arm_classifier.epochs, p.evaluate.batch_size
+    assert arms["real"]["training"]["steps"] == passes * -(-m["train_images"]["real"] // batch)
+    for name in ("oversampled", "smote", "synthetic"):
+        assert arms[name]["training"]["steps"] == passes * -(-120 // batch) > arms["real"]["training"]["steps"]
+        curve = arms[name]["training"]["curve"]
+        assert len(curve["step"]) == p.evaluate.arm_classifier.curve_points and curve["step"][-1] == \
+            arms[name]["training"]["steps"] and all(0 <= f <= 1 for f in curve["val_macro_f1"])
+    assert (Path(p.paths.reports) / "evaluate_curves.png").stat().st_size > 1000
+    # A class with fewer test images than min_test_images gets no per-class verdict.
+    tests = m["test_images_per_class"]
+    assert tests["cross"] < 2 <= tests["circle"] and m["undetermined_classes"] == ["cross"]
+    assert m["gate"]["per_class_recall_gain"]["cross"] == {**m["gate"]["per_class_recall_gain"]["cross"],
+                                                           "undetermined": True, "interval": None}
+    assert m["gate"]["per_class_recall_gain"]["circle"]["interval"] is not None
+    assert m["gate"]["rests_on"]["undetermined_classes"] == ["cross"] and m["gate"]["rests_on"]["test_images"] == \
+        sum(tests.values())
     assert list(arms) == ["real", "oversampled", "smote", "synthetic"]  # pipeline/arms.py's table, in order
     for arm in arms.values():
         assert 0 <= arm["macro_f1"] <= 1 and arm["macro_f1_std"] >= 0 and arm["what"]
@@ -454,7 +472,8 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     from ganaug.pipeline.stages import summarize
 
     root = Path(trained.paths.raw).parent
-    p = _through_filter(tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 10.0}))
+    p = _through_filter(tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 10.0},
+                                    append={"fill": "duplicates"}))
     assert not evaluate(p)["gate"]["passed"]
     result = append(p)
     aug = read_manifest(p.paths.augmented, check_files=True)
@@ -478,6 +497,43 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     opened = tiny_params(root, filter={"mode": "none"})  # min_gain=null: gate off
     assert evaluate(opened)["gate"]["passed"]
     assert append(opened)["synthetic"] > 0
+
+
+@pytest.mark.parametrize("best", ["smote", "oversampled", "real"])
+def test_closed_gate_lands_the_folder_of_the_best_baseline(trained, best):
+    """append.fill=best (the default): with the gate closed, the folder that lands is the arm
+    evaluate found best: SMOTE's images (interpolations of two real images of the class, each
+    pixel between theirs), the over-sampled duplicates, or the real images alone."""
+    from ganaug.pipeline.manifest import augmented_counts, needed_per_class
+
+    root = Path(trained.paths.raw).parent
+    p = _through_filter(tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 10.0}))
+    gate = evaluate(p)["gate"]
+    assert not gate["passed"]
+    gate["best_other_arm"] = best  # as if evaluate had found it best
+    (Path(p.paths.reports) / "gate.json").write_text(json.dumps(gate))
+    result = append(p)
+    assert result["landed"] == best and best in result["landed_because"]
+    aug = read_manifest(p.paths.augmented, check_files=True)
+    prepared = read_manifest(p.paths.prepared)
+    made = {"smote": {"smote"}, "oversampled": {"duplicate"}, "real": set()}[best]
+    assert set(aug["source"]) == {"real"} | made
+    if best != "real":
+        plan = {k: n + needed_per_class(augmented_counts(prepared), "not majority").get(k, 0)
+                for k, n in augmented_counts(prepared).items()}
+        assert aug["label"].value_counts().to_dict() == plan
+    if best == "smote":
+        folder = Path(p.paths.augmented)
+        for label, rows in aug.groupby("label"):
+            real = np.stack([np.asarray(Image.open(folder / f)) for f in rows[rows["source"] == "real"]["path"]])
+            for f in rows[rows["source"] == "smote"]["path"]:  # within the class's pixel range, not a copy
+                img = np.asarray(Image.open(folder / f))
+                assert (img >= real.min(0)).all() and (img <= real.max(0)).all()
+        assert append(p)["changed"] is False  # the same draws again: nothing to do
+    gate["best_other_arm"] = "../../etc"  # a gate.json that names no arm is refused
+    (Path(p.paths.reports) / "gate.json").write_text(json.dumps(gate))
+    with pytest.raises(DataError, match="best_other_arm"):
+        append(p)
 
 
 def _arms_predictions(n_per_class: int, accuracy: dict[str, float], seeds: int = 3, seed: int = 0):
@@ -594,3 +650,64 @@ def test_streamed_batches_equal_the_in_memory_path(trained):
     parallel = list(batch_loader(batches, range(5, 12), 2, torch.device("cpu")))
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(serial, parallel))
     assert len(parallel) == 7 and torch.equal(parallel[0][0], batches[5][0])
+
+
+# -- the gate judges what the images are worth ---------------------------------------
+def _judged_with(tmp_path: Path, synthetic: str) -> dict:
+    """Evaluate on shapes with a rare class (3 training crosses; 40 test images a class, a split
+    given in a table) and a hand-made accepted set standing in for the filter's: `fresh`, 57
+    crosses drawn apart from every real one (images the GAN would ideally make), or `copies`,
+    57 circles and squares of the training set labelled cross (what a collapsed generator and
+    a broken filter would hand over)."""
+    from ganaug.pipeline.files import atomic_dir
+    from ganaug.pipeline.images import save_png
+    from ganaug.pipeline.manifest import make_manifest, write_manifest
+    from ganaug.pipeline.pixels import PixelWriter
+    from ganaug.pipeline.provenance import identity
+    from tests.conftest import draw_shape
+
+    rng = np.random.default_rng(7)
+    raw, rows = tmp_path / "raw", []
+    for kind, n_train in (("circle", 60), ("square", 60), ("cross", 3)):
+        (raw / kind).mkdir(parents=True)
+        for i in range(n_train + 40 + 4):
+            draw_shape(kind, rng).save(raw / kind / f"{i}.png")
+            split = "train" if i < n_train else ("test" if i < n_train + 40 else "val")
+            rows.append({"path": f"{kind}/{i}.png", "label": kind, "split": split})
+    pd.DataFrame(rows).to_csv(raw / "index.csv", index=False)
+    p = tiny_params(tmp_path, paths={"raw": str(raw / "index.csv")}, ingest={"size": 16},
+                    evaluate={"repeats": 2, "min_gain": 0.0, "arm_classifier.epochs": 12, "bootstrap": 500})
+    ingest(p)
+    if synthetic == "fresh":
+        images = [np.asarray(draw_shape("cross", rng).resize((16, 16)))[:, :, None] for _ in range(57)]
+    else:
+        prepared = read_manifest(p.paths.prepared)
+        pixels = prepared_pixels(p.paths.prepared)
+        others = np.flatnonzero(((prepared["label"] != "cross") & (prepared["split"] == "train")).to_numpy())
+        images = [pixels[i] for i in rng.choice(others, 57, replace=False)]
+    made_by = {"stage": "filter", "inputs": {"paths.prepared": identity(p.paths.prepared)}}
+    with atomic_dir(p.paths.accepted, made_by=made_by) as tmp:
+        writer = PixelWriter(tmp, (16, 16, 1))
+        manifest = []
+        for seed, img in enumerate(images):
+            sid = f"syn{seed:04d}"
+            save_png(img, tmp / "images" / "cross" / f"{sid}.png")
+            writer.append(img)
+            manifest.append({"sample_id": sid, "path": f"images/cross/{sid}.png", "label": "cross",
+                             "split": "train", "source": "synthetic", "seed": seed, "checkpoint": "test"})
+        writer.close()
+        write_manifest(make_manifest(manifest), tmp)
+    return evaluate(p)
+
+
+@pytest.mark.slow
+def test_fresh_images_of_the_rare_class_open_the_gate(tmp_path):
+    m = _judged_with(tmp_path, "fresh")
+    assert m["gate"]["passed"], m["gate"]["reason"]
+    assert m["arms"]["synthetic"]["per_class_recall"]["cross"] > m["arms"]["oversampled"]["per_class_recall"]["cross"]
+
+
+@pytest.mark.slow
+def test_copies_of_other_classes_close_the_gate(tmp_path):
+    m = _judged_with(tmp_path, "copies")
+    assert not m["gate"]["passed"] and m["gate"]["gain"] < 0, m["gate"]["reason"]
