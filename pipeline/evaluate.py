@@ -41,7 +41,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 
 from . import classifier, evidence, plots, quality
 from .arms import ARMS, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData, fills_with_duplicates
-from .gate import GATE_FILE, cap_synthetic, decide
+from .gate import GATE_FILE, cap_synthetic, decide, decided_under
 from .files import write_csv, write_json
 from .manifest import label_map_of, needed_per_class, read_manifest, real_train_rows
 from .params import Params, device as params_device
@@ -203,6 +203,7 @@ def evaluate(params: Params) -> dict:
     gate["user_training"] = cfg.user_training
     gate["rests_on"] = _rests_on(test_counts, undetermined, seeds, means, cfg)
     gate["judged"] = judged  # append acts on the decision only for these very sets
+    gate["decided_under"] = decided_under(params)  # ... and only under these params
     val_classes = sorted(names[c] for c in set(y_val.tolist()))
     metrics = {
         "arms": {a.name: {"what": a.what(plain), **means[a.name]} for a in ARMS if a.name in means},
@@ -252,26 +253,29 @@ def loader_workers(cfg, device: torch.device) -> int:
 
 def _member(cfg, x, y, balanced: bool, seed: int) -> classifier.Member:
     """One arm's classifier: `arm_classifier.epochs` passes over its own folder, as the user's
-    stage would train on it (a folder of 2,400 images gets four times the steps of one of 600)."""
+    stage would train on it (a folder of 2,400 images gets four times the steps of one of 600),
+    and at least `arm_classifier.min_steps`."""
     plain = cfg.user_training == "plain"
     aug = cfg.augment
     augment = None if plain else classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip, seed)
-    steps = cfg.arm_classifier.epochs * math.ceil(len(y) / cfg.batch_size)
+    steps = max(cfg.arm_classifier.min_steps, cfg.arm_classifier.epochs * math.ceil(len(y) / cfg.batch_size))
     return classifier.Member(x, y, seed, balanced and not plain, augment, steps=steps)
 
 
 def _training(models: list, steps: int) -> dict:
-    """How an arm's classifiers trained: steps, and the learning curve on val (mean over seeds);
-    converged when the last point's val macro-F1 is within 0.02 of the curve's best and moved less
-    than 0.02 since the point before (None: no val image to tell)."""
+    """How an arm's classifiers trained: steps, and the learning curve on val (mean over seeds).
+    Converged: over the curve's last quarter the val loss fell by less than 10 % and the val
+    macro-F1 ends within 0.05 of its best (val is small: its F1 moves by an image or two). None:
+    no val image to tell."""
     curves = [m.curve for m in models if m.curve]
     out: dict = {"steps": steps}
     if not curves:
         return {**out, "curve": None, "converged": None}
     mean = {k: [round(float(np.mean(v)), 4) for v in zip(*(c[k] for c in curves))]
             for k in ("val_loss", "val_accuracy", "val_macro_f1")}
-    f1 = mean["val_macro_f1"]
-    converged = max(f1) - f1[-1] <= 0.02 and (len(f1) < 2 or abs(f1[-1] - f1[-2]) <= 0.02)
+    loss, f1 = mean["val_loss"], mean["val_macro_f1"]
+    before = loss[-1 - max(1, len(loss) // 4)] if len(loss) > 1 else loss[-1]
+    converged = before - loss[-1] < 0.1 * before and max(f1) - f1[-1] <= 0.05
     return {**out, "curve": {"step": curves[0]["step"], **mean}, "converged": bool(converged)}
 
 

@@ -119,6 +119,17 @@ def read_gate(params: Params) -> dict:
     return gate
 
 
+def decided_under(params: Params) -> dict:
+    """The params a gate decision rests on, as JSON values: evaluate's (but where and how fast its
+    classifiers run), the plan's counts and whether the synthetic arm was filled."""
+    from .arms import fills_with_duplicates
+
+    return json.loads(json.dumps({
+        "evaluate": params.evaluate.model_dump(mode="json", exclude={"device", "loader_workers"}),
+        "generate.sampling_strategy": params.generate.sampling_strategy,
+        "synthetic_arm_filled": fills_with_duplicates(params)}))
+
+
 def gated_synthetic(params: Params, prepared: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """The accepted synthetic rows the gate lets through (none when it is closed)."""
     accepted_dir = Path(params.paths.accepted)
@@ -127,16 +138,25 @@ def gated_synthetic(params: Params, prepared: pd.DataFrame) -> tuple[pd.DataFram
     if unknown:
         raise DataError(f"{accepted_dir}: synthetic images of classes not in the data: {sorted(unknown)}")
     gate = read_gate(params)
-    if not gate["passed"]:
-        return accepted.head(0), gate
-    # The decision is about the sets evaluate judged: new candidates filtered since (or another
-    # prepared set) are images nobody judged, and appending them would be a silent wrong result.
+    # The decision is about the sets evaluate judged, under the params it judged with: new
+    # candidates filtered since (or another prepared set) are images nobody judged, and a
+    # decision taken under another min_gain or plan is not this params' decision. Checked open
+    # or closed: a closed gate names the baseline whose folder lands.
     now = {"paths.prepared": identity(params.paths.prepared), "paths.accepted": identity(accepted_dir)}
     judged = gate.get("judged")
+    where = Path(params.paths.reports) / GATE_FILE
     if not isinstance(judged, dict) or any(judged.get(k) != v for k, v in now.items()):
-        raise DataError(f"{Path(params.paths.reports) / GATE_FILE}: the gate decided on other images than the "
-                        f"current {params.paths.accepted} (or {params.paths.prepared}), or does not say which it "
-                        "judged; re-run `ganaug evaluate` before append")
+        raise DataError(f"{where}: the gate decided on other images than the current {params.paths.accepted} (or "
+                        f"{params.paths.prepared}), or does not say which it judged; re-run `ganaug evaluate` "
+                        "before append")
+    under = gate.get("decided_under")
+    if under != decided_under(params):
+        changed = sorted(k for k in decided_under(params) if not isinstance(under, dict) or under.get(k) !=
+                         decided_under(params)[k]) if isinstance(under, dict) else ["(not recorded)"]
+        raise DataError(f"{where}: the gate was decided under other params than the current ones ({', '.join(changed)} "
+                        "changed since); re-run `ganaug evaluate` before append")
+    if not gate["passed"]:
+        return accepted.head(0), gate
     share = gate.get("synthetic_share")
     if share is not None:
         accepted = cap_synthetic(accepted, augmented_counts(prepared), float(share))

@@ -77,7 +77,7 @@ def tiny_overrides(tmp: Path, **sections) -> list[str]:
         # the guards and the gate have tests of their own that turn them on.
         "filter": dict(GUARDS_OFF),
         "evaluate": {"epochs": 2, "repeats": 1, "width": 8, "batch_size": 32, "min_gain": None,
-                     "synthetic_shares": [1.0], "arm_classifier.epochs": 2, "arm_classifier.width": 8,
+                     "synthetic_shares": [1.0], "arm_classifier.epochs": 2, "arm_classifier.width": 8, "arm_classifier.min_steps": 1,
                      "arm_classifier.blocks": 2},
     }
     for name, values in sections.items():

@@ -10,7 +10,7 @@ from ganaug.pipeline.manifest import read_manifest
 TINY = ["--set", "demo.size=8", "--set", "ingest.size=8", "--set", "train.steps=20", "--set", "train.width=8",
         "--set", "train.z_dim=16", "--set", "train.batch_size=16", "--set", "evaluate.epochs=1",
         "--set", "evaluate.repeats=1", "--set", "evaluate.width=8", "--set", "evaluate.arm_classifier.epochs=1",
-        "--set", "evaluate.arm_classifier.width=8",
+        "--set", "evaluate.arm_classifier.width=8", "--set", "evaluate.arm_classifier.min_steps=1",
         # Mechanics, not quality: a 20-step GAN's images would (rightly) meet closed guards and gate.
         *[a for s in [*as_overrides({"filter": ACCEPT_ALL}), 'evaluate.min_gain=null', 'evaluate.synthetic_shares=[1.0]'] for a in ("--set", s)]]
 

@@ -47,7 +47,7 @@ def test_init_then_dvc_repro_in_a_host_repository(tmp_path, monkeypatch, capsys)
     monkeypatch.chdir(host)
     tiny = ["ingest.size=8", "train.steps=20", "train.width=8", "train.z_dim=16", "train.batch_size=16",
             "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8", "evaluate.arm_classifier.epochs=1",
-            "evaluate.arm_classifier.width=8", *as_overrides({"filter": ACCEPT_ALL}), 'evaluate.min_gain=null', 'evaluate.synthetic_shares=[1.0]']
+            "evaluate.arm_classifier.width=8", "evaluate.arm_classifier.min_steps=1", *as_overrides({"filter": ACCEPT_ALL}), 'evaluate.min_gain=null', 'evaluate.synthetic_shares=[1.0]']
     assert main(["init", "--dir", "augment", "--data", "data/images", *[a for t in tiny for a in ("--set", t)]]) == 0
     message = capsys.readouterr().out
     assert "augment/data/augmented" in message and "dvc repro augment/dvc.yaml" in message

@@ -25,7 +25,7 @@ from tests.conftest import make_shapes, sh
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["ingest.size=8", "train.steps=20", "train.width=8", "train.z_dim=16", "train.batch_size=16",
         "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8", "evaluate.arm_classifier.epochs=1",
-            "evaluate.arm_classifier.width=8", *as_overrides({"filter": ACCEPT_ALL}), 'evaluate.min_gain=null', 'evaluate.synthetic_shares=[1.0]']
+            "evaluate.arm_classifier.width=8", "evaluate.arm_classifier.min_steps=1", *as_overrides({"filter": ACCEPT_ALL}), 'evaluate.min_gain=null', 'evaluate.synthetic_shares=[1.0]']
 
 
 def _free_port() -> int:

@@ -151,6 +151,25 @@ def test_append_refuses_a_gate_decision_about_other_images(trained):
     assert append(other_seed)["synthetic"] > 0
 
 
+def test_append_refuses_a_gate_decided_under_other_params(trained):
+    """Issue 28's case: a gate decided with the gate off (min_gain null) is not a decision under
+    min_gain 0.5; nor, when it closed, under another plan (the baseline whose folder lands)."""
+    root = Path(trained.paths.raw).parent
+    p = tiny_params(root, filter={"mode": "none"})
+    generate(p)
+    filter_candidates(p)
+    assert evaluate(p)["gate"]["passed"]  # min_gain=null in the tiny params
+    strict = tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 0.5})
+    with pytest.raises(DataError, match="decided under other params.*evaluate changed"):
+        append(strict)
+    assert not Path(p.paths.augmented).exists()
+    other_plan = tiny_params(root, filter={"mode": "none"}, generate={"sampling_strategy": "minority"})
+    with pytest.raises(DataError, match="generate.sampling_strategy changed"):
+        append(other_plan)
+    faster = tiny_params(root, filter={"mode": "none"}, evaluate={"loader_workers": 1})  # not a judging param
+    assert append(faster)["synthetic"] > 0
+
+
 def test_a_stage_run_with_other_image_params_than_its_inputs_is_refused(trained):
     root = Path(trained.paths.raw).parent
     generate(tiny_params(root, filter={"mode": "none"}))

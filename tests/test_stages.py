@@ -711,3 +711,30 @@ def test_fresh_images_of_the_rare_class_open_the_gate(tmp_path):
 def test_copies_of_other_classes_close_the_gate(tmp_path):
     m = _judged_with(tmp_path, "copies")
     assert not m["gate"]["passed"] and m["gate"]["gain"] < 0, m["gate"]["reason"]
+
+
+def test_gate_weighs_what_the_test_split_can_measure():
+    """A class with one test image cannot show a gain; when the synthetic images go there, the
+    gate opens on the classes it can measure only if the synthetic arm loses nothing there
+    (measured_loss), and says so; a measurable loss keeps it closed."""
+    from ganaug.pipeline.evidence import bootstrap
+    from ganaug.pipeline.gate import decide
+
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 300 + [1] * 300 + [2])            # class c: one test image
+    base = np.stack([np.where(rng.random(len(y)) < 0.8, y, (y + 1) % 3) for _ in range(3)])
+    worse = np.stack([np.where(rng.random(len(y)) < 0.6, y, (y + 1) % 3) for _ in range(3)])
+
+    def gate(synthetic, measured_loss=0.01):
+        preds = {"real": worse, "oversampled": base, "smote": worse, "synthetic": synthetic}
+        return decide(bootstrap(y, preds, 3, [2], replicates=300, balanced=True), ["a", "b", "c"], "macro_f1",
+                      0.0, 0.9, 1.0, 10, ("real", "oversampled", "smote"), "synthetic", undetermined=["c"],
+                      measured_loss=measured_loss, synthetic_classes=["c"])
+
+    same = base.copy()  # as good as over-sampling on a and b; c (one image) unknowable
+    opened = gate(same)
+    assert opened["passed"] and opened["opened_on"] == "measured classes"
+    assert opened["measured_classes"]["classes"] == ["a", "b"] and "cannot measure classes ['c']" in opened["reason"]
+    assert not gate(same, measured_loss=None)["passed"]   # the rule off: a sure overall gain or nothing
+    hurt = gate(worse)                                     # measurably worse on a and b
+    assert not hurt["passed"] and hurt["measured_classes"]["interval"][0] < -0.01
