@@ -116,20 +116,20 @@ class Ingest(Section):
     """held-out real images: calibrate the filter"""
     test_fraction: Fraction = 0.25
     """held-out real images: evaluate"""
-    full_split_from: int = Field(50, ge=1)
+    full_split_from: int = Field(50, ge=1, le=100_000)
     """A class of fewer images gives n/full_split_from of the fractions (at least 1 test image): the GAN keeps
     most of a rare class; the filter borrows what the class cannot give."""
-    min_per_class: int = Field(3, ge=3)
+    min_per_class: int = Field(3, ge=3, le=100_000)
     """2 to train on, 1 to test with"""
-    max_file_mb: float = Field(50.0, gt=0)
+    max_file_mb: float = Field(50.0, gt=0, le=4096)
     """a larger file is a bad file (quarantined or an error, as on_bad_file says)"""
-    max_pixels: int = Field(50_000_000, gt=0)
+    max_pixels: int = Field(50_000_000, gt=0, le=1_000_000_000)
     """decompression-bomb guard"""
     on_bad_file: Literal["quarantine", "fail"] = "quarantine"
     """quarantine (skip, list in reports/ingest.json) | fail"""
     background: Literal["white", "black"] = "white"
     """what transparent pixels become: white | black"""
-    workers: int | None = Field(None, ge=1)
+    workers: int | None = Field(None, ge=1, le=1024)
     """decoding processes; null: one per CPU core"""
     seed: Seed = 0
     """the train/val/test split's draw"""
@@ -151,57 +151,57 @@ Device = Annotated[str, AfterValidator(_device)]  # auto (a GPU when there is on
 
 
 class Train(Section):
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(1000, ge=1, le=100_000_000)
     """G-steps; a longer run resumes a shorter one's checkpoint"""
-    minutes: float | None = Field(None, gt=0)
+    minutes: float | None = Field(None, gt=0, le=100_000)
     """wall-clock budget of one run (e.g. 15); a re-run resumes"""
-    patience: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1, le=1_000_000)
     """stop after this many evaluations (every checkpoint_every steps) without improvement"""
     fail_when_unhealthy: bool = False
     """exit non-zero when D died or G collapsed (the report says so either way)"""
-    batch_size: int = Field(64, ge=2)
+    batch_size: int = Field(64, ge=2, le=65_536)
     """real images a step (per process under torchrun)"""
-    z_dim: int = Field(128, ge=1)
+    z_dim: int = Field(128, ge=1, le=4096)
     """latent size"""
-    width: int = Field(32, ge=4)
+    width: int = Field(32, ge=4, le=2048)
     """channels of every G/D block"""
-    lr_g: float = Field(2e-4, gt=0)
+    lr_g: float = Field(2e-4, gt=0, le=1)
     """G's Adam learning rate"""
-    lr_d: float = Field(8e-4, gt=0)
+    lr_d: float = Field(8e-4, gt=0, le=1)
     """4x lr_g with 2 D-steps (BigGAN): with 1:1, D died (docs/architecture.md)"""
     beta1: float = Field(0.0, ge=0, lt=1)
     """Adam beta1 (0: the GAN default since SAGAN)"""
     beta2: float = Field(0.999, ge=0, lt=1)
     """Adam beta2"""
-    n_dis: int = Field(2, ge=1)
+    n_dis: int = Field(2, ge=1, le=100)
     """D-steps per G-step"""
     ema_decay: float = Field(0.999, ge=0, lt=1)
     """G_ema, the generator that samples: an exponential moving average of G's weights"""
     diffaug: list[Literal["color", "translation", "cutout"]] = ["translation"]
     """add color for RGB data; cutout starved D on 16-32 px images"""
-    lecam: float = Field(0.0, ge=0)
+    lecam: float = Field(0.0, ge=0, le=1000)
     """e.g. 0.3 for very small data"""
-    mode_seeking: float = Field(0.1, ge=0)
+    mode_seeking: float = Field(0.1, ge=0, le=1000)
     """MSGAN weight: keeps different z apart within a class"""
-    gsr: float = Field(0.0, ge=0)
+    gsr: float = Field(0.0, ge=0, le=1000)
     """gSR: spectral penalty on each class's BatchNorm gains (tail collapse)"""
-    class_free_blocks: int = Field(0, ge=0)
+    class_free_blocks: int = Field(0, ge=0, le=64)
     """G's first up-blocks see no class (UTLO, Khorram et al. 2024: the low resolutions learnt from every
     class, the class entering at the higher ones); fewer than G's up-blocks (2 at 16 px, 3 at 32)"""
-    transition: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=2, max_length=2)
+    transition: list[Annotated[int, Field(ge=0, le=100_000_000)]] | None = Field(None, min_length=2, max_length=2)
     """Transitional conditioning [start, end]: unconditional until step start, the class fading in until step
     end (Shahbazi et al. 2022); null: conditional from the first step."""
     device: Device = "auto"
     """auto | cpu | cuda | cuda:N"""
     compile: bool = False
     """torch.compile G and D (a GPU node; minutes of compiling on a CPU)"""
-    nproc: int | None = Field(1, ge=1)
+    nproc: int | None = Field(1, ge=1, le=1024)
     """Processes (one per device) under torchrun with DistributedDataParallel; batch_size is per process, so N
     processes step on N x batch_size images. 1: no torchrun; null: one per visible GPU (what a pod with
     gpu_count GPUs sees), one process on the CPU."""
-    loader_workers: int | None = Field(None, ge=0)
+    loader_workers: int | None = Field(None, ge=0, le=256)
     """batch-reading processes; null: 0 on the CPU, 4 on a GPU"""
-    checkpoint_every: int = Field(250, ge=1)
+    checkpoint_every: int = Field(250, ge=1, le=100_000_000)
     """steps between checkpoints and validation (the best step is kept for generate)"""
     resume: bool = True
     """continue from models/gan.pt when data and settings match"""
@@ -221,20 +221,20 @@ class Train(Section):
 SamplingStrategy = Union[
     Literal["not majority", "minority", "not minority", "all"],
     Annotated[float, Field(gt=0.0, le=1.0)],
-    dict[str, Annotated[int, Field(ge=0)]],
+    dict[str, Annotated[int, Field(ge=0, le=100_000_000)]],
 ]
 
 
 class Generate(Section):
     sampling_strategy: SamplingStrategy = "not majority"
     """imbalanced-learn: not majority | minority | not minority | all | {class: final count}"""
-    oversample: float = Field(1.5, ge=1.0)
+    oversample: float = Field(1.5, ge=1.0, le=1000)
     """candidates per needed image, first round"""
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, le=65_536)
     """images generated and scored at once"""
-    shard_size: int = Field(10_000, ge=1)
+    shard_size: int = Field(10_000, ge=1, le=100_000_000)
     """images per unit of work (memory bound; rounded up to whole batches)"""
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, le=1024)
     """Prefect flow only: shards run as mapped tasks on Dask, on a LocalCluster of this many worker processes,
     or on the cluster at dask_address. 1 and null: in the flow's process."""
     dask_address: str | None = None
@@ -244,7 +244,7 @@ class Generate(Section):
     png: bool = False
     """also write a PNG per candidate (images/<class>/<id>.png), to look at them one by one; the filter reads
     the one pixel array (pixels.u8) either way"""
-    truncation: float | None = Field(None, gt=0.0)
+    truncation: float | None = Field(None, ge=0.1, le=100)
     """latents truncated at +-this (entries beyond redrawn; BigGAN's trick): images nearer their class's typical
     one, fewer of another class, less varied; null: plain N(0, I)"""
 
@@ -260,11 +260,11 @@ class Filter(Section):
     """quantile (per class, vs held-out real) | absolute | none"""
     quantile: float = Field(0.1, ge=0.0, le=1.0)
     """keep if scored >= this quantile of real val images"""
-    threshold: float = 0.0
+    threshold: float = Field(0.0, ge=-1e6, le=1e6)
     """mode=absolute: keep if d_score >= threshold"""
-    min_val_per_class: int = Field(10, ge=1)
+    min_val_per_class: int = Field(10, ge=1, le=100_000)
     """a class with fewer val scores borrows from the pooled val quantile"""
-    max_rounds: int = Field(4, ge=1)
+    max_rounds: int = Field(4, ge=1, le=1000)
     """generate-and-filter rounds for a class still short of its target"""
     min_acceptance: float = Field(0.02, ge=0.0, lt=1.0)
     """a class accepting fewer stops generating (reported as hopeless)"""
@@ -277,7 +277,7 @@ class Filter(Section):
     """a classifier trained on the real images must agree on the class"""
     dedupe: bool = True
     """no near-duplicates among the accepted images"""
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, le=1024)
     """Prefect flow only: one class per mapped task on Dask, as generate.workers / dask_address."""
     dask_address: str | None = None
     """Prefect flow: an existing Dask scheduler instead of a LocalCluster"""
@@ -289,7 +289,7 @@ class Append(Section):
     target: str | None = None
     """Set to a DVC-tracked folder to append in place as a new data version (batch folder, dvc add, git commit
     + tag, dvc push) instead of building paths.augmented."""
-    lock_timeout_s: float = Field(600.0, ge=0)
+    lock_timeout_s: float = Field(600.0, ge=0, le=604_800)
     """wait this long for another append to finish"""
     fill: Literal["best", "duplicates", "none"] = "best"
     """What brings a class of the augmented set to the plan's counts where synthetic images do not (the gate
@@ -319,11 +319,11 @@ class ClassicAugment(Section):
 class ArmClassifier(Section):
     """Each arm's classifier, trained as a user's own stage trains: passes over its own folder."""
 
-    epochs: int = Field(15, ge=1)
+    epochs: int = Field(15, ge=1, le=100_000)
     """passes over the arm's own folder: a folder of 2,400 images trains 4x the steps of one of 600"""
-    min_steps: int = Field(200, ge=1)
+    min_steps: int = Field(200, ge=1, le=10_000_000)
     """a small folder still trains this many steps (users train a small set for more epochs)"""
-    width: int = Field(16, ge=4)
+    width: int = Field(16, ge=4, le=1024)
     """channels of its first BatchNorm block, doubling each block"""
     blocks: int = Field(3, ge=1, le=5)
     """BatchNorm blocks (two 3x3 convolutions, then 2x2 pooling): 3 at width 16 is ~75k parameters"""
@@ -334,19 +334,19 @@ class ArmClassifier(Section):
 class Evaluate(Section):
     """runs before append and decides the gate"""
 
-    epochs: int = Field(15, ge=1)
+    epochs: int = Field(15, ge=1, le=100_000)
     """passes over the real train images of the yardstick classifier (train's validation judge, filter's class judge)"""
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=65_536)
     """classifier batch"""
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, le=1)
     """classifier learning rate (Adam, one cycle)"""
-    width: int = Field(16, ge=4)
+    width: int = Field(16, ge=4, le=1024)
     """channels of the yardstick classifier (train's validation judge and filter's class judge)"""
     arm_classifier: ArmClassifier = ArmClassifier()
     """Each arm's classifier, trained as a user's own stage trains: passes over its own folder."""
-    repeats: int = Field(3, ge=1)
+    repeats: int = Field(3, ge=1, le=100)
     """classifier seeds averaged, to see past noise"""
-    min_test_images: int = Field(5, ge=1)
+    min_test_images: int = Field(5, ge=1, le=100_000)
     """a class with fewer test images gets no per-class verdict: reported undetermined (its recall a coin flip)"""
     measured_loss: float | None = Field(0.01, ge=0, le=1)
     """When the overall gain is not sure and synthetic images go to undetermined classes (which the test split
@@ -368,16 +368,16 @@ class Evaluate(Section):
     """The class proportions every test figure assumes. balanced: as on a test set with as many images of each
     class (a rare class's false alarms weigh what they would there, not what ganaug's carve-out proportions
     make them); split: the test split as it is"""
-    min_gain: float | None = 0.0
+    min_gain: float | None = Field(0.0, ge=-1, le=1)
     """Append synthetic images only when the lower end of the bootstrap interval of their gain over the best
     other arm is above this; null turns the gate off (append whatever passed the filter)."""
-    bootstrap: int = Field(1000, ge=100)
+    bootstrap: int = Field(1000, ge=100, le=100_000)
     """paired redraws of test images and classifier seeds"""
     confidence: float = Field(0.9, gt=0, lt=1)
     """the gate opens on the lower end of this central interval"""
     device: Device = "auto"
     """where the classifiers train: auto (a GPU when there is one) | cpu | cuda | cuda:N"""
-    loader_workers: int | None = Field(None, ge=0)
+    loader_workers: int | None = Field(None, ge=0, le=256)
     """batch-reading processes; null: 0 on the CPU, 4 on a GPU"""
 
 

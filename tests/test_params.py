@@ -79,3 +79,29 @@ def test_each_knob_is_described_once_and_params_yaml_is_made_from_it():
     assert not undescribed, f"knobs without a description (a docstring under the field): {undescribed}"
     text = explain(load_params(None, ["train.steps=7"]))
     assert "train.steps = 7\n    G-steps" in text and "filter.dedupe = true\n    no near-duplicates" in text
+
+
+def _numeric_knobs(model=Params, prefix=""):
+    """Every int or float knob of the params, nested sections included, as dotted keys."""
+    import typing
+
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            yield from _numeric_knobs(kind, f"{prefix}{name}.")
+            continue
+        args = {a for a in typing.get_args(kind)} | {kind}
+        bare = {typing.get_origin(a) or a for a in args} - {type(None), typing.Annotated}
+        if bare & {int, float} and not bare & {str, list, dict, bool}:
+            yield prefix + name
+
+
+@pytest.mark.parametrize("key", list(_numeric_knobs()))
+def test_every_numeric_knob_is_bounded(key):
+    """Issue 28: no knob takes a value that allocates terabytes, overflows or never ends; an
+    extreme value is one validation error naming the key, never a traceback later."""
+    for extreme in ("1e308", str(10 ** 18), "-1e308"):
+        with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+            load_params(None, [f"{key}={extreme}"])
