@@ -45,7 +45,7 @@ from .manifest import (MANIFEST, augmented_counts, content_hash, label_map_of, m
                        users_training_images, write_manifest)
 from .images import save_png
 from .params import Params
-from .pixels import open_pixels
+from .pixels import open_pixels, read_prepared
 from .progress import progress
 from .versioned import append_in_place
 
@@ -54,7 +54,7 @@ def append(params: Params) -> dict:
     if params.append.target:
         return append_in_place(params)
     prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
-    prepared = read_manifest(prepared_dir)
+    prepared = read_prepared(params)  # its pixel array's shape checked against the params, as train does
     accepted, gate = gated_synthetic(params, prepared)
 
     real = users_training_images(prepared)

@@ -204,6 +204,20 @@ def hash_one(job) -> tuple[str | None, str | None]:
         return None, f"unreadable: {e.strerror or e}"
 
 
+def _flags(column: pd.Series, where: str) -> np.ndarray:
+    """A true/false column as a table stores it (bool, 0/1, or text: a CSV's "False" is text, and
+    bool("False") is True); empty is false; anything else is an error naming the column."""
+    words = {"true": True, "1": True, "1.0": True, "yes": True, "false": False, "0": False, "0.0": False,
+             "no": False, "": False, "nan": False, "none": False, "<na>": False}
+    out = []
+    for v in column.tolist():
+        key = str(v).strip().lower() if v is not None and not (isinstance(v, float) and np.isnan(v)) else ""
+        if key not in words:
+            raise DataError(f"{where}: {v!r} is not true or false")
+        out.append(words[key])
+    return np.asarray(out, dtype=bool)
+
+
 def _chunksize(n_jobs: int, workers: int) -> int:
     return max(1, min(64, n_jobs // (8 * workers)))
 
@@ -289,7 +303,7 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
         # A ganaug manifest (an augmented set handed back as input): only the user's own split
         # is a given split; ganaug's val/test carve-outs were its own, and taking them as the
         # user's would shrink the training set on every round.
-        given = df["split_given"].fillna(False).astype(bool).to_numpy()
+        given = _flags(df["split_given"], f"{table} column split_given")
         splits = [s if g else None for s, g in zip(df["split"], given)]
     labels = label_names(df["label"], table)
     sources = []

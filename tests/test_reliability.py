@@ -3,6 +3,7 @@ what it was made from, in-place append is a transaction. Each test is an instanc
 defect that a careless or hostile user found on main; the fix is for the class."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -582,3 +583,45 @@ def test_a_pixel_array_linked_out_of_its_folder_is_never_read(trained, tmp_path)
     for stage, p in (("train", tiny_params(root, train={"resume": False})), ("filter", tiny_params(root))):
         with pytest.raises(DataError, match="pixels.u8: not a regular file ganaug wrote"):
             run(stage, p)
+
+
+def test_an_augmented_set_exported_as_csv_keeps_its_meaning(trained):
+    """Issue 28: an augmented manifest handed back as a CSV: "False" in split_given is text, and
+    bool("False") is True, which made ganaug's own test carve-outs the user's fixed split (and
+    dropped them from the next augmented set). Text flags are read as what they say; a flag that
+    says neither is a clear error naming the column."""
+    root = Path(trained.paths.raw).parent
+    p = tiny_params(root, filter={"mode": "none"})
+    generate(p)
+    filter_candidates(p)
+    evaluate(p)
+    append(p)
+    aug = Path(p.paths.augmented)
+    table = read_manifest(aug)
+    table.assign(split_given=table["split_given"].map({True: "True", False: "False"})).to_csv(aug / "export.csv",
+                                                                                             index=False)
+    again = tiny_params(root / "again", paths={"raw": str(aug / "export.csv")})
+    ingest(again)
+    prepared = read_manifest(again.paths.prepared)
+    assert not prepared["split_given"].any()  # ganaug's own carve-outs stay its own: drawn again
+    assert len(prepared) == (table["source"] == "real").sum()
+    table.assign(split_given="perhaps").to_csv(aug / "export.csv", index=False)
+    with pytest.raises(DataError, match="split_given: 'perhaps' is not true or false"):
+        ingest(again)
+
+
+def test_append_checks_the_pixel_array_it_turns_into_pngs(trained):
+    """Issue 28: a pixels.json whose shape is not the params' made append write scrambled
+    images (train refused the same file); append now asks too."""
+    root = Path(trained.paths.raw).parent
+    p = tiny_params(root, filter={"mode": "none"})
+    generate(p)
+    filter_candidates(p)
+    evaluate(p)
+    shape = Path(p.paths.prepared) / "pixels.json"
+    meta = json.loads(shape.read_text())
+    h, w, c = meta["shape"]
+    shape.write_text(json.dumps({**meta, "shape": [h * 4, w // 4, c]}))
+    with pytest.raises(DataError, match="ingest.size"):
+        append(p)
+    assert not Path(p.paths.augmented).exists()
