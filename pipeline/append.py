@@ -100,19 +100,22 @@ def append(params: Params) -> dict:
 
 def landed_arm(params: Params, gate: dict) -> tuple[str, str]:
     """Which arm's folder lands, and why: the synthetic one when the gate passed; otherwise the
-    baseline evaluate found best (append.fill=best), over-sampling (fill=duplicates) or the real
-    images alone (fill=none, or a training that is not plain: its own stage balances)."""
+    baseline evaluate chose (gate.json's fallback_arm, append.fill=best), over-sampling
+    (fill=duplicates) or the real images alone (fill=none, or a training that is not plain: its
+    own stage balances)."""
     if gate["passed"]:
         return "synthetic", "the gate passed: " + gate["reason"]
     if not fills_with_duplicates(params):
         return "real", "no fill (append.fill=none, or evaluate.user_training=balanced)"
     if params.append.fill == "duplicates":
         return "oversampled", "the gate closed; append.fill=duplicates"
-    best = gate.get("best_other_arm")
+    best = gate.get("fallback_arm")
     if best not in BASELINES:
-        raise DataError(f"{Path(params.paths.reports) / GATE_FILE}: best_other_arm {best!r} is not one of "
+        raise DataError(f"{Path(params.paths.reports) / GATE_FILE}: fallback_arm {best!r} is not one of "
                         f"{list(BASELINES)}; re-run `ganaug evaluate`")
-    return best, f"the gate closed and {best} scored best of the other arms ({gate['metric']} {gate['best_other']})"
+    why = "scored best of the other arms" if best == gate.get("best_other_arm") else \
+        f"scored best of the folders that reach the plan's counts ({gate.get('best_other_arm')} was not surely better)"
+    return best, f"the gate closed and {best} {why} ({gate['metric']})"
 
 
 def _no_fill() -> pd.DataFrame:

@@ -41,6 +41,7 @@ class Arm:
     balanced: str       # ... when it trains class-balanced with the classic augmentation
     recipe: Recipe
     reference: bool = False  # its first classifier judges the synthetic images' quality (it predicts rare classes)
+    balances: bool = True    # its folder reaches the plan's counts (what the user asked for): not the real one
 
     def what(self, plain: bool) -> str:
         return self.plain if plain else self.balanced
@@ -103,7 +104,7 @@ def oversample_rows(y, need: dict[int, int], seed: int):
 
 ARMS: tuple[Arm, ...] = (
     Arm("real", True, "the real train images as they are",
-        "the real train images, unweighted, with the classic augmentation", _real),
+        "the real train images, unweighted, with the classic augmentation", _real, balances=False),
     Arm("oversampled", True, "the real train images, randomly duplicated to the plan's counts",
         "the real train images in class-balanced batches, with the classic augmentation", _oversampled,
         reference=True),
@@ -116,5 +117,6 @@ ARMS: tuple[Arm, ...] = (
 )
 BY_NAME = {a.name: a for a in ARMS}
 BASELINES = tuple(a.name for a in ARMS if a.baseline)   # what the synthetic arm must beat
+BALANCING = tuple(a.name for a in ARMS if a.baseline and a.balances)  # what lands by default when it does not
 CANDIDATE = "synthetic"                                   # the arm the gate judges: ganaug's images
 NAMES = tuple(a.name for a in ARMS)

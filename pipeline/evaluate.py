@@ -40,7 +40,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from . import classifier, evidence, plots, quality
-from .arms import ARMS, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData, fills_with_duplicates
+from .arms import ARMS, BALANCING, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData, fills_with_duplicates
 from .gate import GATE_FILE, cap_synthetic, decide, decided_under
 from .files import write_csv, write_json
 from .manifest import label_map_of, needed_per_class, read_manifest, real_train_rows
@@ -199,7 +199,7 @@ def evaluate(params: Params) -> dict:
         means[name]["training"] = _training(trained[name], steps[name])
     gate = decide(boot, names, cfg.gate_metric, cfg.min_gain, cfg.confidence, chosen,
                   shares.get(chosen, {}).get("images", 0), BASELINES, CANDIDATE, undetermined=undetermined,
-                  measured_loss=cfg.measured_loss, synthetic_classes=sorted(set(synth["label"])))
+                  measured_loss=cfg.measured_loss, synthetic_classes=sorted(set(synth["label"])), balancing=BALANCING)
     gate["user_training"] = cfg.user_training
     gate["rests_on"] = _rests_on(test_counts, undetermined, seeds, means, cfg)
     gate["judged"] = judged  # append acts on the decision only for these very sets

@@ -24,7 +24,7 @@ GATE_FILE = "gate.json"                                 # under paths.reports
 def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str, min_gain: float | None,
            confidence: float, share: float | None, images: int, baselines: tuple[str, ...] = (),
            candidate: str = "synthetic", undetermined: list[str] = (), measured_loss: float | None = None,
-           synthetic_classes: list[str] = ()) -> dict:
+           synthetic_classes: list[str] = (), balancing: tuple[str, ...] = ()) -> dict:
     """Open the gate only when the synthetic arm beats the best other arm with confidence: the
     lower end of the paired bootstrap interval of its gain (pipeline/evidence.py: test images and
     classifier seeds redrawn) is above min_gain. A gain that test-image or seed noise could make
@@ -41,12 +41,17 @@ def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str
     measured: it opens when, on the classes with enough test images, the synthetic arm loses at
     most measured_loss (the lower end of its gain's interval there; None: never open so). There
     the choice between ganaug's images and the baseline's duplicates or interpolations is blind
-    either way; the images the filter vouched for land, and the decision says so."""
+    either way; the images the filter vouched for land, and the decision says so.
+
+    fallback_arm: the baseline whose folder lands when the gate closes: the best of the
+    `balancing` arms (their folders reach the plan's counts, what the user asked for), unless
+    another baseline (the real images alone) beats it with confidence."""
     others = [a for a in (baselines or boot) if a in boot and a != candidate]
     best_other = max(others, key=lambda a: boot[a][metric][0])
     gate = {"metric": metric, "min_gain": min_gain, "confidence": confidence, "best_other_arm": best_other,
             "best_other": round(float(boot[best_other][metric][0]), 4), "synthetic_share": share,
             "synthetic_images": images}
+    gate["fallback_arm"] = _fallback(boot, others, [a for a in balancing if a in others], metric, confidence)
     if candidate not in boot:
         return {**gate, "passed": False, "gain": None, "interval": None, "synthetic_images": 0,
                 "reason": "no synthetic image passed the filter: nothing to append"}
@@ -88,6 +93,15 @@ def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str
             "reason": f"synthetic does not beat {best_other} on {metric} with confidence: gain {shown}, whose "
                       f"lower end is not above min_gain {min_gain} (test images and classifier seeds could make "
                       "such a gain); no synthetic image is appended"}
+
+
+def _fallback(boot: dict, others: list[str], balancing: list[str], metric: str, confidence: float) -> str:
+    best = max(others, key=lambda a: boot[a][metric][0])
+    if best in balancing or not balancing:
+        return best
+    best_balancing = max(balancing, key=lambda a: boot[a][metric][0])
+    lo, _ = interval(boot[best][metric] - boot[best_balancing][metric], confidence)
+    return best if lo > 0 else best_balancing
 
 
 def cap_synthetic(synth: pd.DataFrame, real_counts: dict[str, int], share: float) -> pd.DataFrame:

@@ -195,7 +195,7 @@ def test_an_augmented_set_ingested_again_keeps_every_real_image(tmp_path):
     in its manifest are not the user's split: main took them as given and the set lost real
     images every round (22 -> 13)."""
     make_shapes(tmp_path / "raw", {"circle": 22, "square": 22, "cross": 6})
-    p = tiny_params(tmp_path, filter={"mode": "none"}, evaluate={"min_gain": 10.0})  # gate closed: real only
+    p = tiny_params(tmp_path, filter={"mode": "none"}, evaluate={"min_gain": 1.0})  # gate closed: real only
     counts = []
     for round_ in range(2):
         for stage in ("ingest", "train", "generate", "filter", "evaluate", "append"):
@@ -204,7 +204,7 @@ def test_an_augmented_set_ingested_again_keeps_every_real_image(tmp_path):
         counts.append(int(((augmented["label"] == "circle") & (augmented["source"] == "real")).sum()))
         nxt = tmp_path / f"round{round_}"
         os.replace(p.paths.augmented, nxt)  # the next round's input
-        p = tiny_params(tmp_path, paths={"raw": str(nxt)}, filter={"mode": "none"}, evaluate={"min_gain": 10.0},
+        p = tiny_params(tmp_path, paths={"raw": str(nxt)}, filter={"mode": "none"}, evaluate={"min_gain": 1.0},
                         train={"resume": False})
     assert counts == [22, 22]
 

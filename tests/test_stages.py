@@ -472,7 +472,7 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     from ganaug.pipeline.stages import summarize
 
     root = Path(trained.paths.raw).parent
-    p = _through_filter(tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 10.0},
+    p = _through_filter(tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 1.0},
                                     append={"fill": "duplicates"}))
     assert not evaluate(p)["gate"]["passed"]
     result = append(p)
@@ -491,7 +491,7 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
             (Path(p.paths.augmented) / original["path"]).read_bytes()
     assert "gate closed: synthetic does not beat" in summarize("append", result)
     assert "duplicates of real ones" in summarize("append", result)
-    unfilled = tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 10.0}, append={"fill": "none"})
+    unfilled = tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 1.0}, append={"fill": "none"})
     evaluate(unfilled)
     assert (read_manifest(Path(append(unfilled) and unfilled.paths.augmented))["source"] == "real").all()
     opened = tiny_params(root, filter={"mode": "none"})  # min_gain=null: gate off
@@ -507,10 +507,10 @@ def test_closed_gate_lands_the_folder_of_the_best_baseline(trained, best):
     from ganaug.pipeline.manifest import augmented_counts, needed_per_class
 
     root = Path(trained.paths.raw).parent
-    p = _through_filter(tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 10.0}))
+    p = _through_filter(tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 1.0}))
     gate = evaluate(p)["gate"]
     assert not gate["passed"]
-    gate["best_other_arm"] = best  # as if evaluate had found it best
+    gate["fallback_arm"] = gate["best_other_arm"] = best  # as if evaluate had chosen it
     (Path(p.paths.reports) / "gate.json").write_text(json.dumps(gate))
     result = append(p)
     assert result["landed"] == best and best in result["landed_because"]
@@ -530,9 +530,9 @@ def test_closed_gate_lands_the_folder_of_the_best_baseline(trained, best):
                 img = np.asarray(Image.open(folder / f))
                 assert (img >= real.min(0)).all() and (img <= real.max(0)).all()
         assert append(p)["changed"] is False  # the same draws again: nothing to do
-    gate["best_other_arm"] = "../../etc"  # a gate.json that names no arm is refused
+    gate["fallback_arm"] = "../../etc"  # a gate.json that names no arm is refused
     (Path(p.paths.reports) / "gate.json").write_text(json.dumps(gate))
-    with pytest.raises(DataError, match="best_other_arm"):
+    with pytest.raises(DataError, match="fallback_arm"):
         append(p)
 
 
@@ -738,3 +738,27 @@ def test_gate_weighs_what_the_test_split_can_measure():
     assert not gate(same, measured_loss=None)["passed"]   # the rule off: a sure overall gain or nothing
     hurt = gate(worse)                                     # measurably worse on a and b
     assert not hurt["passed"] and hurt["measured_classes"]["interval"][0] < -0.01
+
+
+def test_a_closed_gate_lands_the_real_images_alone_only_when_they_surely_win():
+    """The user asked for the plan's counts: at a tie (digits at the ceiling: real 0.993, over-
+    sampled 0.990) the folder that lands is the best of those that reach them; the real images
+    alone land only when they beat it with confidence."""
+    from ganaug.pipeline.arms import BALANCING, BASELINES
+    from ganaug.pipeline.evidence import bootstrap
+    from ganaug.pipeline.gate import decide
+
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 300)
+
+    def fallback(real_accuracy):
+        preds = {arm: np.stack([np.where(rng.random(len(y)) < acc, y, (y + 1) % 3) for _ in range(3)])
+                 for arm, acc in (("real", real_accuracy), ("oversampled", 0.8), ("smote", 0.7),
+                                  ("synthetic", 0.5))}
+        return decide(bootstrap(y, preds, 3, [2], replicates=300), ["a", "b", "c"], "macro_f1", 0.0, 0.9, 1.0,
+                      10, BASELINES, "synthetic", balancing=BALANCING)
+
+    tie = fallback(0.805)
+    assert tie["best_other_arm"] == "real" and tie["fallback_arm"] == "oversampled"
+    assert fallback(0.95)["fallback_arm"] == "real"
+    assert fallback(0.6)["fallback_arm"] == "oversampled"
