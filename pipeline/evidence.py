@@ -50,16 +50,22 @@ def confusion_parts(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray,
 
 
 def metric_values(tp: np.ndarray, support: np.ndarray, predicted: np.ndarray, rare: list[int]) -> dict:
-    """Each metric per replicate from its confusion parts (sklearn's definitions, with labels
-    fixed to every class and zero_division=0; balanced accuracy over the classes present)."""
+    """Each metric per replicate from its confusion parts (sklearn's definitions, zero_division=0),
+    macro figures over the classes the replicate holds: a redraw that misses a class's one test
+    image leaves it out rather than scoring it 0 (on the data as it is, every class is there)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(support > 0, tp / support, 0.0)
         f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0)
         present = support > 0
-        balanced = np.where(present.any(1), (recall * present).sum(1) / present.sum(1).clip(min=1), 0.0)
+        count = present.sum(1).clip(min=1)
+        balanced = np.where(present.any(1), (recall * present).sum(1) / count, 0.0)
+        macro_f1 = np.where(present.any(1), (f1 * present).sum(1) / count, 0.0)
         accuracy = tp.sum(1) / support.sum(1).clip(min=1e-12)
-    return {"accuracy": accuracy, "balanced_accuracy": balanced, "macro_f1": f1.mean(1),
-            "rare_recall": recall[:, rare].mean(1) if rare else np.zeros(len(tp)), "recall": recall, "f1": f1}
+        rare_present = present[:, rare]
+        rare_recall = np.where(rare_present.any(1), (recall[:, rare] * rare_present).sum(1)
+                               / rare_present.sum(1).clip(min=1), 0.0) if rare else np.zeros(len(tp))
+    return {"accuracy": accuracy, "balanced_accuracy": balanced, "macro_f1": macro_f1,
+            "rare_recall": rare_recall, "recall": recall, "f1": f1}
 
 
 def bootstrap(y_true: np.ndarray, preds: dict[str, np.ndarray], n_classes: int, rare: list[int],
