@@ -135,13 +135,10 @@ def read_gate(params: Params) -> dict:
 
 def decided_under(params: Params) -> dict:
     """The params a gate decision rests on, as JSON values: evaluate's (but where and how fast its
-    classifiers run), the plan's counts and whether the synthetic arm was filled."""
-    from .arms import fills_with_duplicates
-
+    classifiers run) and the plan's counts."""
     return json.loads(json.dumps({
         "evaluate": params.evaluate.model_dump(mode="json", exclude={"device", "loader_workers"}),
-        "generate.sampling_strategy": params.generate.sampling_strategy,
-        "synthetic_arm_filled": fills_with_duplicates(params)}))
+        "generate.sampling_strategy": params.generate.sampling_strategy}))
 
 
 def gated_synthetic(params: Params, prepared: pd.DataFrame) -> tuple[pd.DataFrame, dict]:

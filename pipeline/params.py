@@ -260,7 +260,7 @@ class Filter(Section):
     """quantile (per class, vs held-out real) | absolute | none"""
     quantile: float = Field(0.1, ge=0.0, le=1.0)
     """keep if scored >= this quantile of real val images"""
-    threshold: float = Field(0.0, ge=-1e6, le=1e6)
+    threshold: float = Field(0.0, ge=-1e12, le=1e12)
     """mode=absolute: keep if d_score >= threshold"""
     min_val_per_class: int = Field(10, ge=1, le=100_000)
     """a class with fewer val scores borrows from the pooled val quantile"""

@@ -158,8 +158,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "build the augmented training set (or append in place), as the gate allows",
           reads=(_p("prepared"), _p("accepted"), _p("reports", "gate.json")),
           outs=(_p("augmented", folder=True), P("append.target", folder=True, in_dvc=False)),
-          params=("append", "filter", "generate.sampling_strategy", "evaluate.user_training", "ingest.channels",
-                  "ingest.size"), retries=2),  # the plan's counts and the regime: what fills the set
+          # the plan's counts and the regime: what fills the set; evaluate's: what the gate was decided under
+          params=("append", "filter", "generate.sampling_strategy", "evaluate", "ingest.channels",
+                  "ingest.size"), retries=2),
 )}
 ALL = {DEMO_DATA.name: DEMO_DATA, **STAGES}
 

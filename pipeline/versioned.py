@@ -138,6 +138,34 @@ def _write_journal(path: Path, entry: dict):
     os.replace(tmp, path)
 
 
+def _read_journal(repo: Path, journal: Path):
+    """The journal's batch folder, tag, .dvc file, starting commit and entry, each proved to be
+    what append makes (never trusted by name: a journal is a file anyone can write): the batch a
+    direct child of `<target>/ganaug-batches` (resolved, links followed) for the target its .dvc
+    file tracks, named by a batch id, and its tag that id's; the .dvc file inside the repository."""
+    import re
+
+    bad = f"{journal}: not a ganaug append journal; inspect it and remove it"
+    try:
+        if journal.is_symlink() or journal.stat().st_size > 1 << 20:
+            raise VersioningError(bad)
+        entry = json.loads(journal.read_text())
+        batch_rel, tag, dvc_rel, head = entry["batch"], entry["tag"], entry["dvc_file"], entry["head"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise VersioningError(f"{journal}: unreadable append journal ({e}); inspect `git status` and remove it") from None
+    if not all(isinstance(v, str) for v in (batch_rel, tag, dvc_rel, head)):
+        raise VersioningError(bad)
+    root = repo.resolve()
+    dvc_file = (repo / dvc_rel).resolve()
+    batch = (repo / batch_rel).resolve()
+    target = dvc_file.with_suffix("")
+    if (dvc_file.suffix != ".dvc" or root not in dvc_file.parents or batch.parent != target / BATCHES_DIR
+            or not re.fullmatch(r"[0-9a-f]{12}", batch.name) or tag != TAG_PREFIX + batch.name
+            or not re.fullmatch(r"[0-9a-f]{40}", head)):
+        raise VersioningError(bad)
+    return batch, tag, dvc_file, head, entry
+
+
 def recover(repo: Path) -> str | None:
     """Finish or undo the version a journal names: complete when its commit exists (tag it),
     else roll back to the commit before (batch folder removed, .dvc file and index restored).
@@ -145,13 +173,7 @@ def recover(repo: Path) -> str | None:
     journal = repo / ".git" / JOURNAL
     if not journal.is_file():
         return None
-    try:
-        entry = json.loads(journal.read_text())
-        batch, tag, dvc_file, head = (repo / entry["batch"], entry["tag"], repo / entry["dvc_file"], entry["head"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise VersioningError(f"{journal}: unreadable append journal ({e}); inspect `git status` and remove it") from None
-    if BATCHES_DIR not in batch.relative_to(repo).parts or not tag.startswith(TAG_PREFIX):
-        raise VersioningError(f"{journal}: not a ganaug append journal; inspect it and remove it")
+    batch, tag, dvc_file, head, entry = _read_journal(repo, journal)
     # Committed: a commit after the journal's starting point carries the batch's message (later
     # commits, or a hook that appends to messages, do not hide it).
     messages = git(repo, "log", "--format=%B%x00", f"{head}..HEAD", check=False)
@@ -164,10 +186,15 @@ def recover(repo: Path) -> str | None:
     else:
         for left in (batch, *batch.parent.glob(f"{batch.name}.tmp-*")):  # a kill mid-copy leaves the temporary
             shutil.rmtree(left, ignore_errors=True)
-        for rel in (str(dvc_file.relative_to(repo)), entry.get("gitignore")):
-            if isinstance(rel, str) and ".." not in Path(rel).parts and not Path(rel).is_absolute():
-                git(repo, "reset", "-q", "--", rel, check=False)
-                git(repo, "checkout", "-q", head, "--", rel, check=False)
+        # Only what append changes: the target's .dvc file and the .gitignore beside it.
+        gitignore = dvc_file.parent / ".gitignore"
+        recorded = entry.get("gitignore")
+        restore = [dvc_file] + ([gitignore] if isinstance(recorded, str) and (repo / recorded).resolve() == gitignore
+                                else [])
+        for path in restore:
+            rel = str(path.relative_to(repo.resolve()))
+            git(repo, "reset", "-q", "--", rel, check=False)
+            git(repo, "checkout", "-q", head, "--", rel, check=False)
         done = "rolled back"
     journal.unlink()
     return done

@@ -423,7 +423,7 @@ def test_any_manifest_is_read_or_refused_with_a_data_error(tmp_path_factory, row
 
 def test_a_batch_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path):
     make_shapes(tmp_path / "raw", {"circle": 5, "square": 5})
-    p = tiny_params(tmp_path, evaluate={"batch_size": 10**9})
+    p = tiny_params(tmp_path, ingest={"size": 128}, evaluate={"batch_size": 65_536})  # the bound; ~400 GB
     with pytest.raises(ParamsError, match="evaluate.batch_size needs about .* GiB .* use a smaller batch"):
         run("evaluate", p)
     for name in ("train", "generate", "filter", "evaluate"):  # the defaults fit on a 4 GiB machine

@@ -30,9 +30,18 @@ def accepted(trained):
     return p
 
 
+def _evaluated(params):
+    evaluate(params)
+    return params
+
+
 def in_place(p, host, **append):
-    return tiny_params(Path(p.paths.raw).parent, filter={"mode": "none"},
-                       append={"target": str(host / "train"), **append})
+    """The params of an in-place append, and the gate evaluated under them (in place, the
+    synthetic arm is not filled, as the batch is not)."""
+    params = tiny_params(Path(p.paths.raw).parent, filter={"mode": "none"},
+                         append={"target": str(host / "train"), **append})
+    evaluate(params)
+    return params
 
 
 def test_append_commits_tags_pushes_and_is_idempotent(accepted, host, tmp_path):
@@ -83,10 +92,10 @@ def test_refuses_untracked_or_dirty_sets(accepted, host, tmp_path):
     plain = tmp_path / "plain"
     make_shapes(plain, {"circle": 3})
     with pytest.raises(VersioningError, match="not inside a git repository"):
-        append(tiny_params(Path(accepted.paths.raw).parent, append={"target": str(plain)}))
+        append(_evaluated(tiny_params(Path(accepted.paths.raw).parent, append={"target": str(plain)})))
     (host / "other").mkdir()
     with pytest.raises(VersioningError, match=r"other: not DVC-tracked \(no other.dvc\)"):
-        append(tiny_params(Path(accepted.paths.raw).parent, append={"target": str(host / "other")}))
+        append(_evaluated(tiny_params(Path(accepted.paths.raw).parent, append={"target": str(host / "other")})))
 
     stray = host / "train" / "circle" / "stray.png"
     stray.write_bytes((host / "train" / "circle" / "circle-000.png").read_bytes()[::-1])
@@ -125,7 +134,7 @@ def test_a_second_append_waits_for_the_lock(accepted, host):
 def test_closed_gate_creates_no_version(accepted, host):
     """evaluate decided the batch does not help: no batch folder, no commit, no tag; success."""
     closed = tiny_params(Path(accepted.paths.raw).parent, filter={"mode": "none"},
-                         evaluate={"min_gain": 5.0}, append={"target": str(host / "train")})
+                         evaluate={"min_gain": 1.0}, append={"target": str(host / "train")})
     assert not evaluate(closed)["gate"]["passed"]
     head, files = sh(host, "git", "rev-parse", "HEAD"), tree_hashes(host / "train")
     result = append(closed)
@@ -142,6 +151,7 @@ def test_two_concurrent_appends_of_the_same_batch_add_it_once(accepted, host):
 
     from tests.conftest import tiny_overrides
 
+    in_place(accepted, host)  # the gate, evaluated under the in-place params
     args = [a for item in tiny_overrides(Path(accepted.paths.raw).parent, filter={"mode": "none"},
                                          append={"target": str(host / "train")}) for a in ("--set", item)]
     head = sh(host, "git", "rev-parse", "HEAD")
@@ -168,3 +178,28 @@ def test_same_images_under_other_params_append_nothing(accepted, host):
     again = append(other)
     assert again["batch"] == first["batch"] and not again["changed"]
     assert sh(host, "git", "rev-parse", "HEAD") == head
+
+
+def test_a_journal_whose_batch_climbs_out_deletes_nothing(accepted, host):
+    """Issue 28: a journal naming `ganaug-batches/../../train` as its batch made recovery delete
+    the tracked images ("ganaug-batches" was one of the path's parts). A journal is proved to be
+    append's own (a batch id folder directly under the target's batch root, its tag that id's)
+    or refused, with nothing touched."""
+    import json as _json
+
+    p = in_place(accepted, host)
+    before = tree_hashes(host / "train")
+    head = sh(host, "git", "rev-parse", "HEAD").strip()
+    journal = host / ".git" / "ganaug-append.json"
+    hostile = [
+        {"batch": f"train/{BATCHES_DIR}/../../train", "tag": "ganaug-000000000000"},
+        {"batch": f"elsewhere/{BATCHES_DIR}/000000000000", "tag": "ganaug-000000000000"},
+        {"batch": f"train/{BATCHES_DIR}/000000000000", "tag": "ganaug-111111111111"},
+    ]
+    for case in hostile:
+        journal.write_text(_json.dumps({**case, "dvc_file": "train.dvc", "head": head, "message": "x"}))
+        with pytest.raises(VersioningError, match="not a ganaug append journal"):
+            append(p)
+        assert tree_hashes(host / "train") == before
+    journal.unlink()
+    assert append(p)["changed"]
