@@ -95,11 +95,13 @@ def append_in_place(params: Params) -> dict:
                 _fault_point("batch")
                 dvc(repo, "add", "-q", str(batch.relative_to(repo)))
                 _fault_point("dvc_add")
-                git(repo, "add", str(dvc_file.relative_to(repo)))
+                # Only what append changed, named: whatever else the user has staged stays theirs.
+                ours = [str(dvc_file.relative_to(repo))]
                 gitignore = target.parent / ".gitignore"
                 if gitignore.exists():
-                    git(repo, "add", str(gitignore.relative_to(repo)))
-                git(repo, "commit", "-q", "-m", _message(params, bid, counts))
+                    ours.append(str(gitignore.relative_to(repo)))
+                git(repo, "add", "--", *ours)
+                git(repo, "commit", "-q", "-m", _message(params, bid, counts), "--only", "--", *ours)
                 _fault_point("commit")
                 git(repo, "tag", tag)
                 _fault_point("tag")
@@ -234,6 +236,12 @@ def _check_tracked_and_clean(repo: Path, target: Path, dvc_file: Path):
                               "and commit it first")
     if git(repo, "status", "--porcelain", "--", str(dvc_file.relative_to(repo))).strip():
         raise VersioningError(f"{dvc_file}: uncommitted changes in git; commit or revert them first")
+    # dvc add may edit the .gitignore beside the target, which append then commits (or restores on
+    # a rollback): a user's uncommitted edit there would be swept into ganaug's commit, or lost.
+    gitignore = target.parent / ".gitignore"
+    if gitignore.exists() and git(repo, "status", "--porcelain", "--", str(gitignore.relative_to(repo))).strip():
+        raise VersioningError(f"{gitignore}: uncommitted changes in git (ganaug commits this file with its batch); "
+                              "commit or revert them first")
     status = dvc(repo, "status", "--json", str(dvc_file.relative_to(repo)))
     if json.loads(status or "{}"):
         raise VersioningError(f"{target}: the folder differs from {dvc_file.name} (uncommitted changes); "

@@ -203,3 +203,25 @@ def test_a_journal_whose_batch_climbs_out_deletes_nothing(accepted, host):
         assert tree_hashes(host / "train") == before
     journal.unlink()
     assert append(p)["changed"]
+
+
+def test_append_commits_only_its_own_paths(accepted, host):
+    """Issue 28: a user's uncommitted line in the .gitignore beside the set was swept into
+    ganaug's batch commit (and a rollback's restore discarded it); now append refuses and touches
+    nothing. A file the user staged elsewhere stays staged and out of ganaug's commit."""
+    p = in_place(accepted, host)
+    gitignore = host / ".gitignore"
+    original = gitignore.read_text()
+    gitignore.write_text(original + "*.bak\n")
+    head = sh(host, "git", "rev-parse", "HEAD")
+    with pytest.raises(VersioningError, match=r"\.gitignore: uncommitted changes"):
+        append(p)
+    assert gitignore.read_text() == original + "*.bak\n" and sh(host, "git", "rev-parse", "HEAD") == head
+    gitignore.write_text(original)
+    (host / "notes.txt").write_text("mine\n")
+    sh(host, "git", "add", "notes.txt")
+    result = append(p)
+    assert result["changed"]
+    committed = sh(host, "git", "show", "--name-only", "--format=", "HEAD").split()
+    assert "notes.txt" not in committed and "train.dvc" in committed
+    assert sh(host, "git", "status", "--porcelain", "--", "notes.txt").startswith("A ")
