@@ -9,9 +9,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("color", "translation", "cutout")
-
-
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
     for name in policy:
         x = _AUGMENTS[name](x)

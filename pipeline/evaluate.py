@@ -43,7 +43,7 @@ from . import classifier, evidence, plots, quality
 from .arms import ARMS, BALANCING, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData, fills_with_duplicates
 from .gate import GATE_FILE, cap_synthetic, decide, decided_under
 from .files import write_csv, write_json
-from .manifest import label_map_of, needed_per_class, read_manifest, real_train_rows
+from .manifest import class_counts, label_map_of, needed_per_class, read_manifest, real_train_rows
 from .params import Params, device as params_device
 from .pixels import Images, Stack, read_prepared
 from .smote import Smote
@@ -132,7 +132,7 @@ def evaluate(params: Params) -> dict:
     label_map = label_map_of(prepared)
     names = list(label_map)
     real = real_train_rows(prepared)
-    counts = {k: int((real["label"] == k).sum()) for k in names}
+    counts = {k: class_counts(prepared).get(k, 0) for k in names}
     rare = rare_classes(counts)
     need = needed_per_class(counts, params.generate.sampling_strategy)  # every plain folder's final counts
     x_real, y_real = _images(prepared_dir, prepared, real, label_map, "ingest")

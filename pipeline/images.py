@@ -17,7 +17,6 @@ import cv2  # noqa: E402
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey stripe
 ORIENTATION = 0x0112  # the EXIF tag: how a viewer rotates or flips the stored pixels
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 class BadImage(Exception):

@@ -105,3 +105,14 @@ def test_every_numeric_knob_is_bounded(key):
     for extreme in ("1e308", str(10 ** 18), "-1e308"):
         with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
             load_params(None, [f"{key}={extreme}"])
+
+
+def test_diffaug_names_are_the_augmentations_gan_has():
+    """DiffAugment's names live in params' Literal (validated without importing torch) and in
+    gan.diffaug's table: the two must be the same set."""
+    import typing
+
+    from ganaug.gan.diffaug import _AUGMENTS
+
+    (item,) = typing.get_args(Params.model_fields["train"].annotation.model_fields["diffaug"].annotation)
+    assert set(typing.get_args(item)) == set(_AUGMENTS)
