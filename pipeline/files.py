@@ -30,6 +30,10 @@ from .errors import DataError, StorageError
 TMP_MARK = ".tmp-"
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 OWNER = ".ganaug.json"  # in every folder ganaug writes: what made it (the stage's provenance)
+# In a folder ganaug is building (or has moved aside), its own name: the token that proves a
+# leftover is ganaug's temporary. A name alone proves nothing (a user's `prepared.tmp-20240101`
+# backup), nor does a copied OWNER record. Removed before the folder takes its final name.
+TMP_TOKEN = ".ganaug-tmp"
 # One lock file per output folder on this machine, in a folder of this user's (another user's
 # locks folder in /tmp would not be writable).
 LOCKS = Path(tempfile.gettempdir()) / f"ganaug-locks-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
@@ -59,14 +63,28 @@ def _temp_name(dest: Path, kind: str = "") -> Path:
 
 
 def _stale(dest: Path) -> list[Path]:
-    """ganaug's temporaries beside dest whose writer is gone (older ones carry no pid)."""
-    pattern = re.compile(re.escape(dest.name + TMP_MARK) + r"(old-)?(?:(\d+)-)?[0-9a-z_]{8}")
+    """ganaug's temporaries beside dest whose writer is gone: a folder only when it holds the
+    token naming that very folder (`TMP_TOKEN`); a file (atomic_file's, which cannot hold one)
+    only by its exact form, the writer's pid and mkstemp's 8 characters."""
+    pattern = re.compile(re.escape(dest.name + TMP_MARK) + r"(old-)?(\d+)-[0-9a-z_]{8}")
     found = []
     for p in dest.parent.glob(f"{dest.name}{TMP_MARK}*"):
         m = pattern.fullmatch(p.name)
-        if m and not (m.group(2) and _alive(int(m.group(2)))):
-            found.append(p)
+        if not m or _alive(int(m.group(2))):
+            continue
+        if p.is_symlink() or (p.is_dir() and not _holds_token(p)):
+            continue  # not provably ganaug's: left alone
+        found.append(p)
     return found
+
+
+def _holds_token(folder: Path) -> bool:
+    token = folder / TMP_TOKEN
+    try:
+        return token.is_file() and not token.is_symlink() and token.stat().st_size < 1024 \
+            and token.read_text().strip() == folder.name
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -89,6 +107,7 @@ def _clean_stale(dest: Path):
                    key=lambda p: p.stat().st_mtime)
     if aside and not dest.exists():
         os.replace(aside[-1], dest)
+        (dest / TMP_TOKEN).unlink(missing_ok=True)
     for old in stale:
         if old.exists():
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
@@ -139,6 +158,7 @@ def atomic_dir(dest: str | Path, made_by: dict | None = None, owned: bool = Fals
             check_owned(dest)
         tmp = _temp_name(dest)
         tmp.mkdir()
+        (tmp / TMP_TOKEN).write_text(tmp.name)
         (tmp / OWNER).write_text(json.dumps({"made_by": "ganaug", **(made_by or {})}, indent=1) + "\n")
         with _replacing(tmp, dest):
             yield tmp
@@ -156,6 +176,7 @@ def _replacing(tmp: Path, dest: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    (tmp / TMP_TOKEN).unlink(missing_ok=True)  # the folder's final content: no token
     replace_path(tmp, dest)
 
 
@@ -163,6 +184,7 @@ def replace_path(src: Path, dest: Path):
     """Move src onto dest. For folders: swap via a side name, so dest is never missing for long."""
     if dest.is_dir() and not dest.is_symlink():
         old = _temp_name(dest, "old-")
+        (dest / TMP_TOKEN).write_text(old.name)  # moved aside, it is provably ganaug's to restore
         os.replace(dest, old)
         os.replace(src, dest)
         shutil.rmtree(old, ignore_errors=True)

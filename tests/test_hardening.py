@@ -321,13 +321,18 @@ def test_killed_mid_swap_the_previous_output_is_put_back(tmp_path):
     folder at the destination; the next write must restore the old one, not delete it."""
     from ganaug.pipeline.files import atomic_dir
 
+    from ganaug.pipeline.files import TMP_TOKEN
+
     dest = tmp_path / "prepared"
-    aside = tmp_path / "prepared.tmp-old-1a2b3c4d"
+    aside = tmp_path / "prepared.tmp-old-999999999-1a2b3c4d"  # a dead process's, with its token
     aside.mkdir()
     (aside / "manifest.parquet").write_text("previous")
-    (tmp_path / "prepared.tmp-5e6f7a8b").mkdir()  # the new one, never renamed in
+    (aside / TMP_TOKEN).write_text(aside.name)
+    new = tmp_path / "prepared.tmp-999999999-5e6f7a8b"  # the new one, never renamed in
+    new.mkdir()
+    (new / TMP_TOKEN).write_text(new.name)
     with pytest.raises(RuntimeError):
         with atomic_dir(dest):
             raise RuntimeError("killed again before finishing")
-    assert (dest / "manifest.parquet").read_text() == "previous"
+    assert (dest / "manifest.parquet").read_text() == "previous" and not (dest / TMP_TOKEN).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]

@@ -122,18 +122,30 @@ def test_a_second_writer_of_an_output_fails_clearly_and_the_first_finishes(tmp_p
 
 
 def test_cleanup_removes_only_ganaugs_own_temporaries(tmp_path):
-    from ganaug.pipeline.files import atomic_dir
+    from ganaug.pipeline.files import OWNER, TMP_TOKEN, atomic_dir
 
     dest = tmp_path / "prepared"
     users = tmp_path / "prepared.tmp-notes.txt"     # the user's, named alike
     users.write_text("keep me")
     live = tmp_path / f"prepared.tmp-{os.getppid()}-0123abcd"  # a live process's work in progress
     live.mkdir()
-    dead = tmp_path / "prepared.tmp-999999999-89abcdef"         # a killed run's
+    dead = tmp_path / "prepared.tmp-999999999-89abcdef"         # a killed run's: its token names it
     dead.mkdir()
+    (dead / TMP_TOKEN).write_text(dead.name)
+    # Issue 28: a user's backup named like a temporary, even a copy of a ganaug folder (its OWNER
+    # record and a token naming another folder), or a folder named exactly like one without the
+    # token: not provably ganaug's temporaries, kept.
+    backup = tmp_path / "prepared.tmp-20240101"
+    backup.mkdir()
+    (backup / OWNER).write_text('{"made_by": "ganaug"}')
+    lookalike = tmp_path / "prepared.tmp-999999998-0badcafe"
+    lookalike.mkdir()
+    (lookalike / TMP_TOKEN).write_text("prepared.tmp-999999999-89abcdef")  # copied from elsewhere
     with atomic_dir(dest) as tmp:
         (tmp / "x").write_text("new")
     assert users.read_text() == "keep me" and live.is_dir() and not dead.exists()
+    assert backup.is_dir() and lookalike.is_dir()
+    assert sorted(p.name for p in dest.iterdir()) == [OWNER, "x"]  # no token left in the output
 
 
 # -- provenance: every output knows what it was made from ------------------------------
