@@ -43,7 +43,7 @@ from .gate import GATE_FILE, gated_synthetic
 from .files import atomic_dir, link_or_copy
 from .manifest import (MANIFEST, augmented_counts, content_hash, label_map_of, make_manifest, needed_per_class, read_manifest,
                        users_training_images, write_manifest)
-from .images import save_png
+from .images import save_png, to_uint8
 from .params import Params
 from .pixels import open_pixels, read_prepared
 from .progress import progress
@@ -91,7 +91,7 @@ def append(params: Params) -> dict:
         for src, rel in zip(duplicates["_from"], duplicates["path"]):  # a duplicate: the real image's file
             link_or_copy(tmp / real_out.loc[src, "path"], tmp / rel, params.append.link, root=tmp)
         for start in range(0, len(smoted), 256):  # SMOTE's images, made a batch at a time
-            batch = smote_pixels[start:start + 256]
+            batch = to_uint8(smote_pixels[start:start + 256])
             for arr, rel in zip(batch, smoted["path"].iloc[start:start + 256]):
                 save_png(arr, tmp / rel)
         write_manifest(target, tmp)
@@ -125,7 +125,7 @@ def _no_fill() -> pd.DataFrame:
 def filling_smote(params: Params, prepared: pd.DataFrame, real: pd.DataFrame) -> tuple[pd.DataFrame, object]:
     """Manifest rows of the SMOTE images that bring every class to the plan's counts (evaluate's
     SMOTE arm, drawn over every real image the user gave, seeded by append.seed), and the images
-    themselves (uint8 NHWC, made a batch at a time). An image's id comes from the two real images
+    themselves (smote.SmoteRows: made a slice at a time). An image's id comes from the two real images
     and the step that make it."""
     from .pixels import Images
     from .smote import Smote
@@ -145,18 +145,7 @@ def filling_smote(params: Params, prepared: pd.DataFrame, real: pd.DataFrame) ->
     label_of = [names[c] for c in labels.tolist()]
     rows = make_manifest(pd.DataFrame({"sample_id": ids, "label": label_of, "split": "train", "source": "smote",
                                        "path": [f"{lab}/smote-{sid}.png" for lab, sid in zip(label_of, ids)]}))
-    return rows.assign(_from=-1), _AsPixels(new)
-
-
-class _AsPixels:
-    """SMOTE's rows as uint8 NHWC images, a slice at a time."""
-
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __getitem__(self, idx):
-        x = ((self.rows[idx] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        return x.permute(0, 2, 3, 1).numpy()
+    return rows.assign(_from=-1), new
 
 
 def filling_duplicates(params: Params, real: pd.DataFrame, synthetic: pd.DataFrame) -> pd.DataFrame:

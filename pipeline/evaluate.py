@@ -132,7 +132,8 @@ def evaluate(params: Params) -> dict:
     label_map = label_map_of(prepared)
     names = list(label_map)
     real = real_train_rows(prepared)
-    counts = {k: class_counts(prepared).get(k, 0) for k in names}
+    in_train = class_counts(prepared)
+    counts = {k: in_train.get(k, 0) for k in names}
     rare = rare_classes(counts)
     need = needed_per_class(counts, params.generate.sampling_strategy)  # every plain folder's final counts
     x_real, y_real = _images(prepared_dir, prepared, real, label_map, "ingest")
@@ -179,10 +180,8 @@ def evaluate(params: Params) -> dict:
     if shares:  # ties go to the smaller share: fewer synthetic images for the same result
         chosen = max(shares, key=lambda s: (shares[s]["val"][cfg.gate_metric] if shares[s]["val"] else 0.0, -s))
         test_preds[CANDIDATE] = shares[chosen]["test"]
-    trained = {name: [models[name, s] for s in seeds] for name in BASELINES} | \
-        ({CANDIDATE: [models[chosen, s] for s in seeds]} if chosen is not None else {})
-    steps = {name: members[key, seeds[0]].steps for name, key in [(n, n) for n in BASELINES] + [(CANDIDATE, chosen)]
-             if (key, seeds[0]) in members}
+    # Each reported arm's classifiers: a baseline's own, the synthetic arm's at the chosen share.
+    keys = {name: name for name in BASELINES} | ({CANDIDATE: chosen} if chosen is not None else {})
 
     y_true = y_test.numpy()
     test_counts = {n: int((y_true == label_map[n]).sum()) for n in names}
@@ -196,7 +195,7 @@ def evaluate(params: Params) -> dict:
     for name, b in boot.items():
         for k in METRICS:
             means[name][f"{k}_interval"] = [round(float(v), 4) for v in evidence.interval(b[k], cfg.confidence)]
-        means[name]["training"] = _training(trained[name], steps[name])
+        means[name]["training"] = _training([models[keys[name], s] for s in seeds], members[keys[name], seeds[0]].steps)
     gate = decide(boot, names, cfg.gate_metric, cfg.min_gain, cfg.confidence, chosen,
                   shares.get(chosen, {}).get("images", 0), BASELINES, CANDIDATE, undetermined=undetermined,
                   measured_loss=cfg.measured_loss, synthetic_classes=sorted(set(synth["label"])), balancing=BALANCING)
