@@ -1,24 +1,28 @@
 """The GPU check, in one call: what a lent CUDA machine does with ganaug, every figure printed
 and written to a JSON file.
 
-    python bench/gpu.py --out gpu.json                # on a CUDA machine: about 5 minutes
+    python bench/gpu.py --out gpu.json                # on a CUDA machine: about 7 minutes
     python bench/gpu.py --smoke --out smoke.json      # anywhere: a few steps of each, on the CPU
 
 Figures, all measured in the same run:
-1. The GAN step alone (GANTrainer.step on in-memory batches) in fp32, bf16 autocast, bf16 +
-   channels_last, and bf16 + channels_last + torch.compile (the last skipped with --smoke or
-   --no-compile): images/s, achieved TFLOPS (FlopCounterMode on one step), and the share of a
-   bf16 matmul's measured peak on this device. ganaug's trainer uses bf16 + channels_last on
-   CUDA; the others switch those off, to show what each is worth.
-2. `ganaug train`'s whole loop (health probes, validation, checkpoints) at the same size, width
-   and batch, against the bare bf16 + channels_last step: the ratio.
-3. Evaluate's classifiers (bench/evaluate_speed.py: the demo's 16 small CNNs of 210 steps) on
-   the device: the former loop one member after another, fit_all one by one, and fit_all
-   together (one network of grouped convolutions, what evaluate runs on a GPU): seconds, ratios.
-4. The demo end to end (demo-data and every stage) with train and evaluate on the device,
-   seconds per stage, and evaluate's gate decision.
+1. The GAN step alone (GANTrainer.step on in-memory batches) at batch 64 and 512, widths 32 and
+   128: eager (the trainer's own bf16 autocast + channels_last on CUDA), CUDA graphs
+   (torch.compile mode reduce-overhead: what train.compile=null picks on CUDA) and inductor's
+   default compile; and fp32 eager at one size, to show what bf16 is worth. For each: ms/step,
+   images/s, achieved TFLOPS (FlopCounterMode on one step), the share of a bf16 matmul's measured
+   peak, the warm-up (compile) seconds, and, for the compiled ones, the largest relative
+   difference of their first steps' losses from eager's (same seed, same batches).
+2. `ganaug train`'s whole loop (health probes, validation, checkpoints) at batch 64, width 128,
+   against the bare step of the mode train picks: the ratio.
+3. Evaluate's classifiers (bench/evaluate_speed.py) on the device: one by one and together.
+4. The gpu preset (pipeline/presets/gpu.yaml) on the tail benchmark (bench/datasets.py: 10 classes
+   of 400 down to 4 images, 32 px; needs `pip install --no-deps animal-mnist`, a wheel to carry)
+   for --preset-minutes of training: its health (D margin, conditioning: each class's label
+   agreement), validation FD, steps/s.
+5. The demo end to end (demo-data and every stage) on the device, seconds per stage, the gate.
 On a CPU (--smoke; tests/test_bench_gpu.py runs it) the figures only show the script works: CPU
-bf16 is emulated, so its "peak" is no peak. Seeds: torch 0 for the step runs; params' for the demo.
+bf16 is emulated, so its "peak" is no peak, and the compiled variants are left out (minutes of
+compiling). Seeds: torch 0 for the step runs; params' for the stages.
 """
 from __future__ import annotations
 
@@ -38,10 +42,14 @@ from bench.evaluate_speed import measure as classifier_speed  # noqa: E402
 from bench.train_speed import ganaug_train  # noqa: E402
 from ganaug.gan import GANConfig, GANTrainer, pick_device  # noqa: E402
 
-VARIANTS = {"fp32": (False, False, False), "bf16": (True, False, False),
-            "bf16+channels_last": (True, True, False), "bf16+channels_last+compile": (True, True, True)}
+# (name, compile mode, fp32 instead of the trainer's own precision)
+VARIANTS = [("eager", False, False), ("graphs", "reduce-overhead", False), ("compile", True, False),
+            ("fp32 eager", False, True)]
+SHAPES = [(64, 32), (64, 128), (512, 32), (512, 128)]  # (batch, width)
 SMOKE_DEMO = ["demo.size=8", "ingest.size=8", "train.steps=10", "train.width=8", "train.z_dim=16",
-              "train.batch_size=16", "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8"]
+              "train.batch_size=16", "evaluate.epochs=1", "evaluate.repeats=1", "evaluate.width=8",
+              "evaluate.arm_classifier.epochs=1", "evaluate.arm_classifier.width=8",
+              "evaluate.arm_classifier.min_steps=1"]
 
 
 def sync(device: torch.device) -> None:
@@ -63,37 +71,76 @@ def matmul_peak(device: torch.device, seconds: float) -> float:
     return 2 * n ** 3 * k / (time.perf_counter() - t0) / 1e12
 
 
-def trainer_for(cfg: GANConfig, device: torch.device, bf16: bool, channels_last: bool, compile: bool):
-    trainer = GANTrainer(cfg, device=device, compile=compile)
-    # The trainer's own choice on CUDA is bf16 + channels_last; switch each off (or on, on a CPU).
-    trainer._autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    for net in (trainer.G, trainer.D, trainer.G_ema):
-        net.to(memory_format=fmt)
-    return trainer, fmt
-
-
-def step_speed(args, device, bf16: bool, channels_last: bool, compile: bool) -> dict:
+def trainer_for(cfg: GANConfig, device: torch.device, compile, fp32: bool) -> GANTrainer:
     torch.manual_seed(0)
-    trainer, fmt = trainer_for(GANConfig(args.size, 1, 10, width=args.width), device, bf16, channels_last, compile)
-    x = (torch.rand(4 * args.batch, 1, args.size, args.size, device=device) * 2 - 1).contiguous(memory_format=fmt)
-    y = torch.randint(0, 10, (4 * args.batch,), device=device)
-    with FlopCounterMode(display=False) as counter:  # counted before any compiled step
-        trainer.step(x[:args.batch], y[:args.batch])
+    trainer = GANTrainer(cfg, device=device, compile=compile)
+    if fp32:  # the trainer's own choice on CUDA is bf16 + channels_last: both off
+        trainer._autocast = lambda: torch.autocast(device.type, enabled=False)
+        for net in (trainer.G, trainer.D, trainer.G_ema):
+            net.to(memory_format=torch.contiguous_format)
+    return trainer
+
+
+def step_speed(device, size: int, batch: int, width: int, compile, fp32: bool, steps: int, warmup: int,
+               eager_losses: list | None) -> tuple[dict, list]:
+    trainer = trainer_for(GANConfig(size, 1, 10, width=width), device, compile, fp32)
+    fmt = torch.channels_last if device.type == "cuda" and not fp32 else torch.contiguous_format
+    g = torch.Generator(device=device).manual_seed(1)
+    x = (torch.rand(4 * batch, 1, size, size, device=device, generator=g) * 2 - 1).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (4 * batch,), device=device, generator=g)
+    if not compile:
+        with FlopCounterMode(display=False) as counter:
+            trainer.step(x[:batch], y[:batch])
+        flops = counter.get_total_flops()
+        trainer = trainer_for(GANConfig(size, 1, 10, width=width), device, compile, fp32)  # afresh: same seed
+    else:
+        flops = None
+    torch.manual_seed(2)
     t0 = time.perf_counter()
-    for _ in range(args.warmup):  # compile happens here
-        trainer.step(x[:args.batch], y[:args.batch])
+    first = [trainer.losses(trainer.step(x[:batch], y[:batch])) for _ in range(warmup)]  # compiles here
     sync(device)
     warmup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for i in range(args.steps):
-        j = (i % 4) * args.batch
-        trainer.step(x[j:j + args.batch], y[j:j + args.batch])
+    for i in range(steps):
+        j = (i % 4) * batch
+        trainer.step(x[j:j + batch], y[j:j + batch])
     sync(device)
-    ips = args.steps * args.batch / (time.perf_counter() - t0)
-    tflop_step = counter.get_total_flops() / 1e12
-    return {"images_per_s": round(ips, 1), "tflops": round(ips / args.batch * tflop_step, 5),
-            "tflop_per_step": round(tflop_step, 5), "warmup_s": round(warmup_s, 1)}
+    seconds = (time.perf_counter() - t0) / steps
+    out = {"ms_per_step": round(seconds * 1000, 3), "images_per_s": round(batch / seconds, 1),
+           "warmup_s": round(warmup_s, 1), "compile_error": trainer.compile_error}
+    if flops:
+        out |= {"tflop_per_step": round(flops / 1e12, 6), "tflops": round(flops / seconds / 1e12, 5)}
+    if eager_losses is not None:  # the same seed and batches as eager: how far its losses are
+        out["max_rel_diff_vs_eager"] = round(max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-3)
+                                                 for a, b in zip(first, eager_losses) for k in a), 5)
+    return out, first
+
+
+def preset_on_tail(device: torch.device, minutes: float, smoke: bool) -> dict:
+    """The gpu preset's training on the tail benchmark for a fixed time: health and conditioning."""
+    from bench.datasets import write_digits_tail, write_tail
+    from ganaug.pipeline.ingest import ingest
+    from ganaug.pipeline.params import load_params, preset_overrides
+    from ganaug.pipeline.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # The smoke run (CI has no Animal-MNIST) takes scikit-learn's digits cut to a tail.
+        raw, _ = (write_digits_tail if smoke else write_tail)(Path(tmp) / "raw")
+        sets = [f"paths.{k}={Path(tmp) / k}" for k in ("prepared", "model", "train_reports", "reports")]
+        sets += [f"paths.raw={raw}", "ingest.size=16" if smoke else "ingest.size=32", f"train.device={device}",
+                 f"train.minutes={minutes}"]
+        if smoke:
+            sets += ["train.steps=8", "train.width=8", "train.batch_size=8", "train.checkpoint_every=4"]
+        params = load_params(None, preset_overrides("gpu") + sets)
+        ingest(params)
+        t0 = time.perf_counter()
+        m = train(params)
+    h = m["health"]
+    agreement = h.get("label_agreement_per_class") or {}
+    return {"minutes": minutes, "steps_done": m["steps_done"], "steps_per_s": round(m["steps_this_run"] / m["seconds"], 2),
+            "wall_s": round(time.perf_counter() - t0, 1), "health": h["status"], "problems": h["problems"],
+            "margin_last_fifth": h.get("margin_last_fifth"), "label_agreement_per_class": agreement,
+            "best_val_frechet": m.get("best_val_frechet"), "compile": m.get("compile")}
 
 
 def demo_on_device(device: torch.device, smoke: bool) -> dict:
@@ -119,44 +166,55 @@ def demo_on_device(device: torch.device, smoke: bool) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="a few steps of each, a tiny demo: the CPU path")
-    ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--preset-minutes", type=float, default=3.0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    shapes, variants = SHAPES, VARIANTS
     if args.smoke:
-        args.size, args.width, args.batch, args.steps, args.warmup = 16, 8, 16, 3, 1
+        args.size, args.steps, args.warmup, args.preset_minutes = 8, 3, 2, 0.05
+        shapes, variants = [(16, 8)], [v for v in VARIANTS if not v[1]]
     device = pick_device()
     info = {"device": str(device), "name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "size": args.size, "width": args.width, "batch": args.batch, "steps": args.steps, "smoke": args.smoke}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "size": args.size,
+            "steps": args.steps, "smoke": args.smoke}
     print(json.dumps(info), flush=True)
     figures: dict = {"info": info, "peak_bf16_tflops": round(matmul_peak(device, 0.5 if args.smoke else 3.0), 4)}
     print(f"bf16 matmul peak: {figures['peak_bf16_tflops']} TFLOPS", flush=True)
-    figures["step"] = {}
-    for name, (bf16, channels_last, compile) in VARIANTS.items():
-        if compile and (args.smoke or args.no_compile):
-            continue
-        s = step_speed(args, device, bf16, channels_last, compile)
-        s["share_of_peak"] = round(s["tflops"] / max(figures["peak_bf16_tflops"], 1e-9), 4)
-        figures["step"][name] = s
-        print(f"step {name:<28} {s['images_per_s']:>10.1f} img/s  {s['tflops']:.3f} TFLOPS  "
-              f"{s['share_of_peak']:.1%} of peak  (warm-up {s['warmup_s']} s)", flush=True)
-    loop = ganaug_train(argparse.Namespace(size=args.size, width=args.width, batch=args.batch,
-                                           steps=max(args.steps, 20)))
-    bare = figures["step"]["bf16+channels_last"]["images_per_s"]
+    figures["step"] = []
+    for batch, width in shapes:
+        eager = None
+        for name, compile, fp32 in variants:
+            if fp32 and (batch, width) != shapes[-1]:
+                continue  # fp32 at the largest shape only: what bf16 is worth
+            s, first = step_speed(device, args.size, batch, width, compile, fp32, args.steps, args.warmup,
+                                  eager if compile else None)
+            if name == "eager":
+                eager, flops = first, s.get("tflop_per_step")
+            if "tflops" not in s and flops:  # compiled: the same work as eager's
+                s["tflop_per_step"], s["tflops"] = flops, round(flops * 1000 / s["ms_per_step"], 5)
+            s["share_of_peak"] = round(s.get("tflops", 0) / max(figures["peak_bf16_tflops"], 1e-9), 4)
+            figures["step"].append({"variant": name, "batch": batch, "width": width, **s})
+            print(f"step {name:<11} batch {batch:>3} width {width:>3}: {s['ms_per_step']:>8.2f} ms "
+                  f"{s['images_per_s']:>10.1f} img/s {s.get('tflops', 0):.3f} TFLOPS {s['share_of_peak']:.1%} of peak"
+                  f" (warm-up {s['warmup_s']} s{', vs eager ' + str(s['max_rel_diff_vs_eager']) if compile else ''}"
+                  f"{', COMPILE FAILED: ' + s['compile_error'] if s['compile_error'] else ''})", flush=True)
+    batch, width = (16, 8) if args.smoke else (64, 128)
+    loop = ganaug_train(argparse.Namespace(size=args.size, width=width, batch=batch, steps=max(args.steps, 20) * 5))
+    picked = "graphs" if device.type == "cuda" else "eager"  # what train.compile=null runs
+    bare = next(r for r in figures["step"] if (r["variant"], r["batch"], r["width"]) == (picked, batch, width))
     figures["train_loop"] = {"images_per_s": loop["images_per_s"], "wall_s": round(loop["wall_s"], 1),
-                             "ratio_to_bare": round(loop["images_per_s"] / bare, 3)}
+                             "compile": loop.get("compile"), "bare_step": picked,
+                             "ratio_to_bare": round(loop["images_per_s"] / bare["images_per_s"], 3)}
     print(f"ganaug train loop: {loop['images_per_s']} img/s, {figures['train_loop']['ratio_to_bare']}x the bare "
-          "bf16 + channels_last step", flush=True)
+          f"{picked} step", flush=True)
     ev = classifier_speed(16, 4 if args.smoke else 16, 5 if args.smoke else 210, device, 1 if args.smoke else 2)
     figures["evaluate_classifiers"] = ev
-    print(f"evaluate's {ev['members']} classifiers on {device}: {ev['median_s']} s, x{ev['speedup_over_before']} "
-          f"of the former loop; together and one by one agree on {ev['together_agrees_with_one_by_one']:.1%}",
-          flush=True)
+    print(f"evaluate's {ev['members']} classifiers on {device}: {ev['median_s']} s", flush=True)
+    figures["preset_on_tail"] = preset_on_tail(device, args.preset_minutes, args.smoke)
+    print(f"gpu preset on the tail, {args.preset_minutes} min: {figures['preset_on_tail']}", flush=True)
     figures["demo"] = demo_on_device(device, args.smoke)
     print(f"demo end to end on {device}: {figures['demo']['seconds']} (total {figures['demo']['total_s']} s); "
           f"gate {figures['demo']['gate']}", flush=True)

@@ -68,7 +68,7 @@ def main():
     t0 = time.time()
     for s in range(a.steps):
         idx = torch.multinomial(balance, 64, replacement=True, generator=torch.Generator().manual_seed(s))
-        losses = t.step(x[idx], y[idx])
+        losses = t.losses(t.step(x[idx], y[idx]))
         if s % 10 == 0:
             hist.append({**losses, "alive": (acts["h"] > 0).float().mean().item()})
     seconds = time.time() - t0

@@ -90,9 +90,10 @@ def _on_deployment(stage: Stage, deployment: str, params: Params, params_path: s
     what it made. No shared filesystem is assumed."""
     key = str(flow_run.get_id())
     inputs = {k: exchange.send(_value(params, k), f"{key}-{_slot(k)}") for k in _keys(stage.reads)}
-    get_run_logger().info("%s: running deployment %s", stage.name, deployment)
+    own = _deployment_overrides(deployment)
+    get_run_logger().info("%s: running deployment %s (its overrides %s, then this run's)", stage.name, deployment, own)
     child = run_deployment(deployment, timeout=None, parameters={
-        "params_path": params_path, "overrides": overrides, "inputs": inputs, "exchange_key": key})
+        "params_path": params_path, "overrides": own + overrides, "inputs": inputs, "exchange_key": key})
     if not child.state.is_completed():
         raise GanaugError(f"{stage.name} deployment {deployment} ended {child.state.name}: {child.state.message}")
     remote = child.state.result()
@@ -101,6 +102,21 @@ def _on_deployment(stage: Stage, deployment: str, params: Params, params_path: s
             raise GanaugError(f"{stage.name} deployment {deployment} sent {k!r}, which the stage does not write")
         exchange.receive(dvc_text, f"{key}-{_slot(k)}", _value(params, k))
     return remote["result"]
+
+
+def _deployment_overrides(name: str) -> list[str]:
+    """The deployment's own `overrides` parameter. A run's parameters replace a deployment's key
+    by key, so passing this run's overrides alone would drop the deployment's (the gpu one's
+    train.device=cuda): the child gets the deployment's first, then this run's, which win where
+    both set a key. Read from the server, so checked: a list of strings or nothing."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        own = (client.read_deployment_by_name(name).parameters or {}).get("overrides") or []
+    if not (isinstance(own, list) and all(isinstance(o, str) for o in own)):
+        raise GanaugError(f"deployment {name}: its overrides parameter must be a list of SECTION.KEY=VALUE "
+                          f"strings, got {own!r}")
+    return own
 
 
 @flow(name="ganaug-parts")

@@ -9,9 +9,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], p: torch.Tensor | None = None) -> torch.Tensor:
+    """Each augmentation of the policy applied to every image, or, given p (a 0-d tensor on x's
+    device: ADA's adaptive probability), to each image with probability p, drawn per image."""
     for name in policy:
-        x = _AUGMENTS[name](x)
+        if p is None:
+            x = _AUGMENTS[name](x)
+        else:
+            chosen = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
+            x = torch.where(chosen, _AUGMENTS[name](x), x)
     return x
 
 
@@ -26,18 +32,17 @@ def _color(x):
 
 
 def _translation(x, ratio: float = 0.125):
-    """Shift each image by up to ratio*size pixels, filling with zeros."""
+    """Shift each image by up to ratio*size whole pixels, filling with zeros: one nearest-neighbour
+    resampling (exact for whole pixels), a few kernels where a gather took a dozen."""
     n, _, h, w = x.shape
     sh, sw = max(1, int(h * ratio + 0.5)), max(1, int(w * ratio + 0.5))
-    dy = torch.randint(-sh, sh + 1, (n, 1, 1), device=x.device)
-    dx = torch.randint(-sw, sw + 1, (n, 1, 1), device=x.device)
-    iy = torch.arange(h, device=x.device).view(1, h, 1) + dy
-    ix = torch.arange(w, device=x.device).view(1, 1, w) + dx
-    iy = iy.clamp(-1, h).expand(n, h, w) + 1  # index into a 1-pixel zero-padded image
-    ix = ix.clamp(-1, w).expand(n, h, w) + 1
-    padded = F.pad(x, (1, 1, 1, 1))
-    batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
-    return padded.permute(0, 2, 3, 1)[batch, iy, ix].permute(0, 3, 1, 2).contiguous()
+    # affine_grid's translation is in half-images (2 / size a pixel), x first.
+    dx = torch.randint(-sw, sw + 1, (n, 1), device=x.device) * (2.0 / w)
+    dy = torch.randint(-sh, sh + 1, (n, 1), device=x.device) * (2.0 / h)
+    identity = torch.eye(2, device=x.device).expand(n, 2, 2)
+    theta = torch.cat([identity, torch.cat([dx, dy], 1).unsqueeze(2)], 2)
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    return F.grid_sample(x, grid.to(x.dtype), mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def _cutout(x, ratio: float = 0.5):

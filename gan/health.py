@@ -1,11 +1,15 @@
-"""Training health: is D still discriminating, does G still use z?
+"""Training health: is D still discriminating, does G still use z, does G still use the class?
 
-Two failure modes end a GAN run without any error (see docs/architecture.md):
+Three failure modes end a GAN run without any error (see docs/architecture.md):
 - a dead discriminator: its output stops depending on its input, the hinge D loss sits at
   2.0 and D(real) = D(fake); G gets no signal and the filter has nothing to rank;
-- a collapsed generator: within a class, different z give one image.
+- a collapsed generator: within a class, different z give one image;
+- a generator that ignores the class: every class's images look alike (seen when a recipe
+  was scaled up on a GPU: one texture for all four classes).
 `margin` (mean D(real) - D(fake) on the training batch) watches the first, `spread` of a
-fixed-z batch per class (against the real images' own spread) the second.
+fixed-z batch per class (against the real images' own spread) the second, and the share of
+each class's images that a classifier of the real images labels as that class
+(`label_agreement`, measured by the caller) the third.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from .sample import latents
 
 DEAD_MARGIN = 0.05      # tail-mean D(real) - D(fake) below this: D no longer separates them
 COLLAPSED_SPREAD = 0.3  # a class's fixed-z spread below this share of its real spread: collapse
+IGNORED_CLASS = 0.25    # mean label agreement within this share of the way from chance to 1: class ignored
 HEALTH_SEEDS = range(10_000, 10_016)  # 16 fixed latents per class, apart from the grid's seeds
 
 
@@ -95,6 +100,16 @@ def verdict(history: Sequence[dict], class_names: Sequence[str]) -> dict:
         if collapsed:
             problems.append(f"generator collapsed for class(es) {collapsed}: different z give near-identical "
                             f"images (spread below {COLLAPSED_SPREAD} of the real images')")
+    labelled = [r for r in history if r.get("label_agreement")]
+    agreement = None
+    if labelled:
+        agreement = dict(zip(class_names, labelled[-1]["label_agreement"]))
+        chance = 1 / max(1, len(agreement))
+        mean = sum(agreement.values()) / len(agreement)
+        if len(agreement) > 1 and mean < chance + IGNORED_CLASS * (1 - chance):
+            problems.append(f"generator ignores the class: a classifier of the real images labels {mean:.0%} of "
+                            f"its images as the class asked for (chance: {chance:.0%}); the classes look alike")
     return {"status": "unhealthy" if problems else "ok", "problems": problems,
             "margin_last_fifth": round(margin, 4),
-            "diversity_per_class": {c: round(v, 4) for c, v in diversity.items()} if diversity else None}
+            "diversity_per_class": {c: round(v, 4) for c, v in diversity.items()} if diversity else None,
+            "label_agreement_per_class": agreement}

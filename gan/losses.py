@@ -15,19 +15,25 @@ def g_hinge(fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 class LeCam:
-    """Keeps D's outputs near the moving averages of their opposite side: helps on tiny data."""
+    """Keeps D's outputs near the moving averages of their opposite side: helps on tiny data.
+    The averages live on the device (no step waits to read them)."""
 
-    def __init__(self, decay: float = 0.99):
+    def __init__(self, device: torch.device | str = "cpu", decay: float = 0.99):
         self.decay = decay
-        self.ema_real = 0.0
-        self.ema_fake = 0.0
+        self.ema = torch.zeros(2, device=device)  # of D(real), D(fake)
 
     def __call__(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-        d = self.decay
-        self.ema_real = d * self.ema_real + (1 - d) * real_logits.mean().item()
-        self.ema_fake = d * self.ema_fake + (1 - d) * fake_logits.mean().item()
-        return (F.relu(real_logits - self.ema_fake).pow(2).mean()
-                + F.relu(self.ema_real - fake_logits).pow(2).mean())
+        with torch.no_grad():
+            self.ema.lerp_(torch.stack([real_logits.mean(), fake_logits.mean()]), 1 - self.decay)
+        ema_real, ema_fake = self.ema
+        return (F.relu(real_logits - ema_fake).pow(2).mean()
+                + F.relu(ema_real - fake_logits).pow(2).mean())
+
+    def state(self) -> list[float]:
+        return self.ema.tolist()
+
+    def load(self, values: list[float]):
+        self.ema.copy_(torch.as_tensor([float(v) for v in values]))
 
 
 def mode_seeking(fake: torch.Tensor, z: torch.Tensor, half: int) -> torch.Tensor:

@@ -36,7 +36,7 @@ def sample_images(G: Generator, labels: Sequence[int], seeds: Sequence[int],
     for i in range(0, len(seeds), batch_size):
         z = latents(seeds[i:i + batch_size], G.cfg.z_dim, truncation).to(device)
         y = torch.as_tensor(labels[i:i + batch_size], dtype=torch.long, device=device)
-        out.append(G(z, y).float().cpu())
+        out.append(G(z, y).float().cpu().contiguous())  # NCHW, whatever G computes in
     return torch.cat(out) if out else torch.empty(0, G.cfg.channels, G.cfg.img_size, G.cfg.img_size)
 
 

@@ -81,7 +81,7 @@ def restore_sampler(state: dict, device: torch.device, where) -> tuple[gan.Gener
         raise _misfit(where, e) from None
 
 
-def restore_trainer(state: dict, device: torch.device, where, compile: bool = False) -> gan.GANTrainer:
+def restore_trainer(state: dict, device: torch.device, where, compile: bool | str = False) -> gan.GANTrainer:
     try:
         return gan.GANTrainer.from_state_dict(state, device, compile=compile)
     except _MISFIT as e:

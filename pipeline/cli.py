@@ -7,8 +7,11 @@ import time
 from pathlib import Path
 
 from .errors import GanaugError
-from .params import Params, load_params
+from .params import PRESETS, Params, load_params, preset_overrides
 from .stages import DEMO_DATA, STAGES, run, summarize
+
+
+PRESET_NAMES = sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
 
 def _run_stage(name: str, params: Params):
@@ -51,9 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true", help="write the demo dataset first")
     shown = sub.add_parser("params", parents=[common], help="print the validated params (defaults filled in)")
     shown.add_argument("--explain", action="store_true", help="with what each knob does")
+    shown.add_argument("--preset", choices=PRESET_NAMES, help="print these params with a preset applied "
+                       "(e.g. `ganaug params --preset gpu > params.yaml`)")
     init = sub.add_parser("init", help="add ganaug's DVC stages to another repository (run in its root)")
     init.add_argument("--dir", default="augment", help="folder for ganaug's dvc.yaml, params.yaml and outputs")
     init.add_argument("--data", required=True, help="the repository's image folder or path,label table")
+    init.add_argument("--preset", choices=PRESET_NAMES, help="write params.yaml with a preset applied (e.g. gpu)")
     _add_overrides(init, "params to write, e.g. --set train.steps=5000 (repeatable)")
     return parser
 
@@ -63,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "init":
             from .dvcfile import init_host
-            print(_init_message(init_host(Path.cwd(), args.dir, args.data, args.overrides)))
+            overrides = preset_overrides(args.preset) + args.overrides
+            print(_init_message(init_host(Path.cwd(), args.dir, args.data, overrides)))
             return 0
-        params = load_params(args.params, args.overrides)
+        params = load_params(args.params, preset_overrides(getattr(args, "preset", None)) + args.overrides)
         if args.command == "params":
             from .params import explain, render_yaml
             print(explain(params) if args.explain else render_yaml(params, f"# {args.params}, validated"), end="")

@@ -168,7 +168,8 @@ class Train(Section):
     lr_g: float = Field(2e-4, gt=0, le=1)
     """G's Adam learning rate"""
     lr_d: float = Field(8e-4, gt=0, le=1)
-    """4x lr_g with 2 D-steps (BigGAN): with 1:1, D died (docs/architecture.md)"""
+    """D's: 4x lr_g with 2 D-steps (BigGAN's TTUR; at 1:1 with 2 D-steps, D died: docs/architecture.md); the gpu
+    preset: 1:1 with 4 D-steps (StudioGAN)"""
     beta1: float = Field(0.0, ge=0, lt=1)
     """Adam beta1 (0: the GAN default since SAGAN)"""
     beta2: float = Field(0.999, ge=0, lt=1)
@@ -178,7 +179,7 @@ class Train(Section):
     ema_decay: float = Field(0.999, ge=0, lt=1)
     """G_ema, the generator that samples: an exponential moving average of G's weights"""
     diffaug: list[Literal["color", "translation", "cutout"]] = ["translation"]
-    """add color for RGB data; cutout starved D on 16-32 px images"""
+    """add color for RGB data; cutout, always on, starved D on 16-32 px images (with ADA it is applied as needed)"""
     lecam: float = Field(0.0, ge=0, le=1000)
     """e.g. 0.3 for very small data"""
     mode_seeking: float = Field(0.1, ge=0, le=1000)
@@ -191,10 +192,18 @@ class Train(Section):
     transition: list[Annotated[int, Field(ge=0, le=100_000_000)]] | None = Field(None, min_length=2, max_length=2)
     """Transitional conditioning [start, end]: unconditional until step start, the class fading in until step
     end (Shahbazi et al. 2022); null: conditional from the first step."""
+    ada_target: float | None = Field(None, gt=0, lt=1)
+    """ADA: apply each diffaug augmentation with a probability that adapts so that this share of real images gets a
+    positive D logit (0.6 in StyleGAN2-ADA; for long runs of wide nets, where D memorizes); null: always augment"""
+    ada_kimg: float = Field(100.0, gt=0, le=1_000_000)
+    """ADA: thousands of real images over which its probability may move from 0 to 1"""
+    ada_cap: float = Field(0.8, ge=0, le=1)
+    """ADA: its probability never above this"""
     device: Device = "auto"
     """auto | cpu | cuda | cuda:N"""
-    compile: bool = False
-    """torch.compile G and D (a GPU node; minutes of compiling on a CPU)"""
+    compile: bool | None = None
+    """torch.compile G and D; null: on CUDA with CUDA graphs (mode reduce-overhead), off on the CPU (minutes of
+    compiling there); a compiler that fails falls back to eager (train's metrics.json says why)"""
     nproc: int | None = Field(1, ge=1, le=1024)
     """Processes (one per device) under torchrun with DistributedDataParallel; batch_size is per process, so N
     processes step on N x batch_size images. 1: no torchrun; null: one per visible GPU (what a pod with
@@ -467,6 +476,30 @@ def device(key: str, name: str):
         return pick_device(name)
     except ValueError as e:
         raise ParamsError(f"{key}: {e}; use auto or cpu") from None
+
+
+def compile_mode(setting: bool | None, device) -> bool | str:
+    """train.compile on this device: null means CUDA graphs on CUDA (torch.compile's
+    reduce-overhead mode) and eager on the CPU; true, the same mode on CUDA and inductor's default
+    on the CPU (where there are no graphs)."""
+    if setting is False or (setting is None and device.type != "cuda"):
+        return False
+    return "reduce-overhead" if device.type == "cuda" else True
+
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+def preset_overrides(name: str | None) -> list[str]:
+    """A preset (pipeline/presets/NAME.yaml) as `--set` overrides: applied once, when params are
+    written (`ganaug params --preset`, `ganaug init --preset`), then read from the file like any."""
+    if name is None:
+        return []
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+        raise ParamsError(f"--preset {name}: no such preset (known: {', '.join(known)})")
+    return as_overrides(yaml.safe_load(path.read_text()))
 
 
 def as_overrides(sections: dict[str, dict]) -> list[str]:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .checkpoints import check_label_map, load_checkpoint, restore_trainer
 from .errors import CheckpointError, TrainingError
-from .params import Params
+from .params import Params, compile_mode
 from .provenance import identity
 from .progress import write as progress_write
 
@@ -21,6 +21,8 @@ NOT_FINGERPRINTED = {"steps", "checkpoint_every", "resume", "device", "compile",
 def fingerprint(real: pd.DataFrame, params: Params) -> str:
     """Same data + same settings (except how long and where) => a checkpoint may be resumed."""
     settings = {k: v for k, v in params.train.model_dump().items() if k not in NOT_FINGERPRINTED}
+    if settings["ada_target"] is None:  # ADA off: its other knobs change nothing (nor older checkpoints' identity)
+        settings = {k: v for k, v in settings.items() if not k.startswith("ada_")}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for sid, label in sorted(zip(real["sample_id"], real["label"])):
         h.update(f"{sid}:{label};".encode())
@@ -50,7 +52,7 @@ def resume(params: Params, fingerprint: str, label_map, device):
                             f"{params.train.steps}; nothing was changed. Set train.steps={state['step']} (or more) to "
                             "use it, or train.resume=false to train afresh and replace it")
     progress_write(f"train: resuming {path} from step {state['step']}")
-    trainer = restore_trainer(state, device, path, compile=params.train.compile)
+    trainer = restore_trainer(state, device, path, compile=compile_mode(params.train.compile, device))
     history = extra.get("history")
     if not isinstance(history, list):
         raise CheckpointError(f"{path}: checkpoint has no training history; retrain with train.resume=false")

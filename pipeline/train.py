@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from torch.utils.flop_counter import FlopCounterMode
 
 from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, health, sample_images
 
@@ -29,7 +28,7 @@ from .errors import ParamsError, TrainingError
 from .files import write_csv, write_json
 from .images import to_uint8
 from .manifest import label_map_of
-from .params import Params, device as params_device
+from .params import Params, compile_mode, device as params_device
 from .pixels import nhwc_to_float, open_pixels, read_prepared
 from .plots import class_grid, loss_curves
 from .progress import progress, write as progress_write
@@ -101,10 +100,19 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     loader = batch_loader(RealBatches(prepared, len(df), rows, y, balance, cfg.batch_size, cfg.seed, rank, world),
                           range(trainer.step_count, end), cfg.loader_workers, device)
     start_step = trainer.step_count
-    stopped, flops_per_step, elapsed = _steps(params, trainer, loader, end, history, judge, real_spread,
-                                              label_map, fingerprint, last_run, on_progress, rank, world, device)
+    stopped, flops_per_step, elapsed = _steps(
+        params, trainer, loader,
+        end=end,                      # the step to stop at (train.steps, or where an early stop was)
+        history=history,              # the run's rows so far (a resumed run's included): appended to
+        judge=judge,                  # validation: picks the best step, drives early stopping
+        real_spread=real_spread,      # each class's real pixel spread: the diversity probe's yardstick
+        save=lambda: _save(params, trainer, label_map, fingerprint, history, last_run),  # a checkpoint
+        on_progress=on_progress, rank=rank, world=world, device=device)
 
     # The record: metrics, checkpoint, reports.
+    if trainer.compile_error:
+        progress_write(f"train: WARNING: torch.compile failed ({trainer.compile_error}); trained eager instead "
+                       "(train.compile=false skips the attempt)")
     steps_run = trainer.step_count - start_step
     metrics = {
         "steps": cfg.steps,
@@ -117,12 +125,14 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         "health": health.verdict(history, names),
         "train_images": len(real),
         "device": str(device),
+        "compile": trainer.compile if trainer.compile_error is None else f"failed, ran eager: {trainer.compile_error}",
         "seconds": round(elapsed, 2),
         "processes": world,
         "images_per_s": round(steps_run * cfg.batch_size * world / elapsed, 1) if steps_run else None,
         "gflops_per_step": round(flops_per_step / 1e9, 3) if flops_per_step else None,
         "achieved_gflops": round(flops_per_step * world * steps_run / elapsed / 1e9, 2) if flops_per_step else None,
-        "final": {k: v for k, v in history[-1].items() if k != "diversity_per_class"} if history else None,
+        "final": {k: v for k, v in history[-1].items() if k not in ("diversity_per_class", "label_agreement")}
+        if history else None,
     }
     if steps_run:
         _save(params, trainer, label_map, fingerprint, history, metrics)
@@ -150,12 +160,13 @@ def _fresh_trainer(cfg, x_ref: torch.Tensor, n_classes: int, device: torch.devic
     hyper = TrainHyper(lr_g=cfg.lr_g, lr_d=cfg.lr_d, betas=(cfg.beta1, cfg.beta2),
                        n_dis=cfg.n_dis, ema_decay=cfg.ema_decay, diffaug=tuple(cfg.diffaug),
                        lecam=cfg.lecam, mode_seeking=cfg.mode_seeking, gsr=cfg.gsr,
-                       transition=tuple(cfg.transition) if cfg.transition else None)
-    return GANTrainer(gan_cfg, hyper, device, compile=cfg.compile)
+                       transition=tuple(cfg.transition) if cfg.transition else None,
+                       ada_target=cfg.ada_target, ada_kimg=cfg.ada_kimg, ada_cap=cfg.ada_cap)
+    return GANTrainer(gan_cfg, hyper, device, compile=compile_mode(cfg.compile, device))
 
 
-def _steps(params: Params, trainer: GANTrainer, loader, end: int, history: list, judge, real_spread,
-           label_map, fingerprint: str, last_run, on_progress, rank: int, world: int, device):
+def _steps(params: Params, trainer: GANTrainer, loader, *, end: int, history: list, judge, real_spread,
+           save: Callable[[], None], on_progress, rank: int, world: int, device):
     """The training steps up to `end` (appending to history): losses logged ~500 times a run,
     the diversity probe ~50, validation and a checkpoint every train.checkpoint_every steps;
     stops early (train.patience) or at train.minutes. (why it stopped, FLOPs a step, seconds)."""
@@ -172,20 +183,20 @@ def _steps(params: Params, trainer: GANTrainer, loader, end: int, history: list,
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         if device.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
-        try:
-            if flops_per_step is None:
-                with FlopCounterMode(display=False) as counter:
-                    losses = trainer.step(xb, yb)
-                flops_per_step = counter.get_total_flops()
-            else:
-                losses = trainer.step(xb, yb)
-        except NonFiniteLoss as e:
-            raise TrainingError(f"{e}. The last good checkpoint ({params.paths.model}, "
-                                f"step {history[-1]['step'] if history else 0}) is kept.") from None
+        if flops_per_step is None:
+            flops_per_step = trainer.flops_per_step(xb, yb)
+        step_losses = trainer.step(xb, yb)
         done = step + 1
         over_budget = cfg.minutes is not None and distributed.from_rank0(time.perf_counter() - t0 > 60 * cfg.minutes, world)
         evaluate_now = done % cfg.checkpoint_every == 0 or done == cfg.steps or over_budget
         if done % log_every == 0 or done % health_every == 0 or evaluate_now:
+            # The only places the loop waits for the device: the log rows (a checkpoint is always one).
+            try:
+                trainer.check_finite()
+            except NonFiniteLoss as e:
+                raise TrainingError(f"{e}. The last good checkpoint ({params.paths.model}, "
+                                    f"step {history[-1]['step'] if history else 0}) is kept.") from None
+            losses = trainer.losses(step_losses)
             row = {"step": done, **{k: round(v, 5) for k, v in losses.items()},
                    "margin": round(losses["d_real"] - losses["d_fake"], 5)}
             if done % health_every == 0 or evaluate_now:
@@ -195,7 +206,8 @@ def _steps(params: Params, trainer: GANTrainer, loader, end: int, history: list,
                         "diversity_per_class": [round(v, 4) for v in diversity]}
             if evaluate_now:  # validation metric of G_ema: keep the best step, stop when stale
                 trainer.refresh_ema_batchnorm()
-                row["val_frechet"] = round(distributed.from_rank0(judge.score(trainer.G_ema), world), 4)
+                frechet, agreement = distributed.from_rank0(judge.score(trainer.G_ema), world)
+                row |= {"val_frechet": round(frechet, 4), "label_agreement": [round(a, 4) for a in agreement]}
                 if trainer.best is None or row["val_frechet"] < trainer.best["metric"]:
                     trainer.mark_best(row["val_frechet"])
                     since_best = 0
@@ -204,11 +216,10 @@ def _steps(params: Params, trainer: GANTrainer, loader, end: int, history: list,
             history.append(row)
             if on_progress is not None:
                 on_progress(done, cfg.steps, row)
-        elapsed = time.perf_counter() - t0
-        bar.set_postfix(img_s=f"{(done - start_step) * cfg.batch_size / elapsed:.0f}",
-                        D=f"{losses['loss_d']:.3f}", margin=f"{losses['d_real'] - losses['d_fake']:.2f}",
-                        diversity=f"{worst_diversity:.2f}",
-                        refresh=False)
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(img_s=f"{(done - start_step) * cfg.batch_size / elapsed:.0f}",
+                            D=f"{row['loss_d']:.3f}", margin=f"{row['margin']:.2f}",
+                            diversity=f"{worst_diversity:.2f}", refresh=False)
         if cfg.patience is not None and since_best >= cfg.patience:
             stopped = "early"
         elif over_budget:
@@ -220,7 +231,7 @@ def _steps(params: Params, trainer: GANTrainer, loader, end: int, history: list,
                 else f"train.minutes={cfg.minutes} reached; a re-run resumes from here"))
             break
         if evaluate_now and done < cfg.steps:
-            _save(params, trainer, label_map, fingerprint, history, last_run)
+            save()
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -257,7 +268,7 @@ def _write_reports(params: Params, trainer: GANTrainer, label_map, history, metr
     out = Path(params.paths.train_reports)
     write_json(out / "metrics.json", metrics)
     names = list(label_map)
-    hist = pd.DataFrame(history).drop(columns=["diversity_per_class"], errors="ignore")
+    hist = pd.DataFrame(history).drop(columns=["diversity_per_class", "label_agreement"], errors="ignore")
     write_csv(hist, out / "losses.csv")
     if len(hist):
         loss_curves(hist, out / "losses.png", metrics["health"])
@@ -269,16 +280,22 @@ def _write_reports(params: Params, trainer: GANTrainer, label_map, history, metr
     labels = [label_map[n] for n in names for _ in GRID_SEEDS]
     imgs = to_uint8(sample_images(G, labels, [s for _ in names for s in GRID_SEEDS]))
     k = len(GRID_SEEDS)
-    status = "" if metrics["health"]["status"] != "unhealthy" else " - UNHEALTHY, see losses.png"
+    problems = metrics["health"].get("problems") or []
+    status = "" if metrics["health"]["status"] != "unhealthy" else \
+        f" - UNHEALTHY ({'; '.join(p.split(':')[0] for p in problems)}), see losses.png"
     class_grid({n: imgs[i * k:(i + 1) * k] for i, n in enumerate(names)}, out / "samples.png",
                f"EMA generator, best step {step} of {trainer.step_count}: one row per class{status}")
 
 
 def describe_progress(step: int, total: int, row: dict) -> str:
     """A progress line (the Prefect artifact's): row holds the latest value of each figure."""
-    return (f"step {step}/{total}: D {row['loss_d']:.3f}, G {row['loss_g']:.3f}, "
-            f"D margin {row['margin']:.3f} (dead below 0.05), "
-            f"worst-class diversity {row.get('diversity_min', float('nan')):.2f} of real (collapse below 0.3)")
+    line = (f"step {step}/{total}: D {row['loss_d']:.3f}, G {row['loss_g']:.3f}, "
+            f"D margin {row['margin']:.3f} (dead below {health.DEAD_MARGIN}), "
+            f"worst-class diversity {row.get('diversity_min', float('nan')):.2f} of real "
+            f"(collapse below {health.COLLAPSED_SPREAD})")
+    if row.get("label_agreement"):
+        line += f", label agreement {sum(row['label_agreement']) / len(row['label_agreement']):.0%}"
+    return line
 
 
 def summarize(r: dict) -> str:

@@ -54,16 +54,44 @@ def test_checkpoint_round_trip_with_weights_only():
     t2 = GANTrainer.from_state_dict(state, torch.device("cpu"))
     # Resuming continues exactly: same RNG, same optimizer state, same next step.
     torch.set_rng_state(state["rng_cpu"])
-    a = t.step(x, y)
+    a = t.losses(t.step(x, y))
     torch.set_rng_state(state["rng_cpu"])
-    b = t2.step(x, y)
+    b = t2.losses(t2.step(x, y))
     assert a == pytest.approx(b, rel=1e-5)
 
 
 def test_non_finite_loss_stops_training():
+    """The step never waits for the device; the first check after a NaN names it."""
     t = GANTrainer(GANConfig(8, 1, 2, z_dim=8, width=8))
-    with pytest.raises(NonFiniteLoss, match="discriminator loss became nan at step 0"):
-        t.step(torch.full((4, 1, 8, 8), float("nan")), torch.tensor([0, 1, 0, 1]))
+    x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 0, 1])
+    t.step(x, y)
+    t.check_finite()  # all finite: no error
+    t.step(x, y)
+    t.step(torch.full((4, 1, 8, 8), float("nan")), y)
+    t.step(x, y)
+    with pytest.raises(NonFiniteLoss, match="discriminator loss became nan between step 1 and step 4"):
+        t.check_finite()
+
+
+def test_a_step_never_waits_for_the_device():
+    """No `.item()` (or float(), bool() of a tensor) in a step: on a GPU each is a stall of the
+    launch queue. Adam's host-side step counter (the fused CPU kernel's) is one exception; gSR
+    (train.gsr, off by default) another: its singular values check their errors on the host."""
+    from torch.profiler import ProfilerActivity, profile
+
+    t = GANTrainer(GANConfig(8, 1, 2, z_dim=8, width=8), TrainHyper(lecam=0.1, diffaug=("color", "translation", "cutout")))
+    x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 0, 1])
+    t.step(x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t.step(x, y)
+
+    def in_optimizer(e):
+        while e is not None and not e.name.startswith("Optimizer.step"):
+            e = e.cpu_parent
+        return e is not None
+
+    syncs = [e for e in prof.events() if e.name == "aten::_local_scalar_dense" and not in_optimizer(e)]
+    assert not syncs, [e.cpu_parent.name for e in syncs]
 
 
 def test_conditioning_is_learned():
@@ -100,7 +128,7 @@ def _train_on_shapes(hyper: TrainHyper, steps: int = 150) -> dict:
     history = []
     for s in range(steps):
         idx = torch.multinomial(balance, 32, replacement=True, generator=torch.Generator().manual_seed(s))
-        losses = t.step(x[idx], y[idx])
+        losses = t.losses(t.step(x[idx], y[idx]))
         history.append({"margin": losses["d_real"] - losses["d_fake"]})
     real = torch.tensor([health.spread(x[y == c]) for c in range(3)])
     history[-1]["diversity_per_class"] = (health.class_spreads(t.G) / real).tolist()
@@ -189,3 +217,48 @@ def test_truncated_latents_stay_inside_and_depend_only_on_the_seed():
     a = sample_images(G, [0, 1], [3, 4], truncation=0.5)
     assert torch.allclose(a, sample_images(G, [1, 0], [4, 3], truncation=0.5).flip(0), atol=1e-6)
     assert not torch.allclose(a, sample_images(G, [0, 1], [3, 4]), atol=1e-3)
+
+
+def test_a_compiled_step_equals_an_eager_one():
+    """torch.compile (inductor, on the CPU here) takes the same steps as eager: it crashed before,
+    when the spectral norm's power iteration wrote its vectors inside a compiled forward."""
+    def run(compile):
+        torch.manual_seed(0)
+        t = GANTrainer(GANConfig(8, 1, 2, z_dim=8, width=8), TrainHyper(lecam=0.1), compile=compile)
+        x, y = torch.rand(4, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 0, 1])
+        return [t.losses(t.step(x, y)) for _ in range(2)], t
+
+    eager, _ = run(False)
+    compiled, t = run(True)
+    assert t.compile_error is None
+    for a, b in zip(eager, compiled):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+
+
+def test_a_generator_that_ignores_the_class_is_reported_so():
+    """The failure seen when the recipe was scaled up on a GPU: one texture for every class, D
+    alive, nothing else flagged. Train's validation judge labels G's images; near chance, health
+    says the generator ignores the class. A generator that follows the class is not flagged."""
+    from ganaug.pipeline.params import Params
+    from ganaug.pipeline.validation import ValidationJudge
+
+    torch.manual_seed(0)
+    x = torch.cat([-torch.ones(32, 1, 8, 8), torch.ones(32, 1, 8, 8)]) * 0.8 + 0.1 * torch.randn(64, 1, 8, 8)
+    y = torch.tensor([0] * 32 + [1] * 32)
+    params = Params.model_validate({"evaluate": {"width": 8, "epochs": 3}})
+    judge = ValidationJudge(x, y, ["black", "white"], params, torch.device("cpu"))
+    t = GANTrainer(GANConfig(8, 1, 2, z_dim=16, width=16), TrainHyper(lr_g=1e-3, lr_d=1e-3, diffaug=()))
+    for _ in range(150):
+        t.step(x, y)
+    t.refresh_ema_batchnorm()
+    healthy_row = {"margin": 1.0, "label_agreement": judge.score(t.G_ema)[1]}
+    assert health.verdict([healthy_row], ["black", "white"])["status"] == "ok", healthy_row
+
+    with torch.no_grad():  # the same generator, made deaf to y: every class's parameters are class 0's
+        t.G_ema.embed.weight[:] = t.G_ema.embed.weight[0]
+        for norm in t.G_ema.class_conditioned_norms():
+            norm.gain.weight[:] = norm.gain.weight[0]
+            norm.bias.weight[:] = norm.bias.weight[0]
+    deaf_row = {"margin": 1.0, "label_agreement": judge.score(t.G_ema)[1]}
+    v = health.verdict([deaf_row], ["black", "white"])
+    assert v["status"] == "unhealthy" and "generator ignores the class" in v["problems"][0], deaf_row

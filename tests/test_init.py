@@ -1,4 +1,5 @@
 """`ganaug init`: ganaug's stages inside someone else's DVC repository, run with `dvc repro` there."""
+import json
 import os
 import re
 import subprocess
@@ -10,7 +11,7 @@ import yaml
 
 from ganaug.pipeline.cli import main
 from ganaug.pipeline.filter import ACCEPT_ALL
-from ganaug.pipeline.params import as_overrides
+from ganaug.pipeline.params import as_overrides, load_params
 from ganaug.pipeline.dvcfile import render
 from ganaug.pipeline.manifest import read_manifest
 from tests.conftest import make_shapes, sh
@@ -34,6 +35,30 @@ def test_init_refuses_what_it_cannot_wire(tmp_path, monkeypatch, capsys):
     assert main(["init", "--data", "images", "--set", "train.stepz=3"]) == 2
     assert "train.stepz: unknown key" in capsys.readouterr().err
     assert not (tmp_path / "augment").exists()  # nothing half-written
+
+
+def test_the_gpu_preset_is_written_into_params_yaml_where_dvc_sees_it(tmp_path, monkeypatch, capsys):
+    """A preset is values written into params.yaml (nothing read behind the file's back), so DVC
+    tracks them like any edit: `dvc params diff` shows what the preset changed."""
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "dvc", "init", "-q")
+    make_shapes(tmp_path / "data" / "images", {"circle": 6, "square": 6})
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "--data", "data/images"]) == 0
+    sh(tmp_path, "git", "add", "-A")
+    sh(tmp_path, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ganaug init")
+    capsys.readouterr()
+    assert main(["params", "--params", "augment/params.yaml", "--preset", "gpu"]) == 0
+    (tmp_path / "augment" / "params.yaml").write_text(capsys.readouterr().out)
+    written = load_params(tmp_path / "augment" / "params.yaml")  # validates
+    assert (written.train.width, written.train.n_dis, written.train.ada_target) == (128, 4, 0.6)
+    assert written.paths.raw == "../data/images"  # the rest of the file as it was
+    diff = json.loads(sh(tmp_path, "dvc", "params", "diff", "--json"))["augment/params.yaml"]
+    assert (diff["train.width"]["old"], diff["train.width"]["new"]) == (32, 128)
+    assert (diff["train.ada_target"]["old"], diff["train.ada_target"]["new"]) == (None, 0.6)
+    # init writes the same values.
+    assert main(["init", "--dir", "other", "--data", "data/images", "--preset", "gpu"]) == 0
+    assert load_params(tmp_path / "other" / "params.yaml").train == written.train
 
 
 @pytest.mark.slow

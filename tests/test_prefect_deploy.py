@@ -14,11 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ganaug.pipeline.filter import ACCEPT_ALL
 from ganaug.pipeline.manifest import read_manifest
-from ganaug.pipeline.params import as_overrides
+from ganaug.pipeline.params import as_overrides, load_params
 from ganaug.pipeline.versioned import BATCHES_DIR
 from tests.conftest import make_shapes, sh
 
@@ -119,6 +120,10 @@ def test_augment_runs_training_on_a_deployment_through_the_dvc_remote(tmp_path, 
         # The checkpoint was made on the GPU node and came back through the remote.
         assert (gpu / "models/gan.pt").is_file() and (parent / "models/gan.pt").is_file()
         assert (gpu / "models/gan.pt").read_bytes() == (parent / "models/gan.pt").read_bytes()
+        # ... under the deployment's own overrides (prefect.yaml: train.minutes=60) and the run's:
+        # Prefect replaces a deployment's parameters with a run's, so ganaug merges them.
+        trained_under = torch.load(gpu / "models/gan.pt", weights_only=True)["extra"]["train_params"]
+        assert trained_under["minutes"] == 60 and trained_under["steps"] == load_params(None, TINY).train.steps
         assert not (gpu / "data/candidates").exists()  # generating happened on the parent only
         for side in (parent, gpu):  # exchange snapshots are removed once they have travelled
             assert not any((side / ".ganaug" / "exchange").iterdir())
