@@ -1,4 +1,4 @@
-"""Class-conditional SNGAN pair for small images (16-128 px).
+"""Class-conditional SNGAN pair for small images (8 px and up, powers of two; measured at 16-32).
 
 Generator: [z, class embedding] -> linear 4x4 -> residual up-blocks with class-conditional BatchNorm -> conv -> tanh.
 Discriminator: residual down-blocks with spectral norm -> ReLU -> global sum pool ->

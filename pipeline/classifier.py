@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pixels import nchw_as_float
+from .pixels import nchw_as_float, one_thread
 from .progress import progress
 
 
@@ -122,7 +122,7 @@ def _train(members: list[Member], n_classes: int, steps: int, batch_size: int, l
     draws = [_Draws(_weights(m.y, n_classes, m.balanced), batch_size, steps, m.seed) for m in members]
     loader = torch.utils.data.DataLoader(
         _Rows([(m.x, m.y) for m in members]), batch_sampler=_Steps(draws), collate_fn=_as_is,
-        num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=_one_thread,
+        num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=one_thread,
         prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0))
     # The steps after which the curve is measured: evenly spread, the last one included.
     watch = {max(1, round(steps * (k + 1) / curve_points)) for k in range(curve_points)} if val else set()
@@ -287,10 +287,6 @@ class _Rows(torch.utils.data.Dataset):
 
 def _as_is(batch):
     return batch
-
-
-def _one_thread(_):
-    torch.set_num_threads(1)  # a worker reads rows; the main process's threads train
 
 
 def fit_reference(x, y: torch.Tensor, n_classes: int, cfg, seed: int, device: torch.device | str = "cpu",

@@ -44,7 +44,7 @@ from .arms import ARMS, BALANCING, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData
 from .gate import GATE_FILE, cap_synthetic, decide, decided_under
 from .files import write_csv, write_json
 from .manifest import class_counts, label_map_of, needed_per_class, read_manifest, real_train_rows
-from .params import Params, device as params_device
+from .params import Params, device as params_device, loader_workers
 from .pixels import Images, Stack, read_prepared
 from .smote import Smote
 from .provenance import check_made_from, identity
@@ -162,7 +162,7 @@ def evaluate(params: Params) -> dict:
     device = params_device("evaluate.device", cfg.device)
     arm = cfg.arm_classifier
     models = dict(zip(members, classifier.fit_all(
-        list(members.values()), len(names), 1, cfg.batch_size, cfg.lr, arm.width, device, loader_workers(cfg, device),
+        list(members.values()), len(names), 1, cfg.batch_size, cfg.lr, arm.width, device, loader_workers(cfg.loader_workers, device),
         desc="evaluate: classifiers", blocks=arm.blocks, val=(x_val, y_val) if len(y_val) else None,
         curve_points=arm.curve_points)))
 
@@ -244,10 +244,6 @@ def evaluate(params: Params) -> dict:
 
 BASELINE_REFERENCE = next(a.name for a in ARMS if a.reference)  # its classifier predicts the rare classes
 CURVES_PLOT = "evaluate_curves.png"
-
-
-def loader_workers(cfg, device: torch.device) -> int:
-    return cfg.loader_workers if cfg.loader_workers is not None else (0 if device.type == "cpu" else 4)
 
 
 def _member(cfg, x, y, balanced: bool, seed: int) -> classifier.Member:

@@ -1,7 +1,8 @@
 """filter: keep candidates that look real, are what they claim, are no copies, and differ.
 
-Three questions, kept apart, so that none of them rewards copying the few images a rare class
-has. A candidate is accepted when, in seed order (not best-first, which would narrow diversity):
+Four tests (TESTS, in this order), kept apart, so that none of them rewards copying the few images
+a rare class has. A candidate is accepted when, in seed order (not best-first, which would narrow
+diversity):
 1. realness (filter.mode): D's class-free realness term (the projection discriminator's logit
    minus its class term; see gan.Discriminator.terms) passes the class's threshold:
    - quantile: the filter.quantile-th quantile of that term on the class's held-out real (val)
@@ -202,6 +203,20 @@ TESTS = (
     Test("wrong_class", "require_agreement", "image", _wrong_class),
     Test("duplicate", "dedupe", "set", _duplicate),
 )
+
+
+def _check_order(tests: tuple[Test, ...]) -> tuple[Test, ...]:
+    """The order the tests run in must be: reading generate's scores, then judging each image
+    alone, then judging it against the images kept before it. A set test ahead of another would
+    keep images that a later test throws away, and under-fill their class: refused at import."""
+    ranks = [("score", "image", "set").index(t.kind) for t in tests]
+    if ranks != sorted(ranks):
+        raise RuntimeError(f"filter.TESTS out of order: {[(t.reason, t.kind) for t in tests]}; a 'set' test "
+                           "must run after every 'image' test, and those after the 'score' ones")
+    return tests
+
+
+_check_order(TESTS)
 REASONS = tuple(t.reason for t in TESTS)
 GUARDS_OFF = {t.switch: False for t in TESTS if t.switch}  # realness alone
 ACCEPT_ALL = {"mode": "none", **GUARDS_OFF}                 # no test: what generate made (the ablation)

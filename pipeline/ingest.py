@@ -33,7 +33,7 @@ import pandas as pd
 from .errors import DataError
 from .files import atomic_dir, write_json
 from .images import BadImage, convert, decode, resizer
-from .manifest import (BATCHES_DIR, MADE, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest,
+from .manifest import (BATCHES_DIR, MADE, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, png_path,
                        not_portable, write_manifest)
 from .params import Params
 from .paths import inside
@@ -115,7 +115,7 @@ def ingest(params: Params) -> dict:
                 if arr is not None:
                     by_pixels.setdefault(hashlib.sha256(arr.tobytes()).hexdigest(), []).append(src)
                     # path: the image's name as a PNG, which append writes into the augmented set
-                    rows.append({"sample_id": sid, "path": f"images/{src.label}/{sid}.png", "label": src.label,
+                    rows.append({"sample_id": sid, "path": png_path(src.label, sid), "label": src.label,
                                  "source": "real",
                                  "split": src.split, "split_given": src.split is not None, "_shown": src.shown})
                     pixels.append(arr)

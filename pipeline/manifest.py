@@ -158,6 +158,13 @@ def not_portable(name: str) -> str | None:
     return None
 
 
+def png_path(label: str, sample_id: str) -> str:
+    """Where an image lives as a PNG in ganaug's own folders (prepared, accepted), relative to the
+    folder: images/<class>/<sample id>.png. (The augmented set is an ImageFolder: append names its
+    files <class>/<...>.png.)"""
+    return f"images/{label}/{sample_id}.png"
+
+
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:20]
 

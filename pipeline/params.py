@@ -64,7 +64,7 @@ class Paths(Section):
     raw: str = "data/demo/index.csv"
     """your images: ImageFolder (raw/<class>/*.png) or a path,label CSV/Parquet"""
     prepared: str = "data/prepared"
-    """ingest -> images/ + manifest.parquet"""
+    """ingest -> pixels.u8 (every image, one array) + manifest.parquet"""
     model: str = "models/gan.pt"
     """train -> self-describing checkpoint"""
     train_reports: str = "reports/train"
@@ -72,7 +72,7 @@ class Paths(Section):
     candidates: str = "data/candidates"
     """generate -> candidate images + scores"""
     accepted: str = "data/accepted"
-    """filter: images/, manifest.parquet"""
+    """filter -> images/<class>/*.png, pixels.u8, manifest.parquet"""
     augmented: str = "data/augmented"
     """append -> real train + accepted synthetic + manifest"""
     reports: str = "reports"
@@ -213,7 +213,7 @@ class Train(Section):
     checkpoint_every: int = Field(250, ge=1, le=100_000_000)
     """steps between checkpoints and validation (the best step is kept for generate)"""
     resume: bool = True
-    """continue from models/gan.pt when data and settings match"""
+    """continue from the checkpoint at paths.model when data and settings match"""
     seed: Seed = 0
     """weights, latents and batches"""
     deployment: str | None = None
@@ -476,6 +476,12 @@ def device(key: str, name: str):
         return pick_device(name)
     except ValueError as e:
         raise ParamsError(f"{key}: {e}; use auto or cpu") from None
+
+
+def loader_workers(setting: int | None, device) -> int:
+    """train/evaluate.loader_workers on this device: null means none on the CPU (it is busy
+    training, and a batch from the page cache costs microseconds), four feeding a GPU."""
+    return setting if setting is not None else (0 if device.type == "cpu" else 4)
 
 
 def compile_mode(setting: bool | None, device) -> bool | str:

@@ -181,3 +181,10 @@ def read_prepared(params, check_files: bool = False):
     df = read_manifest(params.paths.prepared, check_files)
     check_format(params.paths.prepared, params.ingest.size, params.ingest.channels)
     return df
+
+
+def one_thread(_worker_id: int):
+    """A DataLoader worker's init: it reads rows of the pixel store; the main process's threads train."""
+    import torch
+
+    torch.set_num_threads(1)

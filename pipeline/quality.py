@@ -1,6 +1,6 @@
 """Per-class quality of synthetic images, without Inception weights.
 
-Features come from the fixed small CNN (`classifier.py`) trained here on the real train split.
+Features come from a small CNN (`classifier.py`) that the caller trained on the real train split.
 - frechet: FID's formula per class, synthetic vs real train features of that class;
 - precision / recall: k-NN manifolds (Kynkäänniemi et al. 2019): share of synthetic images
   inside the real images' k-NN balls, and of real images inside the synthetic ones';

@@ -17,7 +17,7 @@ from ganaug import gan
 
 from .checkpoints import check_label_map, checkpoint_id, load_checkpoint, restore_sampler
 from .images import save_png, to_uint8
-from .manifest import synthetic_id
+from .manifest import png_path, synthetic_id
 from .errors import DataError
 from .params import Params, device
 from .provenance import identity
@@ -81,12 +81,12 @@ def name_images(rows: pd.DataFrame) -> pd.DataFrame:
     """Synthetic rows with their path: the name the image has as a PNG (images/<class>/<id>.png),
     where it is written as one; in a folder kept as one pixel array (candidates) row i of the
     manifest is image i of pixels.u8."""
-    return rows.assign(path=[f"images/{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])])
+    return rows.assign(path=[png_path(lab, sid) for lab, sid in zip(rows["label"], rows["sample_id"])])
 
 
 def write_images(rows: pd.DataFrame, imgs: np.ndarray, folder: Path) -> pd.DataFrame:
     rows = rows.copy()
-    rows["path"] = [f"images/{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])]
+    rows["path"] = [png_path(lab, sid) for lab, sid in zip(rows["label"], rows["sample_id"])]
     for rel, img in zip(rows["path"], imgs):
         save_png(img, folder / rel)
     return rows

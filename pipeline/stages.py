@@ -65,6 +65,23 @@ class Parts:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """One batch a stage holds in a device's memory, for the guard against impossible batch sizes
+    (check_memory): `maps` feature maps of the network's width at the image's full size, float32,
+    an image (training keeps every layer's for the backward pass; a forward pass, a layer or two)."""
+
+    size: str      # params key of the batch size
+    device: str    # params key of the device that runs it
+    width: str     # params key of the network's width (channels)
+    maps: int      # feature maps kept an image
+
+
+GAN_TRAINING = Batch("train.batch_size", "train.device", "train.width", 18)  # G + D, 6 layers each, x 1.5
+GAN_FORWARD = Batch("generate.batch_size", "train.device", "train.width", 2)
+CLASSIFIER_TRAINING = Batch("evaluate.batch_size", "evaluate.device", "evaluate.width", 12)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     target: str                       # "module:function", params -> result dict
@@ -82,6 +99,7 @@ class Stage:
                                       # on_progress(step, total, row), its module has describe_progress
     remote: str = ""                  # params key naming a deployment to run it on, when set
     parts: Parts | None = None        # mapped over Dask workers
+    memory: tuple[Batch, ...] = ()    # the batches it holds in memory (check_memory)
 
     @property
     def module(self) -> str:
@@ -128,11 +146,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                     style={"x": "step", "y": ["loss_d", "loss_g", "d_real", "d_fake"]}),),
           params=("train", "ingest.channels", "ingest.size", *REFERENCE_CLASSIFIER),
           retries=1, retry_delay_s=30,  # a retry resumes from the last checkpoint
-          progress="ganaug-training", remote="train.deployment"),
+          progress="ganaug-training", remote="train.deployment", memory=(GAN_TRAINING,)),
     Stage("generate", "ganaug.pipeline.generate:generate", "generate scored candidates for the classes that need them",
           reads=(_p("prepared"), _p("model")), outs=(_p("candidates", folder=True),),
           params=("generate", "train.device", "ingest.channels", "ingest.size"),
-          parts=Parts("generate", "ganaug.pipeline.generate:make_shard")),
+          parts=Parts("generate", "ganaug.pipeline.generate:make_shard"), memory=(GAN_FORWARD,)),
     Stage("filter", "ganaug.pipeline.filter:filter_candidates",
           "keep candidates that look real, are their class, no copies and distinct; top up",
           reads=(_p("prepared"), _p("candidates"), _p("model")), outs=(_p("accepted", folder=True),),
@@ -143,7 +161,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                     style={"x": "label", "y": "acceptance_rate", "template": "bar_horizontal"}),),
           params=("filter", "generate", "ingest.channels", "ingest.size", "train.device", "evaluate.seed", "evaluate.augment",
                   *REFERENCE_CLASSIFIER),
-          parts=Parts("filter", "ganaug.pipeline.filter:filter_class")),
+          parts=Parts("filter", "ganaug.pipeline.filter:filter_class"), memory=(GAN_FORWARD, CLASSIFIER_TRAINING)),
     Stage("evaluate", "ganaug.pipeline.evaluate:evaluate",
           "the arms' classifiers (pipeline/arms.py: real, oversampled, smote, synthetic); decide the gate",
           reads=(_p("prepared"), _p("accepted")),
@@ -153,7 +171,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                     style={"x": "class", "y": list(arms.NAMES),
                            "template": "bar_horizontal"}),),
           params=("evaluate", "ingest.channels", "ingest.size", "generate.sampling_strategy", "filter.copy_quantile",
-                  "append.fill", "append.target")),  # fill: how the synthetic arm's folder is filled
+                  "append.fill", "append.target"),  # fill: how the synthetic arm's folder is filled
+          memory=(CLASSIFIER_TRAINING,)),
     Stage("append", "ganaug.pipeline.append:append",
           "build the augmented training set (or append in place), as the gate allows",
           reads=(_p("prepared"), _p("accepted"), _p("reports", "gate.json")),
@@ -208,22 +227,19 @@ def check_memory(stage: Stage, params: Params, available: dict[str, int] | int |
     available: bytes, per device key or for all (tests); default: the GPU's memory where the
     stage runs on one, else the host's."""
     px = params.ingest.size ** 2 * params.ingest.channels
-    gan = px * 4 * 6 * max(params.train.width, 8) * 2             # bytes per training image, G + D
-    cnn = px * 4 * 6 * max(params.evaluate.width, 8) * 2
-    forward = gan // 6                                            # no graph kept: one layer's output or two
-    # key -> (bytes, the params key of the device it runs on)
-    need = {"train": {"train.batch_size": (params.train.batch_size * gan * 3 // 2, "train.device")},
-            "generate": {"generate.batch_size": (params.generate.batch_size * forward, "train.device")},
-            "filter": {"generate.batch_size": (params.generate.batch_size * forward, "train.device"),
-                       "evaluate.batch_size": (params.evaluate.batch_size * cnn, "evaluate.device")},
-            "evaluate": {"evaluate.batch_size": (params.evaluate.batch_size * cnn, "evaluate.device")}
-            }.get(stage.name, {})
-    for key, (nbytes, device_key) in need.items():
-        limit, where = _memory_of(device_key, params, available)
+    for batch in stage.memory:
+        size, width = _value(params, batch.size), max(_value(params, batch.width), 8)
+        nbytes = size * px * 4 * width * batch.maps
+        limit, where = _memory_of(batch.device, params, available)
         if limit is not None and nbytes > 0.8 * limit:
-            raise ParamsError(f"{stage.name}: {key} needs about {nbytes / 2**30:.1f} GiB of memory for one batch at "
-                              f"ingest.size={params.ingest.size}, more than {where}'s {limit / 2**30:.1f} GiB; "
+            raise ParamsError(f"{stage.name}: {batch.size} needs about {nbytes / 2**30:.1f} GiB of memory for one batch "
+                              f"at ingest.size={params.ingest.size}, more than {where}'s {limit / 2**30:.1f} GiB; "
                               "use a smaller batch")
+
+
+def _value(params: Params, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(params, section), name)
 
 
 def _memory_of(device_key: str, params: Params, available) -> tuple[int | None, str]:

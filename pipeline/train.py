@@ -23,17 +23,17 @@ import torch.distributed as dist
 from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, health, sample_images
 
 from . import distributed, resume
-from .checkpoints import save_checkpoint
+from .checkpoints import claim_checkpoint, save_checkpoint
 from .errors import ParamsError, TrainingError
 from .files import write_csv, write_json
 from .images import to_uint8
 from .manifest import label_map_of
-from .params import Params, compile_mode, device as params_device
+from .params import Params, compile_mode, device as params_device, loader_workers
 from .pixels import nhwc_to_float, open_pixels, read_prepared
 from .plots import class_grid, loss_curves
 from .progress import progress, write as progress_write
 from .provenance import identity
-from .train_data import RealBatches, batch_loader, reference_sample
+from .train_data import RealBatches, batch_loader, reference_sample, stream_seed
 from .validation import ValidationJudge
 
 GRID_SEEDS = range(8)  # fixed latents: grids from successive runs compare like for like
@@ -66,7 +66,8 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
 
-    # The trainer: resumed, or fresh.
+    # The trainer: resumed, or fresh (and what is at paths.model must be a checkpoint to replace).
+    claim_checkpoint(Path(params.paths.model))
     fingerprint = resume.fingerprint(real, params)
     trainer, history, last_run, rng_ranks = resume.resume(params, fingerprint, label_map, device)
     end = cfg.steps
@@ -90,7 +91,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         if resumed and rng_ranks and len(rng_ranks) == world:
             torch.set_rng_state(rng_ranks[rank])
         else:
-            torch.manual_seed(cfg.seed * 1_000_003 + 7919 * (rank + 1))
+            torch.manual_seed(stream_seed(cfg.seed, 7919 * (rank + 1)))
         trainer.distribute(device)
 
     # The steps.
@@ -98,7 +99,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     # the empirical mix D could learn "rare label => fake" instead of what the class looks like.
     balance = 1.0 / torch.bincount(y, minlength=len(label_map)).float()[y]
     loader = batch_loader(RealBatches(prepared, len(df), rows, y, balance, cfg.batch_size, cfg.seed, rank, world),
-                          range(trainer.step_count, end), cfg.loader_workers, device)
+                          range(trainer.step_count, end), loader_workers(cfg.loader_workers, device), device)
     start_step = trainer.step_count
     stopped, flops_per_step, elapsed = _steps(
         params, trainer, loader,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .pixels import open_pixels, nhwc_to_float
+from .pixels import nhwc_to_float, one_thread, open_pixels
 
 REFERENCE_BYTES = 256 * 2**20  # float images the judge and the diversity probe keep in memory
 
@@ -41,7 +41,7 @@ class RealBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._pixels is None:
             self._pixels = open_pixels(self.folder, self.n_rows)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(stream_seed(self.seed, step))
         # The whole step's batch (world x batch_size, as one process with that batch would
         # draw it); this process takes its slice.
         idx = torch.multinomial(self.weights, self.batch_size * self.world, replacement=True, generator=g)
@@ -52,17 +52,16 @@ class RealBatches(torch.utils.data.Dataset):
         return {**self.__dict__, "_pixels": None}
 
 
-def batch_loader(batches: RealBatches, steps: range, workers: int | None, device: torch.device):
-    """The batches of `steps`, in order, prefetched by worker processes. workers=None: none on
-    the CPU (it is busy training, and a batch from the page cache costs microseconds), four
-    for a GPU. Its own seeded generator: building it must not move torch's global RNG."""
-    if workers is None:
-        workers = 0 if device.type == "cpu" else 4
+def batch_loader(batches: RealBatches, steps: range, workers: int, device: torch.device):
+    """The batches of `steps`, in order, prefetched by `workers` processes (params.loader_workers).
+    Its own seeded generator: building it must not move torch's global RNG."""
     return torch.utils.data.DataLoader(
         batches, batch_size=None, sampler=steps, num_workers=workers, pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None, worker_init_fn=_one_thread,
+        prefetch_factor=4 if workers else None, worker_init_fn=one_thread,
         generator=torch.Generator().manual_seed(0))
 
 
-def _one_thread(_):
-    torch.set_num_threads(1)
+def stream_seed(seed: int, stream: int) -> int:
+    """A seed of its own for each random stream drawn from one params seed (each step's batch,
+    each process's latents): far apart, so no two streams of nearby seeds coincide."""
+    return seed * 1_000_003 + stream

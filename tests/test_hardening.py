@@ -262,6 +262,19 @@ def test_unwritable_output_is_found_before_training(work, capsys):
     assert (work / "models").read_text() == "a file where a folder should be\n"
 
 
+def test_train_writes_its_checkpoint_only_over_a_checkpoint(work, capsys):
+    """paths.model naming a user's file, with train.resume=false: refused before training, the
+    file untouched (it was replaced by a checkpoint)."""
+    (work / "notes.txt").write_text("keep me\n")
+    assert cli(capsys, "ingest", *base(work))[0] == 0
+    code, err = cli(capsys, "train", *base(work), "--set", "paths.model=notes.txt", "--set", "train.resume=false")
+    assert code == 2 and "notes.txt" in err and "not a ganaug checkpoint" in err
+    assert (work / "notes.txt").read_text() == "keep me\n"
+    # Its own checkpoint it replaces, run after run.
+    for _ in range(2):
+        assert cli(capsys, "train", *base(work), "--set", "train.resume=false")[0] == 0
+
+
 @pytest.mark.parametrize("tamper", ["widths", "format", "not_torch"])
 def test_foreign_checkpoint_is_a_clear_error(trained, capsys, monkeypatch, tamper):
     model = Path(trained.paths.model)

@@ -91,3 +91,18 @@ print(json.dumps(loaded))
         missing = [m for m in modules if m not in SHARED and (m if m == "gan" else f"pipeline/{m}.py") not in code]
         assert not missing, f"stage {name}: runs {missing}, not in its code deps"
     assert "pipeline/checkpoints.py" in ALL["train"].code and "gan" in ALL["generate"].code
+
+
+def test_the_filter_tests_run_in_an_order_that_fills_classes():
+    """A test judging an image against those kept before it ('set', the dedupe) must run last: a
+    new test appended after it would throw away images it kept and under-fill their class."""
+    from ganaug.pipeline import filter as f
+
+    with pytest.raises(RuntimeError, match="out of order"):
+        f._check_order((f.TESTS[-1], *f.TESTS[:-1]))
+    assert f._check_order(f.TESTS) == f.TESTS
+    # The module docstring and docs/architecture.md name the switchable tests in the order they run.
+    architecture = (PIPELINE.parent / "docs" / "architecture.md").read_text()
+    for text, name in ((f.__doc__, "filter.{}"), (architecture, "(`{}`)")):
+        positions = [text.find(name.format(t.switch)) for t in f.TESTS if t.switch]
+        assert -1 not in positions and positions == sorted(positions), (name, positions)
