@@ -12,16 +12,13 @@ on more than one machine.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from ganaug.pipeline import exchange
+from ganaug.pipeline import exchange, run_summary
 from ganaug.pipeline.errors import GanaugError
-from ganaug.pipeline.manifest import read_manifest
 from ganaug.pipeline.params import Params, load_params
 from ganaug.pipeline.stages import STAGES, P, Stage, run, summarize
 
@@ -60,13 +57,12 @@ def augment_flow(params_path: str = "params.yaml", overrides: list[str] | None =
     params = load_params(params_path, overrides)
     results = {name: run_stage(name, params, params_path, overrides) for name in STAGES}
 
-    filtered = results["filter"]
+    from ganaug.pipeline.filter import class_table  # the stage's module: imported as the stages are, late
+
     create_table_artifact(key="ganaug-filter", description="filter: acceptance per class",
-                          table=[{"class": k, **{c: x for c, x in v.items() if c != "rejected"},
-                                  **{f"rejected_{r}": n for r, n in v["rejected"].items()}}
-                                 for k, v in filtered["classes"].items()])
+                          table=class_table(results["filter"]))
     create_markdown_artifact(key="ganaug-summary", description="ganaug augment run",
-                             markdown=summary_markdown(params, results))
+                             markdown=run_summary.markdown(params, results))
     return results
 
 
@@ -172,55 +168,3 @@ def _threads(section) -> int:
     return max(1, torch.get_num_threads() // section.workers)
 
 
-def summary_markdown(params: Params, results: dict) -> str:
-    ingested, trained, filtered = results["ingest"], results["train"], results["filter"]
-    appended, evaluated = results["append"], results["evaluate"]
-    before = {k: v["train"] for k, v in ingested["classes"].items()}
-    accepted = {k: c["accepted"] for k, c in filtered["classes"].items()}
-    # In place: {class: images}; a built set: {class: {"real": n, "synthetic": m, "duplicate": d}}.
-    added = {k: v.get("synthetic", 0) if isinstance(v, dict) else v for k, v in appended["per_class"].items()}
-    filled = {k: v.get("duplicate", 0) for k, v in appended["per_class"].items() if isinstance(v, dict)}
-    lines = ["# ganaug augment run", "",
-             "| class | real train | accepted synthetic | appended synthetic | duplicates filling it (append.fill) "
-             "| acceptance rate |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for k, n in before.items():
-        c = filtered["classes"].get(k, {})
-        rate = "" if c.get("acceptance_rate") is None else f"{c['acceptance_rate']:.0%}"
-        lines.append(f"| {k} | {n} | {accepted.get(k, 0)} | {added.get(k, 0)} | {filled.get(k, 0)} | {rate} |")
-    gate = evaluated["gate"]
-    arms = evaluated["arms"]
-    lines += ["", "| metric | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
-    for m in ("balanced_accuracy", "macro_f1", "rare_recall"):
-        lines.append(f"| {m} | " + " | ".join(_with_interval(a, m) for a in arms.values()) + " |")
-    per_class = gate.get("per_class_recall_gain") or {}
-    if per_class:
-        lines += ["", f"Recall gain per class against {gate['best_other_arm']} "
-                      f"({gate['confidence']:.0%} interval, test images and seeds redrawn):", "",
-                  "| class | real train | gain | interval |", "|---|---:|---:|---|"]
-        lines += [f"| {k} | {before.get(k, '')} | {g['gain']:+.3f} | "
-                  + (f"[{g['interval'][0]:+.3f}, {g['interval'][1]:+.3f}] |" if g.get("interval")
-                     else "undetermined (too few test images) |") for k, g in per_class.items()]
-    health = trained["health"]
-    lines += ["", f"**Gate {'passed' if gate['passed'] else 'closed'}**: {gate['reason']}.",
-              f"GAN: {trained['steps_done']} steps on {trained['device']}, {trained['images_per_s']} img/s, "
-              f"best step {trained['best_step']}; health: "
-              + ("ok" if health["status"] == "ok" else "**UNHEALTHY**: " + "; ".join(health["problems"])),
-              f"Filter: mode {filtered['mode']}, {filtered['accepted']}/{filtered['needed']} accepted."]
-    if "batch" in appended:
-        version = (f"commit `{appended['commit'][:10]}`, tag `{appended['tag']}`" if appended["commit"]
-                   else "no change")
-        pushed = {True: "pushed", False: f"push failed: {appended.get('push_error', '')}",
-                  None: "no remote"}[appended["pushed"]]
-        lines.append(f"Data version: batch `{appended['batch']}` in `{appended['target']}`: {version} ({pushed}).")
-    else:
-        n = len(read_manifest(Path(params.paths.augmented)))
-        landed = f": the **{appended['landed']}** folder ({appended['landed_because']})" if appended.get("landed") else ""
-        lines.append(f"Augmented set: `{params.paths.augmented}` ({n} images){landed}.")
-    return "\n".join(lines) + "\n"
-
-
-def _with_interval(arm: dict, metric: str) -> str:
-    lo, hi = arm.get(f"{metric}_interval", (None, None))
-    shown = f"{arm[metric]:.4f} ± {arm[metric + '_std']:.4f}"
-    return shown + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")

@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             if args.demo:
                 _run_stage("demo-data", params)
-            for name in STAGES:
-                _run_stage(name, params)
+            results = {name: _run_stage(name, params) for name in STAGES}
+            from .run_summary import markdown
+            print("\n" + markdown(params, results), end="")
         else:
             _run_stage(args.command, params)
     except GanaugError as e:

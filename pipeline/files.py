@@ -13,6 +13,7 @@ removed and the previous output stays. Files get the usual 0666 & ~umask mode, n
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -262,16 +263,31 @@ def write_csv(df, path: str | Path):
 def check_own_file(src: Path, root: Path, done: str = "nothing was appended"):
     """src must be a regular file inside root (the ganaug folder it comes from), not a link out
     of it: what is planted in ganaug's own folders never reaches the user's training set. A
-    link DVC made (cache.type symlink: a checked-out output links into .dvc/cache) is the file
-    ganaug wrote; any other link, or a link out of the root, is not."""
+    link DVC made (cache.type symlink: a checked-out output links into the cache) is the file
+    ganaug wrote when it leads into the cache of the DVC repository holding root, as its config
+    names it (resolved); a link into any other folder, whatever its name, is not."""
     src = Path(src)
-    dvc_link = src.is_symlink() and "/.dvc/cache/" in str(src.resolve())
+    cache = dvc_cache_of(Path(root).resolve()) if src.is_symlink() else None
+    dvc_link = cache is not None and cache in src.resolve().parents
     if (src.is_symlink() and not dvc_link) or not src.is_file():
         raise DataError(f"{src}: not a regular file ganaug wrote (a link, or not a file); {done}. "
                         f"Re-run the stage that writes {root}")
     if not dvc_link and Path(root).resolve() not in src.resolve().parents:
         raise DataError(f"{src}: lies outside {root} (through a linked folder); {done}. "
                         f"Re-run the stage that writes {root}")
+
+
+@functools.lru_cache(maxsize=16)
+def dvc_cache_of(folder: Path) -> Path | None:
+    """The DVC cache of the repository holding folder (its `.dvc/config`'s cache.dir, default
+    .dvc/cache), resolved; None outside a DVC repository."""
+    for parent in (folder, *folder.parents):
+        if (parent / ".dvc").is_dir():
+            from dvc.config import Config
+
+            configured = Config(dvc_dir=str(parent / ".dvc"))["cache"].get("dir")
+            return Path(configured or parent / ".dvc" / "cache").resolve()
+    return None
 
 
 def link_or_copy(src: Path, dest: Path, link: str = "hardlink", root: Path | None = None):

@@ -460,11 +460,15 @@ def _report(params, need, results: dict[str, ClassResult], thresholds, calibrati
     }
     reports = Path(params.paths.reports)
     write_json(reports / "filter.json", report)
-    table = pd.DataFrame([{"label": k, **{c: v for c, v in row.items() if c != "rejected"},
-                           **{f"rejected_{r}": n for r, n in row["rejected"].items()}}
-                          for k, row in classes.items()])
-    write_csv(table, reports / "filter_classes.csv")
+    write_csv(pd.DataFrame(class_table(report)), reports / "filter_classes.csv")
     return report
+
+
+def class_table(report: dict) -> list[dict]:
+    """A row a class, the rejections a column a test: filter_classes.csv and the Prefect table."""
+    return [{"label": k, **{c: v for c, v in row.items() if c != "rejected"},
+             **{f"rejected_{r}": n for r, n in row["rejected"].items()}}
+            for k, row in report["classes"].items()]
 
 
 def _accepted_grid(params: Params, kept: pd.DataFrame, per_class: int = 8):

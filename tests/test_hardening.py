@@ -349,3 +349,27 @@ def test_killed_mid_swap_the_previous_output_is_put_back(tmp_path):
             raise RuntimeError("killed again before finishing")
     assert (dest / "manifest.parquet").read_text() == "previous" and not (dest / TMP_TOKEN).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+
+
+def test_a_link_is_dvcs_only_into_this_repositorys_own_cache(tmp_path):
+    """A checked-out DVC output may be a link into the cache (cache.type symlink): ganaug's own
+    file. A link into any other folder named .dvc/cache (a user's file planted as an image) is
+    not, and never reaches the training set."""
+    from ganaug.pipeline.files import check_own_file
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    folder = repo / "data" / "accepted"
+    folder.mkdir(parents=True)
+    own = repo / ".dvc" / "cache" / "files" / "md5" / "ab" / "cdef"
+    other = tmp_path / "elsewhere" / ".dvc" / "cache" / "files" / "md5" / "ab" / "cdef"
+    for path, text in ((own, b"ganaug's image"), (other, b"the user's file")):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(text)
+    (folder / "a.png").symlink_to(own)
+    (folder / "b.png").symlink_to(other)
+    check_own_file(folder / "a.png", folder)  # DVC's own link: fine
+    with pytest.raises(DataError, match="not a regular file ganaug wrote"):
+        check_own_file(folder / "b.png", folder)
