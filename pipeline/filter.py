@@ -259,83 +259,90 @@ def filter_class(params: Params, job: ClassJob, label_map: dict[str, int], judge
     cfg, k, folder = params.filter, job.label, Path(folder)
     sampler = sampler or Sampler.load(params, label_map)
     guard = Guard(params, job.real, label_map[k], judge, job.radius, job.threshold)
-    tests = [t for t in TESTS if t.on(params)]
-    cand_dir = Path(params.paths.candidates)
-    seen = job.candidates.head(0)
-    accepted = job.candidates.head(0)
-    rejected: dict[str, list[np.ndarray]] = {r: [] for r in REASONS}
-
-    def keep_examples(reason: str, imgs: np.ndarray | Callable[[], np.ndarray]):
-        room = EXAMPLES - sum(len(a) for a in rejected[reason])
-        if room > 0:
-            imgs = imgs() if callable(imgs) else imgs
-            if len(imgs):
-                rejected[reason].append(imgs[:room])
-
-    candidates = None  # generate's one pixel array, mapped once a test first looks at pixels
-
-    def load(rows: pd.DataFrame) -> np.ndarray:
-        nonlocal candidates
-        if candidates is None:
-            candidates = open_pixels(cand_dir, job.n_candidates, "generate")
-        return np.asarray(candidates[rows["_row"].to_numpy()])
-
-    def take(rows: pd.DataFrame, imgs: np.ndarray | None):
-        """Run the tests over one round's candidates, each on those that passed the ones before
-        (seeds above every earlier round's, so taking them in seed order after the earlier
-        accepted ones is the same greedy pass over all). imgs None: generate's first round, read
-        from the candidates folder only once a test looks at pixels, and only the survivors."""
-        nonlocal seen, accepted
-        rows = rows.sort_values("seed", kind="stable").reset_index(drop=True)
-        why = np.full(len(rows), "", dtype=object)
-        alive = np.arange(len(rows))  # the rows still in, and `imgs` their pixels (or None)
-        guard.room = job.needed - len(accepted)
-        for test in tests:
-            if not len(alive):
-                break
-            if test.pixels and imgs is None:
-                imgs = load(rows.iloc[alive])
-            out = test.check(guard, rows.iloc[alive], imgs)
-            why[alive[out]] = test.reason
-            if out.any():
-                keep_examples(test.reason, imgs[out] if imgs is not None else
-                              lambda: load(rows.iloc[alive[out]].head(EXAMPLES)))
-            alive = alive[~out]
-            imgs = imgs[~out] if imgs is not None else None
-        kept = alive[:guard.room]
-        if len(kept):
-            new = imgs[:len(kept)] if imgs is not None else load(rows.iloc[kept])
-            accepted = pd.concat([accepted, rows.iloc[kept]], ignore_index=True)
-            guard.accepted = new if guard.accepted is None else np.concatenate([guard.accepted, new])
-        rows = rows.assign(rejected=why.astype(str))
-        seen = pd.concat([seen, rows], ignore_index=True) if len(seen) else rows
-
-    take(job.candidates, None)
+    passes = _Rounds(params, job, guard)
+    passes.take(job.candidates, None)
     rounds, hopeless = 1, None
     for r in range(2, cfg.max_rounds + 1):
-        missing = job.needed - len(accepted)
+        missing = job.needed - len(passes.accepted)
         if missing <= 0:
             break
-        rate = len(accepted) / max(1, len(seen))
-        if len(seen) >= MIN_JUDGED and rate < cfg.min_acceptance:
-            hopeless = (f"acceptance rate {rate:.1%} after {len(seen)} candidates is below "
+        rate = len(passes.accepted) / max(1, len(passes.seen))
+        if len(passes.seen) >= MIN_JUDGED and rate < cfg.min_acceptance:
+            hopeless = (f"acceptance rate {rate:.1%} after {len(passes.seen)} candidates is below "
                         f"filter.min_acceptance={cfg.min_acceptance:.1%}; stopped generating")
             break
         n = min(math.ceil(missing / max(rate, cfg.min_acceptance, 0.05) * 1.2), 20 * missing)
         # Continue after the last seed tried, so no image is generated twice.
-        start = int(seen["seed"].max()) + 1 - seed_base(params, k, label_map) if len(seen) else 0
-        take(*sampler.synthesize(k, seeds_for(params, k, label_map, start, n)))
+        start = int(passes.seen["seed"].max()) + 1 - seed_base(params, k, label_map) if len(passes.seen) else 0
+        passes.take(*sampler.synthesize(k, seeds_for(params, k, label_map, start, n)))
         rounds = r
-    rate = len(accepted) / max(1, len(seen))
-    if hopeless is None and len(accepted) < job.needed and rate < cfg.min_acceptance:  # whatever the round
+    rate = len(passes.accepted) / max(1, len(passes.seen))
+    if hopeless is None and len(passes.accepted) < job.needed and rate < cfg.min_acceptance:  # whatever the round
         hopeless = f"acceptance rate {rate:.1%} is below filter.min_acceptance={cfg.min_acceptance:.1%}"
 
-    accepted = accepted.drop(columns=["rejected", "_row"], errors="ignore")
+    accepted = passes.accepted.drop(columns=["rejected", "_row"], errors="ignore")
     if len(accepted):
         accepted = write_images(accepted, guard.accepted, folder)
         part_file(folder, job.index).write_bytes(np.ascontiguousarray(guard.accepted).tobytes())
-    examples = {r: np.concatenate(v) for r, v in rejected.items() if v}
-    return ClassResult(k, seen, accepted, rounds, hopeless, examples)
+    examples = {r: np.concatenate(v) for r, v in passes.rejected.items() if v}
+    return ClassResult(k, passes.seen, accepted, rounds, hopeless, examples)
+
+
+class _Rounds:
+    """One class's candidates through the tests, round after round: what was seen (and why it was
+    rejected), what was accepted, a few rejected images per reason."""
+
+    def __init__(self, params: Params, job: ClassJob, guard: Guard):
+        self.job, self.guard = job, guard
+        self.tests = [t for t in TESTS if t.on(params)]
+        self.cand_dir = Path(params.paths.candidates)
+        self.seen = job.candidates.head(0)
+        self.accepted = job.candidates.head(0)
+        self.rejected: dict[str, list[np.ndarray]] = {r: [] for r in REASONS}
+        self._candidates = None  # generate's one pixel array, mapped once a test first looks at pixels
+
+    def load(self, rows: pd.DataFrame) -> np.ndarray:
+        if self._candidates is None:
+            self._candidates = open_pixels(self.cand_dir, self.job.n_candidates, "generate")
+        return np.asarray(self._candidates[rows["_row"].to_numpy()])
+
+    def keep_examples(self, reason: str, imgs: np.ndarray | Callable[[], np.ndarray]):
+        room = EXAMPLES - sum(len(a) for a in self.rejected[reason])
+        if room > 0:
+            imgs = imgs() if callable(imgs) else imgs
+            if len(imgs):
+                self.rejected[reason].append(imgs[:room])
+
+    def take(self, rows: pd.DataFrame, imgs: np.ndarray | None):
+        """Run the tests over one round's candidates, each on those that passed the ones before
+        (seeds above every earlier round's, so taking them in seed order after the earlier
+        accepted ones is the same greedy pass over all). imgs None: generate's first round, read
+        from the candidates folder only once a test looks at pixels, and only the survivors."""
+        guard = self.guard
+        rows = rows.sort_values("seed", kind="stable").reset_index(drop=True)
+        why = np.full(len(rows), "", dtype=object)
+        alive = np.arange(len(rows))  # the rows still in, and `imgs` their pixels (or None)
+        guard.room = self.job.needed - len(self.accepted)
+        for test in self.tests:
+            if not len(alive):
+                break
+            if test.pixels and imgs is None:
+                imgs = self.load(rows.iloc[alive])
+            out = test.check(guard, rows.iloc[alive], imgs)
+            why[alive[out]] = test.reason
+            if out.any():
+                failed = alive[out]
+                self.keep_examples(test.reason, imgs[out] if imgs is not None else
+                                   lambda: self.load(rows.iloc[failed].head(EXAMPLES)))
+            alive = alive[~out]
+            imgs = imgs[~out] if imgs is not None else None
+        kept = alive[:guard.room]
+        if len(kept):
+            new = imgs[:len(kept)] if imgs is not None else self.load(rows.iloc[kept])
+            self.accepted = pd.concat([self.accepted, rows.iloc[kept]], ignore_index=True)
+            guard.accepted = new if guard.accepted is None else np.concatenate([guard.accepted, new])
+        rows = rows.assign(rejected=why.astype(str))
+        self.seen = pd.concat([self.seen, rows], ignore_index=True) if len(self.seen) else rows
 
 
 def in_process(params: Params, jobs: list[ClassJob], shared: tuple, folder: Path, sampler: Sampler) -> list[ClassResult]:
