@@ -6,49 +6,17 @@ linear + projection of a class embedding (Miyato & Koyama 2018).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
+from .hyper import GANConfig
+
 
 # Activations in NHWC on every device: tensor cores want it, and so does oneDNN on the CPU (at
 # 32 px a step in NCHW took 1.3x as long: bench/step_ops.py).
 CHANNELS_LAST = torch.channels_last
-
-
-@dataclass(frozen=True)
-class GANConfig:
-    """Everything needed to rebuild the networks; stored inside every checkpoint."""
-
-    img_size: int
-    channels: int
-    n_classes: int
-    z_dim: int = 128
-    width: int = 32
-    class_free_blocks: int = 0  # G's first up-blocks (the low resolutions) see no class: UTLO-style
-
-    def __post_init__(self):
-        n = self.img_size
-        if n < 8 or n & (n - 1):
-            raise ValueError(f"img_size must be a power of two >= 8, got {n}")
-        if not 0 <= self.class_free_blocks < self.n_resample:
-            raise ValueError(f"class_free_blocks must be in [0, {self.n_resample}) at {n} px, "
-                             f"got {self.class_free_blocks}")
-
-    @property
-    def n_resample(self) -> int:
-        """Up-blocks in G (= down-blocks in D) between 4x4 and img_size."""
-        return int(math.log2(self.img_size // 4))
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        if not d["class_free_blocks"]:  # written only when used: default checkpoints keep their identity
-            del d["class_free_blocks"]
-        return d
 
 
 class ConditionalBatchNorm2d(nn.Module):

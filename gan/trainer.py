@@ -14,32 +14,11 @@ import torch
 
 from .diffaug import diff_augment
 from .losses import LeCam, d_hinge, g_hinge, group_spectral, mode_seeking
-from .models import Discriminator, GANConfig, Generator
+from .hyper import GANConfig, TrainHyper
+from .models import Discriminator, Generator
 
 CHECKPOINT_FORMAT = 1
 ADA_INTERVAL = 4  # steps between ADA's updates of the augmentation probability (as StyleGAN2-ADA)
-
-
-@dataclass(frozen=True)
-class TrainHyper:
-    lr_g: float = 2e-4
-    lr_d: float = 8e-4
-    betas: tuple[float, float] = (0.0, 0.999)
-    n_dis: int = 2
-    ema_decay: float = 0.999
-    diffaug: tuple[str, ...] = ("translation",)
-    lecam: float = 0.0
-    mode_seeking: float = 0.1
-    gsr: float = 0.0                 # weight of group spectral regularization (losses.group_spectral)
-    # Transitional conditioning: unconditional until the first step, the class fading in linearly
-    # until the second (Shahbazi et al. 2022), so the tail learns shapes from every class first.
-    transition: tuple[int, int] | None = None
-    # ADA (Karras et al. 2020): each augmentation applied with a probability p that rises while
-    # more than ada_target of the real images get a positive D logit (D growing sure of them,
-    # memorizing) and falls otherwise; None: every augmentation always (plain DiffAugment).
-    ada_target: float | None = None
-    ada_kimg: float = 100.0          # thousands of real images over which p may move from 0 to 1
-    ada_cap: float = 0.8             # p never above this
 
 
 class NonFiniteLoss(RuntimeError):

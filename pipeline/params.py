@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ganaug.gan.hyper import GANConfig, TrainHyper
+
 from .errors import ParamsError
 
 Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
@@ -150,6 +152,10 @@ def _device(v: str) -> str:
 Device = Annotated[str, AfterValidator(_device)]  # auto (a GPU when there is one) | cpu | cuda | cuda:N
 
 
+# The GAN's own defaults (gan/hyper.py, torch-free): written once, there; Train's fields read them.
+GAN, HYPER = GANConfig, TrainHyper()
+
+
 class Train(Section):
     steps: int = Field(1000, ge=1, le=100_000_000)
     """G-steps; a longer run resumes a shorter one's checkpoint"""
@@ -161,43 +167,43 @@ class Train(Section):
     """exit non-zero when D died or G collapsed (the report says so either way)"""
     batch_size: int = Field(64, ge=2, le=65_536)
     """real images a step (per process under torchrun)"""
-    z_dim: int = Field(128, ge=1, le=4096)
+    z_dim: int = Field(GAN.z_dim, ge=1, le=4096)
     """latent size"""
-    width: int = Field(32, ge=4, le=2048)
+    width: int = Field(GAN.width, ge=4, le=2048)
     """channels of every G/D block"""
-    lr_g: float = Field(2e-4, gt=0, le=1)
+    lr_g: float = Field(HYPER.lr_g, gt=0, le=1)
     """G's Adam learning rate"""
-    lr_d: float = Field(8e-4, gt=0, le=1)
+    lr_d: float = Field(HYPER.lr_d, gt=0, le=1)
     """D's: 4x lr_g with 2 D-steps (BigGAN's TTUR; at 1:1 with 2 D-steps, D died: docs/architecture.md); the gpu
     preset: 1:1 with 4 D-steps (StudioGAN)"""
-    beta1: float = Field(0.0, ge=0, lt=1)
+    beta1: float = Field(HYPER.betas[0], ge=0, lt=1)
     """Adam beta1 (0: the GAN default since SAGAN)"""
-    beta2: float = Field(0.999, ge=0, lt=1)
+    beta2: float = Field(HYPER.betas[1], ge=0, lt=1)
     """Adam beta2"""
-    n_dis: int = Field(2, ge=1, le=100)
+    n_dis: int = Field(HYPER.n_dis, ge=1, le=100)
     """D-steps per G-step"""
-    ema_decay: float = Field(0.999, ge=0, lt=1)
+    ema_decay: float = Field(HYPER.ema_decay, ge=0, lt=1)
     """G_ema, the generator that samples: an exponential moving average of G's weights"""
-    diffaug: list[Literal["color", "translation", "cutout"]] = ["translation"]
+    diffaug: list[Literal["color", "translation", "cutout"]] = list(HYPER.diffaug)
     """add color for RGB data; cutout, always on, starved D on 16-32 px images (with ADA it is applied as needed)"""
-    lecam: float = Field(0.0, ge=0, le=1000)
+    lecam: float = Field(HYPER.lecam, ge=0, le=1000)
     """e.g. 0.3 for very small data"""
-    mode_seeking: float = Field(0.1, ge=0, le=1000)
+    mode_seeking: float = Field(HYPER.mode_seeking, ge=0, le=1000)
     """MSGAN weight: keeps different z apart within a class"""
-    gsr: float = Field(0.0, ge=0, le=1000)
+    gsr: float = Field(HYPER.gsr, ge=0, le=1000)
     """gSR: spectral penalty on each class's BatchNorm gains (tail collapse)"""
-    class_free_blocks: int = Field(0, ge=0, le=64)
+    class_free_blocks: int = Field(GAN.class_free_blocks, ge=0, le=64)
     """G's first up-blocks see no class (UTLO, Khorram et al. 2024: the low resolutions learnt from every
     class, the class entering at the higher ones); fewer than G's up-blocks (2 at 16 px, 3 at 32)"""
     transition: list[Annotated[int, Field(ge=0, le=100_000_000)]] | None = Field(None, min_length=2, max_length=2)
     """Transitional conditioning [start, end]: unconditional until step start, the class fading in until step
     end (Shahbazi et al. 2022); null: conditional from the first step."""
-    ada_target: float | None = Field(None, gt=0, lt=1)
+    ada_target: float | None = Field(HYPER.ada_target, gt=0, lt=1)
     """ADA: apply each diffaug augmentation with a probability that adapts so that this share of real images gets a
     positive D logit (0.6 in StyleGAN2-ADA; for long runs of wide nets, where D memorizes); null: always augment"""
-    ada_kimg: float = Field(100.0, gt=0, le=1_000_000)
+    ada_kimg: float = Field(HYPER.ada_kimg, gt=0, le=1_000_000)
     """ADA: thousands of real images over which its probability may move from 0 to 1"""
-    ada_cap: float = Field(0.8, ge=0, le=1)
+    ada_cap: float = Field(HYPER.ada_cap, ge=0, le=1)
     """ADA: its probability never above this"""
     device: Device = "auto"
     """auto | cpu | cuda | cuda:N"""

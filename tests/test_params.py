@@ -116,3 +116,25 @@ def test_diffaug_names_are_the_augmentations_gan_has():
 
     (item,) = typing.get_args(Params.model_fields["train"].annotation.model_fields["diffaug"].annotation)
     assert set(typing.get_args(item)) == set(_AUGMENTS)
+
+
+def test_the_gan_defaults_are_written_once_and_every_knob_reaches_the_trainer():
+    """params.Train's GAN knobs default to gan/hyper.py's values (written there only), and train
+    hands every one of them to the trainer: a TrainHyper field that Train does not set is caught."""
+    import dataclasses
+
+    import torch
+
+    from ganaug.gan import GANConfig, TrainHyper
+    from ganaug.pipeline.params import Train
+    from ganaug.pipeline.train import _fresh_trainer
+
+    fresh = _fresh_trainer(Train(), torch.zeros(1, 1, 16, 16), 3, torch.device("cpu"))
+    assert fresh.hyper == TrainHyper()
+    assert (fresh.cfg.z_dim, fresh.cfg.width, fresh.cfg.class_free_blocks) == \
+        (GANConfig.z_dim, GANConfig.width, GANConfig.class_free_blocks)
+    changed = Train(lr_g=1e-3, lr_d=2e-3, beta1=0.5, beta2=0.9, n_dis=3, ema_decay=0.99, diffaug=["color"],
+                    lecam=0.2, mode_seeking=0.3, gsr=0.4, transition=[1, 5], ada_target=0.5, ada_kimg=50, ada_cap=0.7)
+    hyper = _fresh_trainer(changed, torch.zeros(1, 1, 16, 16), 3, torch.device("cpu")).hyper
+    for f in dataclasses.fields(TrainHyper):
+        assert getattr(hyper, f.name) != getattr(TrainHyper(), f.name), f"train.{f.name} does not reach the trainer"
