@@ -14,9 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]   # the repository (the package's source root)
 PIPELINE = ROOT / "pipeline"
-# The plumbing every stage shares (params, the registry, the CLI, errors, path checks): an edit
-# there is an edit to every stage, and `dvc repro --force` is the way to say so. Listing them
-# would re-run six stages for a help text.
+# The plumbing every stage shares (params, the registry, the CLI, errors, path checks; and
+# gan/hyper.py, the GAN's defaults params reads): an edit there is an edit to every stage, and
+# `dvc repro --force` is the way to say so. Listing them would re-run six stages for a help text.
 SHARED = frozenset({"params", "stages", "errors", "paths", "cli", "dvcfile", "codedeps"})
 
 
