@@ -12,7 +12,7 @@ from ganaug import gan
 from ganaug.pipeline import files as pio
 from ganaug.pipeline.append import append
 from ganaug.pipeline.checkpoints import load_checkpoint
-from ganaug.pipeline.errors import CheckpointError, DataError, ParamsError
+from ganaug.pipeline.errors import CheckpointError, DataError, ParamsError, TrainingError
 from ganaug.pipeline.evaluate import evaluate
 from ganaug.pipeline.filter import filter_candidates
 from ganaug.pipeline.generate import generate
@@ -42,6 +42,22 @@ def test_train_resumes_its_own_checkpoint(trained, tmp_path):
     metrics = train(more)
     assert metrics["resumed_from"] == 30 and metrics["steps_this_run"] == 5
     assert load_checkpoint(more.paths.model)["step"] == 35
+
+
+def test_a_nan_stops_training_and_the_last_good_checkpoint_stays(trained, tmp_path):
+    """Losses are checked at log rows only (a step never waits for the device), yet a NaN still
+    stops training, before any checkpoint holding it is written: the last good one stays."""
+    state = load_checkpoint(trained.paths.model)
+    state["D"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["D"].items()}
+    model = tmp_path / "gan.pt"
+    torch.save(state, model)
+    before = model.read_bytes()
+    more = tiny_params(Path(trained.paths.raw).parent, train={"steps": 60},
+                       paths={"model": str(model), "train_reports": str(tmp_path / "reports")})
+    with pytest.raises(TrainingError, match=r"discriminator loss became nan between step 30 and step 3\d.*last good "
+                                            r"checkpoint .*step 30"):
+        train(more)
+    assert model.read_bytes() == before
 
 
 def test_finished_checkpoint_is_left_byte_identical(trained):
