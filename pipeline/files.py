@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -258,6 +259,30 @@ def write_csv(df, path: str | Path):
     claim_report(path)
     with atomic_file(path) as tmp:
         out.to_csv(tmp, index=False)
+
+
+RECORD_LIMIT = 1 << 20  # bytes: ganaug's own JSON records (gate, journal, OWNER, pixels.json) are far smaller
+
+
+def read_record(path: Path) -> dict:
+    """One of ganaug's own small JSON records, read as untrusted: a regular file (not a link, a
+    FIFO that would block the read, or a folder), at most RECORD_LIMIT bytes, a JSON object.
+    ValueError saying which it is not; the caller names the stage to re-run."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise ValueError("missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file (a link, a FIFO or a folder)")
+    if st.st_size > RECORD_LIMIT:
+        raise ValueError(f"{st.st_size} bytes, more than a record of ganaug's holds")
+    try:
+        record = json.loads(Path(path).read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"a JSON {type(record).__name__}, not an object")
+    return record
 
 
 def check_own_file(src: Path, root: Path, done: str = "nothing was appended"):

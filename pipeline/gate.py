@@ -14,6 +14,7 @@ import pandas as pd
 
 from .errors import DataError
 from .evidence import interval
+from .files import read_record
 from .manifest import augmented_counts, read_manifest
 from .params import Params
 from .provenance import identity
@@ -118,14 +119,15 @@ def cap_synthetic(synth: pd.DataFrame, real_counts: dict[str, int], share: float
 
 def read_gate(params: Params) -> dict:
     path = Path(params.paths.reports) / GATE_FILE
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise DataError(f"{path}: no gate decision; run `ganaug evaluate` before append")
     try:
-        gate = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
+        gate = read_record(path)
+    except ValueError as e:
         raise DataError(f"{path}: not a gate decision ({e}); re-run `ganaug evaluate`") from None
-    if not isinstance(gate, dict) or not isinstance(gate.get("passed"), bool):
-        raise DataError(f"{path}: not a gate decision (no boolean 'passed'); re-run `ganaug evaluate`")
+    if not isinstance(gate.get("passed"), bool) or not all(isinstance(gate.get(k), str) for k in ("reason", "metric")):
+        raise DataError(f"{path}: not a gate decision (a boolean 'passed', a 'reason' and a 'metric' are what "
+                        "append reads); re-run `ganaug evaluate`")
     share = gate.get("synthetic_share")
     if share is not None and not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share <= 1):
         raise DataError(f"{path}: synthetic_share must be a number in (0, 1], found {share!r}; "

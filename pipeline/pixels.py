@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .files import check_own_file
+from .files import check_own_file, read_record
 from .manifest import read_manifest
 
 PIXELS = "pixels.u8"
@@ -72,7 +72,7 @@ def check_format(folder: str | Path, size: int, channels: int, writer: str = "in
     write damaged images, or read them wrong, and say nothing."""
     shape_file = Path(folder) / SHAPE
     try:
-        h, w, c = (int(v) for v in json.loads(shape_file.read_text())["shape"])
+        h, w, c = (int(v) for v in read_record(shape_file)["shape"])
     except (OSError, ValueError, KeyError, TypeError):
         return  # open_pixels names what is wrong with it
     if (h, w, c) != (size, size, channels) and (h, w, c) != (0, 0, 0):
@@ -86,12 +86,12 @@ def open_pixels(folder: str | Path, rows: int, writer: str = "ingest") -> np.mem
     (`writer`: the stage that writes the folder, named in the error)."""
     folder = Path(folder)
     data, shape_file = folder / PIXELS, folder / SHAPE
-    if not (data.exists() or data.is_symlink()) or not shape_file.is_file():
+    if not (data.exists() or data.is_symlink()) or not (shape_file.exists() or shape_file.is_symlink()):
         raise DataError(f"{folder}: no {PIXELS} (ganaug {writer} writes it); re-run `ganaug {writer}`")
     # The images every later stage, and the augmented set, are made of: never a link out of the folder.
     check_own_file(data, folder, done="nothing was read")
     try:
-        meta = json.loads(shape_file.read_text())
+        meta = read_record(shape_file)
         count, (h, w, c) = int(meta["count"]), (int(v) for v in meta["shape"])
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{shape_file}: unreadable ({e}); re-run `ganaug {writer}`") from None

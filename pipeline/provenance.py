@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from .errors import DataError
-from .files import OWNER
+from .files import OWNER, read_record
 from .manifest import MANIFEST
 
 
@@ -40,10 +40,9 @@ def made_by(folder: str | Path) -> dict:
     there is none (made before ganaug kept one) or it is not a record (untrusted text)."""
     path = Path(folder) / OWNER
     try:
-        record = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError, UnicodeDecodeError):
+        return read_record(path) if (path.exists() or path.is_symlink()) else {}
+    except (OSError, ValueError):
         return {}
-    return record if isinstance(record, dict) else {}
 
 
 def check_made_from(folder: str | Path, current: dict[str, str], rerun: str):

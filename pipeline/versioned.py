@@ -29,7 +29,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .errors import DataError
-from .files import atomic_dir, link_or_copy
+from .files import atomic_dir, link_or_copy, read_record
 from .gate import gated_synthetic
 from .manifest import BATCHES_DIR, read_manifest, write_manifest
 from .params import Params
@@ -149,9 +149,7 @@ def _read_journal(repo: Path, journal: Path):
 
     bad = f"{journal}: not a ganaug append journal; inspect it and remove it"
     try:
-        if journal.is_symlink() or journal.stat().st_size > 1 << 20:
-            raise VersioningError(bad)
-        entry = json.loads(journal.read_text())
+        entry = read_record(journal)  # a regular file, bounded, a JSON object
         batch_rel, tag, dvc_rel, head = entry["batch"], entry["tag"], entry["dvc_file"], entry["head"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise VersioningError(f"{journal}: unreadable append journal ({e}); inspect `git status` and remove it") from None

@@ -373,3 +373,15 @@ def test_a_link_is_dvcs_only_into_this_repositorys_own_cache(tmp_path):
     check_own_file(folder / "a.png", folder)  # DVC's own link: fine
     with pytest.raises(DataError, match="not a regular file ganaug wrote"):
         check_own_file(folder / "b.png", folder)
+
+
+@pytest.mark.timeout(120)
+def test_a_fifo_in_place_of_ganaugs_own_record_is_an_error_not_a_hang(work, capsys):
+    """pixels.json replaced by a FIFO: opening it for reading would wait for a writer forever.
+    Every record ganaug reads back goes through files.read_record: a regular file or an error."""
+    assert cli(capsys, "ingest", *base(work))[0] == 0
+    shape = work / "data" / "prepared" / "pixels.json"
+    shape.unlink()
+    os.mkfifo(shape)
+    code, err = cli(capsys, "train", *base(work))
+    assert code == 2 and "pixels.json" in err and "not a regular file" in err

@@ -1,5 +1,6 @@
 """train, generate, filter, append, evaluate on real files (a shared tiny trained pipeline)."""
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -615,12 +616,18 @@ def test_append_without_a_gate_decision_is_a_clear_error(trained):
     with pytest.raises(DataError, match="gate.json: no gate decision; run `ganaug evaluate` before append"):
         append(p)
     gate = Path(p.paths.reports) / "gate.json"
-    for text, why in (("[1, 2]", "no boolean 'passed'"), ('{"passed": "yes"}', "no boolean 'passed'"),
-                      ('{"passed": true, "synthetic_share": "all"}', "synthetic_share must be a number"),
+    for text, why in (("[1, 2]", "not an object"), ('{"passed": "yes"}', "a boolean 'passed'"),
+                      ('{"passed": true}', "a 'reason' and a 'metric'"),  # append reads both
+                      ('{"passed": true, "reason": "r", "metric": "macro_f1", "synthetic_share": "all"}',
+                       "synthetic_share must be a number"),
                       ("\xff", "not a gate decision")):
         gate.write_text(text)
         with pytest.raises(DataError, match=why):
             append(p)
+    gate.unlink()
+    os.mkfifo(gate)  # a FIFO would block a plain read forever
+    with pytest.raises(DataError, match="not a regular file"):
+        append(p)
     assert not Path(p.paths.augmented).exists()  # nothing written on a bad decision
 
 
