@@ -14,7 +14,7 @@ from .errors import CheckpointError, DataError
 from .files import atomic_file
 
 
-_WRITTEN: set[Path] = set()  # checkpoints this process wrote: known to be ganaug's
+_OURS: set[Path] = set()  # checkpoints this process wrote or verified: known to be ganaug's, never loaded again
 
 
 def save_checkpoint(state: dict, path: str | Path):
@@ -26,23 +26,24 @@ def save_checkpoint(state: dict, path: str | Path):
     torch.save(state, buffer)
     with atomic_file(path) as tmp:
         Path(tmp).write_bytes(buffer.getbuffer())
-    _WRITTEN.add(path.resolve())
+    _OURS.add(path.resolve())
 
 
 def claim_checkpoint(path: Path):
     """A checkpoint replaces only a checkpoint: what is at paths.model must load as one of
-    ganaug's (or be this process's own), else nothing is written (paths.model=.gitignore with
+    ganaug's (checked once a process: train checks before its first step), else nothing is written (paths.model=.gitignore with
     train.resume=false replaced the user's file before)."""
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise DataError(f"{path}: paths.model is {'a link' if path.is_symlink() else 'not a file'}; ganaug writes "
                         "its checkpoint only as a plain file of its own. Choose another paths.model")
-    if not path.exists() or path.resolve() in _WRITTEN:
+    if not path.exists() or path.resolve() in _OURS:
         return
     try:
         gan.check_format(load_checkpoint(path))
     except (CheckpointError, ValueError) as e:
         raise DataError(f"{path}: a file is there that is not a ganaug checkpoint ({e}); ganaug replaces only "
                         "its own, so nothing was written. Move it away or choose another paths.model") from None
+    _OURS.add(path.resolve())
 
 
 def load_checkpoint(path: str | Path) -> dict:

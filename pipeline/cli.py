@@ -7,11 +7,8 @@ import time
 from pathlib import Path
 
 from .errors import GanaugError
-from .params import PRESETS, Params, load_params, preset_overrides
+from .params import Params, load_params, preset_names, preset_overrides
 from .stages import DEMO_DATA, STAGES, run, summarize
-
-
-PRESET_NAMES = sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
 
 def _run_stage(name: str, params: Params):
@@ -54,12 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true", help="write the demo dataset first")
     shown = sub.add_parser("params", parents=[common], help="print the validated params (defaults filled in)")
     shown.add_argument("--explain", action="store_true", help="with what each knob does")
-    shown.add_argument("--preset", choices=PRESET_NAMES, help="print these params with a preset applied "
+    shown.add_argument("--preset", choices=preset_names(), help="print these params with a preset applied "
                        "(e.g. `ganaug params --preset gpu > params.yaml`)")
     init = sub.add_parser("init", help="add ganaug's DVC stages to another repository (run in its root)")
     init.add_argument("--dir", default="augment", help="folder for ganaug's dvc.yaml, params.yaml and outputs")
     init.add_argument("--data", required=True, help="the repository's image folder or path,label table")
-    init.add_argument("--preset", choices=PRESET_NAMES, help="write params.yaml with a preset applied (e.g. gpu)")
+    init.add_argument("--preset", choices=preset_names(), help="write params.yaml with a preset applied (e.g. gpu)")
     _add_overrides(init, "params to write, e.g. --set train.steps=5000 (repeatable)")
     return parser
 

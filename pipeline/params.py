@@ -502,6 +502,10 @@ def compile_mode(setting: bool | None, device) -> bool | str:
 PRESETS = Path(__file__).parent / "presets"
 
 
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
 def preset_overrides(name: str | None) -> list[str]:
     """A preset (pipeline/presets/NAME.yaml) as `--set` overrides: applied once, when params are
     written (`ganaug params --preset`, `ganaug init --preset`), then read from the file like any."""
@@ -509,8 +513,7 @@ def preset_overrides(name: str | None) -> list[str]:
         return []
     path = PRESETS / f"{name}.yaml"
     if not path.is_file():
-        known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
-        raise ParamsError(f"--preset {name}: no such preset (known: {', '.join(known)})")
+        raise ParamsError(f"--preset {name}: no such preset (known: {', '.join(preset_names())})")
     return as_overrides(yaml.safe_load(path.read_text()))
 
 

@@ -26,6 +26,14 @@ from .params import Params
 from .paths import check_apart, check_writable, listed_folders, relation
 
 
+def lookup(params: Params, key: str):
+    """The value of a params key such as "train.batch_size"."""
+    node = params
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 @dataclass(frozen=True)
 class P:
     """One path a stage reads or writes: a params key (e.g. "paths.prepared"), optionally a
@@ -40,9 +48,7 @@ class P:
     style: dict | None = field(default=None, compare=False, hash=False)  # dvc plots options
 
     def value(self, params: Params) -> str | None:
-        node = params
-        for part in self.key.split("."):
-            node = getattr(node, part)
+        node = lookup(params, self.key)
         return None if node is None else (f"{node}/{self.file}" if self.file else str(node))
 
     def dvc(self) -> str:
@@ -228,7 +234,7 @@ def check_memory(stage: Stage, params: Params, available: dict[str, int] | int |
     stage runs on one, else the host's."""
     px = params.ingest.size ** 2 * params.ingest.channels
     for batch in stage.memory:
-        size, width = _value(params, batch.size), max(_value(params, batch.width), 8)
+        size, width = lookup(params, batch.size), max(lookup(params, batch.width), 8)
         nbytes = size * px * 4 * width * batch.maps
         limit, where = _memory_of(batch.device, params, available)
         if limit is not None and nbytes > 0.8 * limit:
@@ -237,22 +243,17 @@ def check_memory(stage: Stage, params: Params, available: dict[str, int] | int |
                               "use a smaller batch")
 
 
-def _value(params: Params, key: str):
-    section, name = key.split(".")
-    return getattr(getattr(params, section), name)
-
-
 def _memory_of(device_key: str, params: Params, available) -> tuple[int | None, str]:
     if isinstance(available, dict):
         return available.get(device_key), device_key
     if available is not None:
         return available, "this machine"
-    section, key = device_key.split(".")
-    if getattr(getattr(params, section), key) != "cpu":  # auto or cuda: is a GPU what runs it?
+    name = lookup(params, device_key)
+    if name != "cpu":  # auto or cuda: is a GPU what runs it?
         import torch
 
         from .params import device as params_device
-        dev = params_device(device_key, getattr(getattr(params, section), key))
+        dev = params_device(device_key, name)
         if dev.type == "cuda":
             return torch.cuda.get_device_properties(dev).total_memory, f"the GPU ({device_key}={dev})"
     try:
