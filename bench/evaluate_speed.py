@@ -74,9 +74,11 @@ def measure(size: int, members: int, steps: int, device: torch.device, rounds: i
     ways = {
         "before": lambda: [before(x_tr, y_tr, 10, steps, batch, lr, width, k, device) for k in range(members)],
         "one_by_one": lambda: classifier.fit_all([classifier.Member(x_tr, y_tr, k) for k in range(members)], 10,
-                                                 steps, batch, lr, width, device, together=False),
+                                                 classifier.Training(steps, batch, lr, width, device=device),
+                                                 together=False),
         "together": lambda: classifier.fit_all([classifier.Member(x_tr, y_tr, k) for k in range(members)], 10,
-                                               steps, batch, lr, width, device, together=True),
+                                               classifier.Training(steps, batch, lr, width, device=device),
+                                               together=True),
     }
     seconds: dict[str, list[float]] = {k: [] for k in ways}
     models = {}

@@ -127,7 +127,7 @@ def main():
     for tag, augment in (("judge plain", None),
                          ("judge augmented", classifier.classic_augment(aug.shift, aug.rotate, aug.scale, aug.hflip,
                                                                         ev.seed))):
-        model = classifier.fit(x_tr, y_tr, n_cls, steps, ev.batch_size, ev.lr, ev.width, ev.seed,
+        model = classifier.fit(x_tr, y_tr, n_cls, classifier.Training(steps, ev.batch_size, ev.lr, ev.width), ev.seed,
                                balanced=True, augment=augment)
         rules[tag] = lambda x, y, m=model: classifier.predict(m, torch.from_numpy(x).permute(0, 3, 1, 2))[0] == y
 

@@ -146,7 +146,7 @@ def yardstick(work: Path, size: int, names: list[str]):
     resize = resizer(size, "stretch")
     x = np.stack([convert(a[:, :, None], resize)[:, :, 0] for a in x_all[rest]])
     y = torch.tensor([names.index(str(v)) for v in y_all[rest]])
-    model = classifier.fit(torch.from_numpy(x).unsqueeze(1), y, len(names), 20 * int(np.ceil(len(y) / 64)), 64,
-                           2e-3, 32, 0, balanced=True)
+    model = classifier.fit(torch.from_numpy(x).unsqueeze(1), y, len(names),
+                           classifier.Training(20 * int(np.ceil(len(y) / 64)), 64, 2e-3, 32), 0, balanced=True)
     torch.save(model.state_dict(), path)
     return model

@@ -59,62 +59,70 @@ class Member:
     steps: int | None = None  # its own number of steps (None: fit_all's)
 
 
-def fit(x, y: torch.Tensor, n_classes: int, steps: int, batch_size: int, lr: float,
-        width: int, seed: int, balanced: bool = False, augment: Callable | None = None,
-        device: torch.device | str = "cpu", workers: int = 0) -> SmallCNN:
+@dataclass(frozen=True)
+class Training:
+    """How the classifiers of one fit_all train (every member alike)."""
+    steps: int                           # each member's steps unless its Member.steps says otherwise
+    batch_size: int
+    lr: float                            # Adam's peak learning rate, on a one-cycle schedule
+    width: int                           # channels of the first BatchNorm block, doubling each block
+    blocks: int = 2                      # BatchNorm blocks (SmallCNN)
+    device: torch.device | str = "cpu"
+    workers: int = 0                     # batch-reading processes (DataLoader workers)
+
+
+def fit(x, y: torch.Tensor, n_classes: int, training: Training, seed: int, *, balanced: bool = False,
+        augment: Callable | None = None) -> SmallCNN:
     """Train for a fixed number of steps (not epochs): a bigger training set gets no extra updates.
     x: an image set (NCHW tensor, uint8 or float in [-1, 1], or pixels.Images / Stack), read a
-    batch at a time through a DataLoader: `workers` processes read the rows ahead.
+    batch at a time through a DataLoader: `training.workers` processes read the rows ahead.
 
     balanced: draw batches class-balanced (random over-sampling, the classic baseline).
     augment: a batch transform (the classic augmentation every arm of evaluate shares), applied
     here, in order, so its seeded random stream does not depend on the number of workers.
     """
-    return fit_all([Member(x, y, seed, balanced, augment)], n_classes, steps, batch_size, lr, width,
-                   device, workers, together=False)[0]
+    return fit_all([Member(x, y, seed, balanced, augment)], n_classes, training, together=False)[0]
 
 
-def fit_all(members: list[Member], n_classes: int, steps: int, batch_size: int, lr: float, width: int,
-            device: torch.device | str = "cpu", workers: int = 0, together: bool | None = None,
-            desc: str | None = None, blocks: int = 2, val: tuple | None = None,
-            curve_points: int = 0) -> list[SmallCNN]:
+def fit_all(members: list[Member], n_classes: int, training: Training, *, together: bool | None = None,
+            desc: str | None = None, val: tuple | None = None, curve_points: int = 0) -> list[SmallCNN]:
     """Train classifiers of one shape, each as `fit` would (its own seed, draws, augmentation and
-    steps: `Member.steps`, else `steps`).
+    steps: `Member.steps`, else `training.steps`).
 
     together (None: on a GPU): as one network, each member's channels a group of its own
     (`_Together`), so that a step is one launch of every layer for all members instead of one
     per member: a single small CNN fills a fraction of a GPU; members of the same number of
     steps train together. On the CPU one after another: a small CNN's step already fills the
-    cores there, and grouped convolutions run slower than the members' own
-    (bench/evaluate_speed.py). The results are the same but for rounding.
+    cores there, and grouped convolutions run no faster than the members' own (bench/
+    evaluate_speed.py). The results are the same but for rounding.
 
     val: (images, labels): each model's learning curve on them, `curve_points` times evenly
     over its training, is left in `model.curve` (step, val loss, accuracy and macro-F1 over the
     classes val holds).
     """
-    device = torch.device(device)
+    device = torch.device(training.device)
     together = device.type == "cuda" if together is None else together
-    own = [m.steps or steps for m in members]
+    own = [m.steps or training.steps for m in members]
     groups = [[i] for i in range(len(members))] if not together else \
         [[i for i in range(len(members)) if own[i] == s] for s in dict.fromkeys(own)]
     bar = progress(total=sum(own[g[0]] for g in groups), desc=desc, unit="step", disable=desc is None)
     models: list[SmallCNN | None] = [None] * len(members)
     for group in groups:
-        trained = _train([members[i] for i in group], n_classes, own[group[0]], batch_size, lr, width, device,
-                         workers, blocks, val, curve_points, bar)
+        trained = _train([members[i] for i in group], n_classes, own[group[0]], training, val=val,
+                         curve_points=curve_points, bar=bar)
         for i, m in zip(group, trained):
             models[i] = m
     bar.close()
     return models
 
 
-def _train(members: list[Member], n_classes: int, steps: int, batch_size: int, lr: float, width: int,
-           device: torch.device, workers: int, blocks: int = 2, val: tuple | None = None, curve_points: int = 0,
-           bar=None) -> list[SmallCNN]:
+def _train(members: list[Member], n_classes: int, steps: int, training: Training, *, val: tuple | None,
+           curve_points: int, bar) -> list[SmallCNN]:
+    device, batch_size, lr = torch.device(training.device), training.batch_size, training.lr
     models = []
     for m in members:  # each member's initial weights from its own seed, as when trained alone
         torch.manual_seed(m.seed)
-        models.append(SmallCNN(m.x.shape[1], n_classes, width, blocks))
+        models.append(SmallCNN(m.x.shape[1], n_classes, training.width, training.blocks))
     net = (models[0] if len(models) == 1 else _Together(models)).to(device, memory_format=torch.channels_last)
     # Elementwise, so a member's updates are its own; fused: one kernel for all tensors, not a loop.
     opt = torch.optim.Adam(net.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
@@ -122,8 +130,8 @@ def _train(members: list[Member], n_classes: int, steps: int, batch_size: int, l
     draws = [_Draws(_weights(m.y, n_classes, m.balanced), batch_size, steps, m.seed) for m in members]
     loader = torch.utils.data.DataLoader(
         _Rows([(m.x, m.y) for m in members]), batch_sampler=_Steps(draws), collate_fn=_as_is,
-        num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=one_thread,
-        prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0))
+        num_workers=training.workers, pin_memory=device.type == "cuda", worker_init_fn=one_thread,
+        prefetch_factor=4 if training.workers else None, generator=torch.Generator().manual_seed(0))
     # The steps after which the curve is measured: evenly spread, the last one included.
     watch = {max(1, round(steps * (k + 1) / curve_points)) for k in range(curve_points)} if val else set()
     curves = [{"step": [], "val_loss": [], "val_accuracy": [], "val_macro_f1": []} for _ in members]
@@ -296,8 +304,8 @@ def fit_reference(x, y: torch.Tensor, n_classes: int, cfg, seed: int, device: to
     images is learnt as a class) and gives the feature space for train's validation metric. On
     the stage's device: at 300,000 images its 15 epochs are 70,000 steps."""
     steps = max(200, cfg.epochs * math.ceil(len(x) / cfg.batch_size))
-    return fit(x, y, n_classes, steps, cfg.batch_size, cfg.lr, cfg.width, seed, balanced=True, augment=augment,
-               device=device)
+    return fit(x, y, n_classes, Training(steps, cfg.batch_size, cfg.lr, cfg.width, device=device), seed,
+               balanced=True, augment=augment)
 
 
 def classic_augment(shift: float, rotate: float, scale: float, hflip: bool, seed: int) -> Callable | None:

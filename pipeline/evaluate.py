@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,58 +116,111 @@ def synthetic_rows(synth: pd.DataFrame, counts: dict[str, int], share: float, ne
     return synth["sample_id"].isin(kept["sample_id"]).to_numpy()
 
 
+@dataclass
+class _Data:
+    """What evaluate judges: ganaug's splits of the real images (left on disk, read a batch at a
+    time), the accepted synthetic ones, and the plan's counts."""
+    prepared: pd.DataFrame
+    synth: pd.DataFrame            # the accepted synthetic rows
+    label_map: dict[str, int]
+    counts: dict[str, int]         # real train images per class
+    need: dict[str, int]           # images every plain folder adds per class (the plan)
+    rare: list[str]
+    real: tuple                    # (images, labels) of the real train split
+    val: tuple
+    test: tuple
+    syn: tuple                     # (None, None) when nothing was accepted
+    judged: dict                   # the identities of the sets judged
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.label_map)
+
+
 def evaluate(params: Params) -> dict:
     """The data, the classifiers, their training, the record: each arm's classifier trains as a
     user's stage trains on its folder (`evaluate.arm_classifier.epochs` passes over it, its
     learning curve on val recorded), is tested on the real test split, and the gate decides."""
     cfg = params.evaluate
-    plain = cfg.user_training == "plain"
-    prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
+    data = _data(params)
+    seeds = [cfg.seed + r for r in range(cfg.repeats)]
+    members, smote, share_images = _members(cfg, data, seeds, fill=fills_with_duplicates(params))
 
-    # The data: ganaug's splits of the real images, the accepted synthetic ones, the plan's counts.
+    # The training: every classifier in one call (on a GPU as one network), to its own step count.
+    device = params_device("evaluate.device", cfg.device)
+    arm = cfg.arm_classifier
+    training = classifier.Training(1, cfg.batch_size, cfg.lr, arm.width, arm.blocks, device,
+                                   loader_workers(cfg.loader_workers, device))
+    x_val, y_val = data.val
+    models = dict(zip(members, classifier.fit_all(list(members.values()), len(data.names), training,
+                                                  desc="evaluate: classifiers", curve_points=arm.curve_points,
+                                                  val=(x_val, y_val) if len(y_val) else None)))
+
+    # The record: test predictions, the share val chose, intervals, the decision.
+    metrics = _record(params, data, seeds, members, models, share_images)
+    metrics["classifier"]["smote_neighbours"] = max(0, smote.k)
+    reports = Path(params.paths.reports)
+    write_json(reports / "metrics.json", metrics)
+    write_json(reports / GATE_FILE, metrics["gate"])
+    recall = pd.DataFrame({"class": data.names, **{
+        name: [metrics["arms"][name]["per_class_recall"][c] if name in metrics["arms"] else None for c in data.names]
+        for name in NAMES}})
+    write_csv(recall, reports / "per_class_recall.csv")
+    plots.learning_curves({name: m["training"] for name, m in metrics["arms"].items()}, reports / CURVES_PLOT)
+    return metrics
+
+
+def _data(params: Params) -> _Data:
+    prepared_dir, accepted_dir = Path(params.paths.prepared), Path(params.paths.accepted)
     prepared = read_prepared(params)
     accepted = read_manifest(accepted_dir)
     judged = {"paths.prepared": identity(prepared_dir), "paths.accepted": identity(accepted_dir)}
     check_made_from(accepted_dir, {"paths.prepared": judged["paths.prepared"]}, rerun="filter")
     synth = accepted[accepted["source"] == "synthetic"]
     label_map = label_map_of(prepared)
-    names = list(label_map)
-    real = real_train_rows(prepared)
     in_train = class_counts(prepared)
-    counts = {k: in_train.get(k, 0) for k in names}
-    rare = rare_classes(counts)
-    need = needed_per_class(counts, params.generate.sampling_strategy)  # every plain folder's final counts
-    x_real, y_real = _images(prepared_dir, prepared, real, label_map, "ingest")
-    x_val, y_val = _images(prepared_dir, prepared, prepared[prepared["split"] == "val"], label_map, "ingest")
-    x_test, y_test = _images(prepared_dir, prepared, prepared[prepared["split"] == "test"], label_map, "ingest")
-    x_syn, y_syn = _images(accepted_dir, accepted, synth, label_map, "filter") if len(synth) else (None, None)
-    seeds = [cfg.seed + r for r in range(cfg.repeats)]
+    counts = {k: in_train.get(k, 0) for k in label_map}
 
-    # The classifiers: each arm's folder per seed (pipeline/arms.py), the synthetic arm once per
-    # share (val picks the share), and CAS (the synthetic images alone).
-    smote = Smote(x_real, y_real, strategy={label_map[k]: counts[k] + n for k, n in need.items()})
-    data = ArmData(x_real, y_real, {label_map[k]: n for k, n in need.items()}, smote, plain,
-                   fill=fills_with_duplicates(params))
-    members = {(name, seed): _member(cfg, *BY_NAME[name].recipe(data, seed), seed)
+    def split(name):
+        return _images(prepared_dir, prepared, prepared[prepared["split"] == name], label_map, "ingest")
+
+    return _Data(prepared, synth, label_map, counts,
+                 need=needed_per_class(counts, params.generate.sampling_strategy),
+                 rare=rare_classes(counts),
+                 real=_images(prepared_dir, prepared, real_train_rows(prepared), label_map, "ingest"),
+                 val=split("val"), test=split("test"),
+                 syn=_images(accepted_dir, accepted, synth, label_map, "filter") if len(synth) else (None, None),
+                 judged=judged)
+
+
+def _members(cfg, data: _Data, seeds: list[int], fill: bool) -> tuple[dict, Smote, dict[float, int]]:
+    """The classifiers to train: each arm's folder per seed (pipeline/arms.py), the synthetic arm
+    once per share (val picks the share), and CAS (the synthetic images alone). Also the SMOTE
+    sampler, and each share's synthetic images."""
+    plain = cfg.user_training == "plain"
+    (x_real, y_real), (x_syn, y_syn) = data.real, data.syn
+    label_map, synth = data.label_map, data.synth
+    smote = Smote(x_real, y_real, strategy={label_map[k]: data.counts[k] + n for k, n in data.need.items()})
+    arm_data = ArmData(x_real, y_real, {label_map[k]: n for k, n in data.need.items()}, smote, plain, fill=fill)
+    members = {(name, seed): _member(cfg, *BY_NAME[name].recipe(arm_data, seed), seed)
                for seed in seeds for name in BASELINES}
     share_images: dict[float, int] = {}
     for share in sorted(set(cfg.synthetic_shares)) if len(synth) else ():
-        mask = synthetic_rows(synth, counts, share, need if plain else None)
+        mask = synthetic_rows(synth, data.counts, share, data.need if plain else None)
         share_images[share] = int(mask.sum())
-        data.mix = (Stack(x_real, x_syn.subset(mask)), torch.cat([y_real, y_syn[torch.tensor(mask)]]))
-        members |= {(share, seed): _member(cfg, *BY_NAME[CANDIDATE].recipe(data, seed), seed) for seed in seeds}
-    if len(synth) and len(torch.unique(y_syn)) >= 2 and torch.isin(y_test, torch.unique(y_syn)).any():
+        arm_data.mix = (Stack(x_real, x_syn.subset(mask)), torch.cat([y_real, y_syn[torch.tensor(mask)]]))
+        members |= {(share, seed): _member(cfg, *BY_NAME[CANDIDATE].recipe(arm_data, seed), seed) for seed in seeds}
+    if len(synth) and len(torch.unique(y_syn)) >= 2 and torch.isin(data.test[1], torch.unique(y_syn)).any():
         members["cas", seeds[0]] = _member(cfg, x_syn, y_syn, True, seeds[0])
+    return members, smote, share_images
 
-    # The training: every classifier in one call (on a GPU as one network), to its own step count.
-    device = params_device("evaluate.device", cfg.device)
-    arm = cfg.arm_classifier
-    models = dict(zip(members, classifier.fit_all(
-        list(members.values()), len(names), 1, cfg.batch_size, cfg.lr, arm.width, device, loader_workers(cfg.loader_workers, device),
-        desc="evaluate: classifiers", blocks=arm.blocks, val=(x_val, y_val) if len(y_val) else None,
-        curve_points=arm.curve_points)))
 
-    # The record: test predictions, the share val chose, intervals, the decision.
+def _predictions(cfg, data: _Data, seeds: list[int], models: dict, share_images: dict[float, int]):
+    """Each arm's test predictions per seed (the synthetic arm's at the share val chose), each
+    share's val figures, and the share chosen (None: no synthetic image)."""
+    names, rare = data.names, data.rare
+    (x_val, y_val), (x_test, _) = data.val, data.test
+
     def predict(key, x):
         return classifier.predict(models[key], x)[0]
 
@@ -180,14 +234,24 @@ def evaluate(params: Params) -> dict:
     if shares:  # ties go to the smaller share: fewer synthetic images for the same result
         chosen = max(shares, key=lambda s: (shares[s]["val"][cfg.gate_metric] if shares[s]["val"] else 0.0, -s))
         test_preds[CANDIDATE] = shares[chosen]["test"]
+    return test_preds, shares, chosen
+
+
+def _record(params: Params, data: _Data, seeds: list[int], members: dict, models: dict,
+            share_images: dict[float, int]) -> dict:
+    """metrics.json: each arm's test figures and training, the share val chose, the decision."""
+    cfg = params.evaluate
+    names, rare = data.names, data.rare
+    y_val, y_test = data.val[1], data.test[1]
+    test_preds, shares, chosen = _predictions(cfg, data, seeds, models, share_images)
     # Each reported arm's classifiers: a baseline's own, the synthetic arm's at the chosen share.
     keys = {name: name for name in BASELINES} | ({CANDIDATE: chosen} if chosen is not None else {})
 
     y_true = y_test.numpy()
-    test_counts = {n: int((y_true == label_map[n]).sum()) for n in names}
+    test_counts = {n: int((y_true == data.label_map[n]).sum()) for n in names}
     undetermined = [n for n in names if test_counts[n] < cfg.min_test_images]
     balanced = cfg.test_priors == "balanced"
-    rare_idx = [label_map[c] for c in rare]
+    rare_idx = [data.label_map[c] for c in rare]
     means = {name: _mean([test_scores(y_true, p, names, rare_idx, balanced) for p in preds])
              for name, preds in test_preds.items()}
     boot = evidence.bootstrap(y_true, {name: np.stack(p) for name, p in test_preds.items()}, len(names),
@@ -196,15 +260,17 @@ def evaluate(params: Params) -> dict:
         for k in METRICS:
             means[name][f"{k}_interval"] = [round(float(v), 4) for v in evidence.interval(b[k], cfg.confidence)]
         means[name]["training"] = _training([models[keys[name], s] for s in seeds], members[keys[name], seeds[0]].steps)
-    gate = decide(boot, names, cfg.gate_metric, cfg.min_gain, cfg.confidence, chosen,
-                  shares.get(chosen, {}).get("images", 0), BASELINES, CANDIDATE, undetermined=undetermined,
-                  measured_loss=cfg.measured_loss, synthetic_classes=sorted(set(synth["label"])), balancing=BALANCING)
+    gate = decide(boot, names, metric=cfg.gate_metric, min_gain=cfg.min_gain, confidence=cfg.confidence,
+                  share=chosen, images=shares.get(chosen, {}).get("images", 0), baselines=BASELINES,
+                  candidate=CANDIDATE, undetermined=undetermined, measured_loss=cfg.measured_loss,
+                  synthetic_classes=sorted(set(data.synth["label"])), balancing=BALANCING)
     gate["user_training"] = cfg.user_training
     gate["rests_on"] = _rests_on(test_counts, undetermined, seeds, means, cfg)
-    gate["judged"] = judged  # append acts on the decision only for these very sets
+    gate["judged"] = data.judged  # append acts on the decision only for these very sets
     gate["decided_under"] = decided_under(params)  # ... and only under these params
     val_classes = sorted(names[c] for c in set(y_val.tolist()))
-    metrics = {
+    plain = cfg.user_training == "plain"
+    return {
         "arms": {a.name: {"what": a.what(plain), **means[a.name]} for a in ARMS if a.name in means},
         "gate": gate,
         "rare_classes": rare,
@@ -217,29 +283,17 @@ def evaluate(params: Params) -> dict:
         "mix_chosen_on": {"val_images": len(y_val), "val_classes": val_classes,
                           "rare_classes_in_val": [c for c in rare if c in val_classes],
                           "rule": "best val " + cfg.gate_metric if len(y_val) else "no val image: the smallest share"},
-        "synthetic_quality": _synthetic_quality(models[BASELINE_REFERENCE, seeds[0]], models.get(("cas", seeds[0])),
-                                                x_syn, y_syn, names, x_real, y_real, x_test, y_test,
-                                                quality.class_copy_radii(prepared_dir, prepared, label_map,
-                                                                         params.filter.copy_quantile)[0])
-        if len(synth) else {"count": 0},
-        "train_images": {"real": len(real), "synthetic_accepted": len(synth),
+        "synthetic_quality": _synthetic_quality(params, data, models[BASELINE_REFERENCE, seeds[0]],
+                                                models.get(("cas", seeds[0]))) if len(data.synth) else {"count": 0},
+        "train_images": {"real": len(data.real[1]), "synthetic_accepted": len(data.synth),
                          "synthetic_used": gate["synthetic_images"]},
         "test_priors": cfg.test_priors,
-        "classifier": {"passes": arm.epochs, "width": arm.width, "blocks": arm.blocks, "repeats": cfg.repeats,
+        "classifier": {"passes": cfg.arm_classifier.epochs, "width": cfg.arm_classifier.width,
+                       "blocks": cfg.arm_classifier.blocks, "repeats": cfg.repeats,
                        "seeds": seeds, "user_training": cfg.user_training,
                        "augment": None if plain else cfg.augment.model_dump(),
-                       "test_images": len(y_true), "bootstrap": cfg.bootstrap,
-                       # 0: a class has a single training image and SMOTE cannot interpolate (the arm is real only)
-                       "smote_neighbours": max(0, smote.k)},
+                       "test_images": len(y_true), "bootstrap": cfg.bootstrap},
     }
-    reports = Path(params.paths.reports)
-    write_json(reports / "metrics.json", metrics)
-    write_json(reports / GATE_FILE, gate)
-    recall = pd.DataFrame({"class": names, **{name: [means[name]["per_class_recall"][c] if name in means else None
-                                                     for c in names] for name in NAMES}})
-    write_csv(recall, reports / "per_class_recall.csv")
-    plots.learning_curves({name: means[name]["training"] for name in means}, reports / CURVES_PLOT)
-    return metrics
 
 
 BASELINE_REFERENCE = next(a.name for a in ARMS if a.reference)  # its classifier predicts the rare classes
@@ -285,11 +339,14 @@ def _rests_on(test_counts: dict[str, int], undetermined: list[str], seeds: list[
             "converged": {name: m["training"]["converged"] for name, m in means.items()}}
 
 
-def _synthetic_quality(model, cas_model, x_syn, y_syn, names, x_real, y_real, x_test, y_test, radii) -> dict:
+def _synthetic_quality(params: Params, data: _Data, model, cas_model) -> dict:
     """Per-class quality (pipeline/quality.py) and CAS: cas_model, trained on the synthetic images
     alone (None: fewer than two classes of them), tested on real test images of those classes,
-    against the real-trained one."""
-    per_class = quality.per_class(model, x_real, y_real, x_syn, y_syn, names, radii)
+    against the real-trained one (model)."""
+    (x_real, y_real), (x_syn, y_syn), (x_test, y_test) = data.real, data.syn, data.test
+    radii = quality.class_copy_radii(Path(params.paths.prepared), data.prepared, data.label_map,
+                                     params.filter.copy_quantile)[0]
+    per_class = quality.per_class(model, x_real, y_real, x_syn, y_syn, data.names, radii)
     classes = torch.unique(y_syn)
     on_test = torch.isin(y_test, classes)
     out = {"count": len(x_syn), "per_class": per_class}
@@ -299,7 +356,7 @@ def _synthetic_quality(model, cas_model, x_syn, y_syn, names, x_real, y_real, x_
         truth = y_test[on_test].numpy()
         out["cas"] = round(float((pred == truth).mean()), 4)
         out["cas_real_reference"] = round(float((ref == truth).mean()), 4)
-        out["cas_classes"] = [names[c] for c in classes.tolist()]
+        out["cas_classes"] = [data.names[c] for c in classes.tolist()]
     return out
 
 

@@ -402,6 +402,14 @@ def filter_candidates(params: Params, run_parts: RunParts = in_process) -> dict:
     calibration = {"realness": _realness_calibration(params, real_val, list(label_map)), "novelty": novelty,
                    "radius": {k: round(radii[k], 4) for k in label_map}}
     report = _report(params, need, {r.label: r for r in results}, thresholds, calibration)
+    _pictures(params, prepared, need, results, real_val, thresholds, kept)
+    return report
+
+
+def _pictures(params: Params, prepared: pd.DataFrame, need: dict, results: list, real_val: pd.DataFrame,
+              thresholds: dict, kept: pd.DataFrame):
+    """What the filter did, to look at: score histograms, the accepted images, and per class the
+    first few each test rejected (or a notice saying why there is nothing to show)."""
     seen = {r.label: r.seen for r in results}
     reports = Path(params.paths.reports)
     if need:
@@ -422,7 +430,6 @@ def filter_candidates(params: Params, run_parts: RunParts = in_process) -> dict:
                    f"rejected candidates: per class, the first few each test rejected{more}")
     else:
         notice(reports / "filter_rejected.png", "the filter rejected no candidate")
-    return report
 
 
 def _realness_calibration(params: Params, real_val: pd.DataFrame, labels: list[str]) -> dict:

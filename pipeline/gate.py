@@ -22,10 +22,18 @@ from .provenance import identity
 GATE_FILE = "gate.json"                                 # under paths.reports
 
 
-def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str, min_gain: float | None,
-           confidence: float, share: float | None, images: int, baselines: tuple[str, ...] = (),
-           candidate: str = "synthetic", undetermined: list[str] = (), measured_loss: float | None = None,
-           synthetic_classes: list[str] = (), balancing: tuple[str, ...] = ()) -> dict:
+def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], *,
+           metric: str,                            # evaluate.gate_metric
+           min_gain: float | None,                 # the lower end of the gain's interval must be above it; None: off
+           confidence: float,                      # of the central interval
+           share: float | None,                    # the synthetic share val chose (recorded)
+           images: int,                            # the synthetic images that share uses (recorded)
+           baselines: tuple[str, ...] = (),        # the arms to beat (none named: every arm but the candidate)
+           candidate: str = "synthetic",           # the arm judged
+           undetermined: list[str] = (),           # classes with too few test images for a verdict of their own
+           measured_loss: float | None = None,     # evaluate.measured_loss (below)
+           synthetic_classes: list[str] = (),      # the classes the synthetic images go to
+           balancing: tuple[str, ...] = ()) -> dict:  # the baselines whose folders reach the plan's counts
     """Open the gate only when the synthetic arm beats the best other arm with confidence: the
     lower end of the paired bootstrap interval of its gain (pipeline/evidence.py: test images and
     classifier seeds redrawn) is above min_gain. A gain that test-image or seed noise could make
@@ -44,9 +52,7 @@ def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str
     the choice between ganaug's images and the baseline's duplicates or interpolations is blind
     either way; the images the filter vouched for land, and the decision says so.
 
-    fallback_arm: the baseline whose folder lands when the gate closes: the best of the
-    `balancing` arms (their folders reach the plan's counts, what the user asked for), unless
-    another baseline (the real images alone) beats it with confidence."""
+    fallback_arm: the baseline whose folder lands when the gate closes (_fallback)."""
     others = [a for a in (baselines or boot) if a in boot and a != candidate]
     best_other = max(others, key=lambda a: boot[a][metric][0])
     gate = {"metric": metric, "min_gain": min_gain, "confidence": confidence, "best_other_arm": best_other,
@@ -59,44 +65,72 @@ def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], metric: str
     # In each replicate, against the best of the other arms there: beating them all, not one.
     gain = boot[candidate][metric] - np.max([boot[a][metric] for a in others], axis=0)
     lo, hi = interval(gain, confidence)
-    recall_gain = boot[candidate]["recall"] - boot[best_other]["recall"]
-    r_lo, r_hi = interval(recall_gain, confidence)
     gate |= {"gain": round(float(gain[0]), 4), "interval": [round(float(lo), 4), round(float(hi), 4)],
-             "per_class_recall_gain": {n: {"gain": round(float(recall_gain[0, k]), 4), "undetermined": True,
-                                           "interval": None} if n in undetermined else
-                                       {"gain": round(float(recall_gain[0, k]), 4),
-                                        "interval": [round(float(r_lo[k]), 4), round(float(r_hi[k]), 4)]}
-                                       for k, n in enumerate(names)}}
+             "per_class_recall_gain": _per_class_gain(boot[candidate]["recall"] - boot[best_other]["recall"],
+                                                      names, undetermined, confidence)}
     shown = f"{gain[0]:+.4f}, {confidence:.0%} interval [{lo:+.4f}, {hi:+.4f}]"
     if min_gain is None:
         return {**gate, "passed": True, "reason": f"gate off (evaluate.min_gain=null); {metric} gain {shown}"}
     if lo > min_gain:
         return {**gate, "passed": True, "reason": f"synthetic beats {best_other} on {metric} by {shown}, "
                                                  f"all above min_gain {min_gain}"}
-    blind = sorted(set(undetermined) & set(synthetic_classes))
-    measured = [k for k, n in enumerate(names) if n not in undetermined]
-    if blind and measured and metric in ("macro_f1", "balanced_accuracy"):  # reported whether the rule is on or off
-        per_class = "f1" if metric == "macro_f1" else "recall"
-        on_measured = {a: boot[a][per_class][:, measured].mean(1) for a in [candidate, *others]}
-        m_gain = on_measured[candidate] - np.max([on_measured[a] for a in others], axis=0)
-        m_lo, m_hi = interval(m_gain, confidence)
-        gate["measured_classes"] = {"classes": [names[k] for k in measured], "gain": round(float(m_gain[0]), 4),
-                                    "interval": [round(float(m_lo), 4), round(float(m_hi), 4)],
-                                    "max_loss": measured_loss}
-        if measured_loss is not None and m_lo >= -measured_loss:
-            return {**gate, "passed": True, "opened_on": "measured classes",
-                    "reason": f"no sure {metric} gain overall ({shown}), but on the {len(measured)} classes with "
-                              f"enough test images synthetic loses at most {measured_loss} to the best other arm "
-                              f"({m_gain[0]:+.4f}, interval [{m_lo:+.4f}, {m_hi:+.4f}]), and the test split cannot "
-                              f"measure classes {blind}, where its images go: the images the filter accepted "
-                              "land there rather than duplicates or interpolations"}
+    opened = _open_on_measured(boot, names, gate, shown, arms=[candidate, *others], undetermined=undetermined,
+                               synthetic_classes=synthetic_classes, measured_loss=measured_loss)
+    if opened is not None:
+        return opened
     return {**gate, "passed": False, "synthetic_images": 0,
             "reason": f"synthetic does not beat {best_other} on {metric} with confidence: gain {shown}, whose "
                       f"lower end is not above min_gain {min_gain} (test images and classifier seeds could make "
                       "such a gain); no synthetic image is appended"}
 
 
+def _open_on_measured(boot: dict, names: list[str], gate: dict, shown: str, *, arms: list[str],
+                      undetermined: list[str], synthetic_classes: list[str], measured_loss: float | None) -> dict | None:
+    """The gate opened on the measured classes (decide's docstring), or None; records the
+    measured classes' gain in `gate` whether the rule is on or off."""
+    metric = gate["metric"]
+    blind = sorted(set(undetermined) & set(synthetic_classes))
+    measured = [k for k, n in enumerate(names) if n not in undetermined]
+    if not (blind and measured and metric in ("macro_f1", "balanced_accuracy")):
+        return None
+    on_measured, lo = _on_measured(boot, names, measured, metric, arms, confidence=gate["confidence"])
+    gate["measured_classes"] = on_measured | {"max_loss": measured_loss}
+    if measured_loss is None or lo < -measured_loss:
+        return None
+    gain, hi = on_measured["gain"], on_measured["interval"][1]
+    return {**gate, "passed": True, "opened_on": "measured classes",
+            "reason": f"no sure {metric} gain overall ({shown}), but on the {len(measured)} classes with "
+                      f"enough test images synthetic loses at most {measured_loss} to the best other arm "
+                      f"({gain:+.4f}, interval [{lo:+.4f}, {hi:+.4f}]), and the test split cannot "
+                      f"measure classes {blind}, where its images go: the images the filter accepted "
+                      "land there rather than duplicates or interpolations"}
+
+
+def _per_class_gain(recall_gain: np.ndarray, names: list[str], undetermined: list[str], confidence: float) -> dict:
+    """Each class's recall gain (replicates x classes), with its interval where the class has
+    test images enough; an undetermined class's without one (never a [0, 0] it cannot show)."""
+    lo, hi = interval(recall_gain, confidence)
+    return {n: {"gain": round(float(recall_gain[0, k]), 4), "undetermined": True, "interval": None}
+            if n in undetermined else
+            {"gain": round(float(recall_gain[0, k]), 4), "interval": [round(float(lo[k]), 4), round(float(hi[k]), 4)]}
+            for k, n in enumerate(names)}
+
+
+def _on_measured(boot: dict, names: list[str], measured: list[int], metric: str, arms: list[str],
+                 confidence: float) -> tuple[dict, float]:
+    """The gain of arms[0] over the best of the others, on the measured classes alone (and the
+    lower end of its interval, unrounded)."""
+    per_class = "f1" if metric == "macro_f1" else "recall"
+    on_measured = {a: boot[a][per_class][:, measured].mean(1) for a in arms}
+    gain = on_measured[arms[0]] - np.max([on_measured[a] for a in arms[1:]], axis=0)
+    lo, hi = interval(gain, confidence)
+    return {"classes": [names[k] for k in measured], "gain": round(float(gain[0]), 4),
+            "interval": [round(float(lo), 4), round(float(hi), 4)]}, float(lo)
+
+
 def _fallback(boot: dict, others: list[str], balancing: list[str], metric: str, confidence: float) -> str:
+    """The best of the `balancing` arms (their folders reach the plan's counts, what the user
+    asked for), unless another baseline (the real images alone) beats it with confidence."""
     best = max(others, key=lambda a: boot[a][metric][0])
     if best in balancing or not balancing:
         return best

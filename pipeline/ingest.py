@@ -62,72 +62,15 @@ def ingest(params: Params) -> dict:
             raise DataError(f"{src.path}: {reason} (set ingest.on_bad_file=quarantine to skip such files)")
         quarantine.append({"path": src.shown, "label": src.label, "reason": reason})
 
-    # Pass 1: hash the bytes (in worker processes), drop exact duplicates (the sample_id is the
-    # content hash). Results come in input order: the first of two copies is kept.
     workers = cfg.workers or os.cpu_count() or 1
-    with _pool(workers, len(sources)) as pool:
-        hashed = list(progress(pool.map(hash_one, [(str(src.path), cfg.max_file_mb) for src in sources],
-                                        chunksize=_chunksize(len(sources), workers)),
-                               total=len(sources), desc="ingest: hash", unit="file", leave=False))
-    unique: dict[str, Source] = {}
-    duplicates = []
-    conflicting: dict[str, list[Source]] = {}
-    for src, (digest, problem) in zip(sources, hashed):
-        if problem:
-            bad(src, problem)
-            continue
-        if digest in unique:
-            first = unique[digest]
-            if first.label != src.label:
-                conflicting.setdefault(digest, [first]).append(src)
-            duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
-                               "conflict": first.label != src.label})
-            continue
-        unique[digest] = src
+    unique, duplicates = _unique(sources, cfg, workers, bad)
 
-    # One image under two labels: which is right cannot be known, so neither copy is used.
-    for digest, copies in conflicting.items():
-        names = sorted({c.label for c in copies})
-        for c in copies:
-            bad(c, f"the same image is listed under labels {names} (see duplicates); fix its label")
-        del unique[digest]
-
-    # Pass 2: decode, convert, write: in worker processes, results in input order, so the
-    # manifest, the pixel array and the quarantine report do not depend on them. The pool
-    # closes (its workers stop writing) before a failure removes the temporary folder.
+    # Decode, convert, write the manifest and the pixel array; then the split.
     prepared = Path(params.paths.prepared)
     # What shaped the pixels, beside the files: part of the folder's identity (provenance).
     shaped_by = {k: getattr(cfg, k) for k in ("size", "channels", "resize", "background")}
     with atomic_dir(prepared, made_by={"stage": "ingest", "settings": shaped_by}) as tmp:
-        jobs = [(str(src.path), cfg.channels, cfg.max_pixels, cfg.background, cfg.size, cfg.resize)
-                for src in unique.values()]
-        rows = []
-        notes: dict[str, dict[str, int]] = {}   # note -> class -> images
-        by_pixels: dict[str, list[Source]] = {}  # converted pixels' hash -> every image that has them
-        pixels = PixelWriter(tmp)
-        with _pool(workers, len(jobs)) as pool:
-            results = pool.map(prepare_one, jobs, chunksize=_chunksize(len(jobs), workers))
-            for (sid, src), (problem, arr, said) in progress(zip(unique.items(), results), total=len(jobs),
-                                                             desc="ingest: decode", unit="img"):
-                for note in said:
-                    notes.setdefault(note, {}).setdefault(src.label, 0)
-                    notes[note][src.label] += 1
-                if arr is not None:
-                    by_pixels.setdefault(hashlib.sha256(arr.tobytes()).hexdigest(), []).append(src)
-                    # path: the image's name as a PNG, which append writes into the augmented set
-                    rows.append({"sample_id": sid, "path": png_path(src.label, sid), "label": src.label,
-                                 "source": "real",
-                                 "split": src.split, "split_given": src.split is not None, "_shown": src.shown})
-                    pixels.append(arr)
-                else:
-                    bad(src, problem)
-        # Different files, the same pixels once converted, under two labels (e.g. classes told
-        # apart by colour alone, under ingest.channels=1): no classifier can tell them apart.
-        pixels.close()
-        same_pixels = {k: copies for k, copies in by_pixels.items() if len({c.label for c in copies}) > 1}
-        if same_pixels:
-            rows = _drop_identical_across_labels(rows, tmp, same_pixels, bad, cfg.channels)
-
+        rows, notes = _decode(unique, cfg, workers, tmp, bad)
         df = make_manifest([{k: v for k, v in r.items() if k != "_shown"} for r in rows])
         check_class_sizes(df, params, [s.label for s in sources])
         if df["split"].isin(["val", "test"]).any():  # the user's table fixes the split
@@ -161,6 +104,73 @@ def ingest(params: Params) -> dict:
     }
     write_json(Path(params.paths.reports) / "ingest.json", report)
     return report
+
+
+def _unique(sources: list[Source], cfg, workers: int, bad) -> tuple[dict[str, Source], list[dict]]:
+    """Pass 1: hash the bytes (in worker processes), drop exact duplicates (the sample_id is the
+    content hash). Results come in input order: the first of two copies is kept. One image
+    under two labels: which is right cannot be known, so neither copy is used."""
+    with _pool(workers, len(sources)) as pool:
+        hashed = list(progress(pool.map(hash_one, [(str(src.path), cfg.max_file_mb) for src in sources],
+                                        chunksize=_chunksize(len(sources), workers)),
+                               total=len(sources), desc="ingest: hash", unit="file", leave=False))
+    unique: dict[str, Source] = {}
+    duplicates = []
+    conflicting: dict[str, list[Source]] = {}
+    for src, (digest, problem) in zip(sources, hashed):
+        if problem:
+            bad(src, problem)
+            continue
+        if digest in unique:
+            first = unique[digest]
+            if first.label != src.label:
+                conflicting.setdefault(digest, [first]).append(src)
+            duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
+                               "conflict": first.label != src.label})
+            continue
+        unique[digest] = src
+    for digest, copies in conflicting.items():
+        names = sorted({c.label for c in copies})
+        for c in copies:
+            bad(c, f"the same image is listed under labels {names} (see duplicates); fix its label")
+        del unique[digest]
+    return unique, duplicates
+
+
+def _decode(unique: dict[str, Source], cfg, workers: int, tmp: Path, bad) -> tuple[list[dict], dict]:
+    """Pass 2: decode, convert, write the pixel array into tmp: in worker processes, results in
+    input order, so the manifest's rows, the pixel array and the quarantine report do not depend
+    on them. The pool closes (its workers stop writing) before a failure removes tmp.
+    (manifest rows, notes: note -> class -> images)."""
+    jobs = [(str(src.path), cfg.channels, cfg.max_pixels, cfg.background, cfg.size, cfg.resize)
+            for src in unique.values()]
+    rows = []
+    notes: dict[str, dict[str, int]] = {}
+    by_pixels: dict[str, list[Source]] = {}  # converted pixels' hash -> every image that has them
+    pixels = PixelWriter(tmp)
+    with _pool(workers, len(jobs)) as pool:
+        results = pool.map(prepare_one, jobs, chunksize=_chunksize(len(jobs), workers))
+        for (sid, src), (problem, arr, said) in progress(zip(unique.items(), results), total=len(jobs),
+                                                         desc="ingest: decode", unit="img"):
+            for note in said:
+                notes.setdefault(note, {}).setdefault(src.label, 0)
+                notes[note][src.label] += 1
+            if arr is not None:
+                by_pixels.setdefault(hashlib.sha256(arr.tobytes()).hexdigest(), []).append(src)
+                # path: the image's name as a PNG, which append writes into the augmented set
+                rows.append({"sample_id": sid, "path": png_path(src.label, sid), "label": src.label,
+                             "source": "real",
+                             "split": src.split, "split_given": src.split is not None, "_shown": src.shown})
+                pixels.append(arr)
+            else:
+                bad(src, problem)
+    pixels.close()
+    # Different files, the same pixels once converted, under two labels (e.g. classes told
+    # apart by colour alone, under ingest.channels=1): no classifier can tell them apart.
+    same_pixels = {k: copies for k, copies in by_pixels.items() if len({c.label for c in copies}) > 1}
+    if same_pixels:
+        rows = _drop_identical_across_labels(rows, tmp, same_pixels, bad, cfg.channels)
+    return rows, notes
 
 
 def _drop_identical_across_labels(rows: list[dict], tmp: Path, same: dict[str, list[Source]], bad,

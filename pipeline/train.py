@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,24 @@ GRID_SEEDS = range(8)  # fixed latents: grids from successive runs compare like 
 __all__ = ["TrainingError", "describe_progress", "summarize", "train"]
 
 
+@dataclass(frozen=True)
+class _Data:
+    """train's view of the prepared set: the real train rows, read a batch at a time from the
+    memory-mapped pixel array, and a bounded class-stratified reference sample in memory."""
+    prepared: Path
+    manifest_rows: int      # rows of the whole manifest (the pixel array's length)
+    real: pd.DataFrame      # the real train rows
+    rows: np.ndarray        # their row numbers in the pixel array
+    y: torch.Tensor         # their class indices
+    label_map: dict
+    x_ref: torch.Tensor     # the reference sample (all of a small set)
+    y_ref: torch.Tensor
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.label_map)
+
+
 def train(params: Params, on_progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """on_progress(step, total, row) is called about 500 times a run (a Prefect artifact uses it);
     row holds the losses, the D margin and, where measured, the generator's diversity."""
@@ -49,73 +68,104 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         return distributed.launch(params, processes)
     rank, world = distributed.join_process_group(cfg.device)
 
-    # The data: the manifest's real train rows, read a batch at a time from the pixel array.
-    prepared = Path(params.paths.prepared)
-    df = read_prepared(params, check_files=True)
-    label_map = label_map_of(df)
-    names = list(label_map)
-    is_real_train = ((df["split"] == "train") & (df["source"] == "real")).to_numpy()
-    real, rows = df[is_real_train], np.flatnonzero(is_real_train)
-    pixels = open_pixels(prepared, len(df))  # memory-mapped: batches are read, never the whole set
-    y = torch.tensor([label_map[v] for v in real["label"]])
-    # In memory, only a bounded, class-stratified reference sample: all of a small set.
-    ref = reference_sample(y, pixels[0].nbytes * 4 if len(pixels) else 1, cfg.seed)
-    x_ref, y_ref = nhwc_to_float(pixels[rows[ref]]), y[ref]
+    # The data, and the device (one process per device).
+    data = _data(params)
     device = params_device("train.device", cfg.device)
-    if world > 1 and device.type == "cuda":  # one process per device
+    if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
 
     # The trainer: resumed, or fresh (and what is at paths.model must be a checkpoint to replace).
     claim_checkpoint(Path(params.paths.model))
-    fingerprint = resume.fingerprint(real, params)
-    trainer, history, last_run, rng_ranks = resume.resume(params, fingerprint, label_map, device)
+    fingerprint = resume.fingerprint(data.real, params)
+    trainer, history, last_run, rng_ranks = resume.resume(params, fingerprint, data.label_map, device)
     end = cfg.steps
     if trainer is not None and last_run and last_run.get("stopped") == "early":
         progress_write(f"train: {params.paths.model} stopped early at step {trainer.step_count} "
                        "(no improvement in validation); nothing to do")
         end = trainer.step_count
     if trainer is None:
-        trainer, history = _fresh_trainer(cfg, x_ref, len(label_map), device), []
-    # The judge trains a seeded classifier, which moves torch's global RNG. A fresh run has always
-    # drawn its steps after that; a resumed run must go on from the checkpoint's RNG state, so
-    # there the judge's draws are undone (and resuming gives the same weights as not stopping).
-    resumed = trainer.step_count > 0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if resumed else nullcontext():
-        judge = ValidationJudge(x_ref, y_ref, names, params, device) if trainer.step_count < end else None  # none when done
-    real_spread = torch.tensor([health.spread(x_ref[y_ref == c]) for c in range(len(names))]).clamp(min=1e-6)
-    del x_ref
+        trainer, history = _fresh_trainer(cfg, data.x_ref, len(data.label_map), device), []
+    judge = _judge(params, trainer, data, device, end)
     if world > 1:
-        # Each process draws its own latents and augmentations: its own random stream,
-        # continued from the checkpoint when resuming (every rank's state is saved).
-        if resumed and rng_ranks and len(rng_ranks) == world:
-            torch.set_rng_state(rng_ranks[rank])
-        else:
-            torch.manual_seed(stream_seed(cfg.seed, 7919 * (rank + 1)))
+        _own_stream(cfg.seed, rank, world, rng_ranks if trainer.step_count else None)
         trainer.distribute(device)
 
-    # The steps.
-    # Real images are drawn class-balanced, matching the uniform labels of the fakes: with
-    # the empirical mix D could learn "rare label => fake" instead of what the class looks like.
-    balance = 1.0 / torch.bincount(y, minlength=len(label_map)).float()[y]
-    loader = batch_loader(RealBatches(prepared, len(df), rows, y, balance, cfg.batch_size, cfg.seed, rank, world),
-                          range(trainer.step_count, end), loader_workers(cfg.loader_workers, device), device)
+    # The steps. Real images are drawn class-balanced, matching the uniform labels of the fakes:
+    # with the empirical mix D could learn "rare label => fake" instead of what the class looks like.
+    balance = 1.0 / torch.bincount(data.y, minlength=len(data.label_map)).float()[data.y]
+    batches = RealBatches(data.prepared, data.manifest_rows, data.rows, data.y, balance, cfg.batch_size,
+                          seed=cfg.seed, rank=rank, world=world)
+    loader = batch_loader(batches, range(trainer.step_count, end), loader_workers(cfg.loader_workers, device), device)
     start_step = trainer.step_count
     stopped, flops_per_step, elapsed = _steps(
         params, trainer, loader,
         end=end,                      # the step to stop at (train.steps, or where an early stop was)
         history=history,              # the run's rows so far (a resumed run's included): appended to
         judge=judge,                  # validation: picks the best step, drives early stopping
-        real_spread=real_spread,      # each class's real pixel spread: the diversity probe's yardstick
-        save=lambda: _save(params, trainer, label_map, fingerprint, history, last_run),  # a checkpoint
+        real_spread=_class_spreads(data),  # each class's real pixel spread: the diversity probe's yardstick
+        save=lambda: _save(params, trainer, data.label_map, fingerprint, history, last_run),  # a checkpoint
         on_progress=on_progress, rank=rank, world=world, device=device)
 
     # The record: metrics, checkpoint, reports.
+    metrics = _metrics(cfg, trainer, history, data, stopped=stopped, start_step=start_step,
+                       flops_per_step=flops_per_step, elapsed=elapsed, device=device, world=world)
+    if metrics["steps_this_run"]:
+        _save(params, trainer, data.label_map, fingerprint, history, metrics)
+    elif last_run:  # nothing to do: the checkpoint stays byte-identical; report its last run
+        metrics = {**last_run, "steps_this_run": 0, "resumed_from": start_step}
+    if rank == 0:
+        _write_reports(params, trainer, data.label_map, history, metrics)
+    _warn_unhealthy(params, metrics)
+    return metrics
+
+
+def _data(params: Params) -> _Data:
+    prepared = Path(params.paths.prepared)
+    df = read_prepared(params, check_files=True)
+    label_map = label_map_of(df)
+    is_real_train = ((df["split"] == "train") & (df["source"] == "real")).to_numpy()
+    real, rows = df[is_real_train], np.flatnonzero(is_real_train)
+    pixels = open_pixels(prepared, len(df))  # memory-mapped: batches are read, never the whole set
+    y = torch.tensor([label_map[v] for v in real["label"]])
+    ref = reference_sample(y, pixels[0].nbytes * 4 if len(pixels) else 1, params.train.seed)
+    return _Data(prepared, len(df), real, rows, y, label_map, nhwc_to_float(pixels[rows[ref]]), y[ref])
+
+
+def _judge(params: Params, trainer: GANTrainer, data: _Data, device: torch.device, end: int):
+    """The validation judge (none when there is nothing left to train). It trains a seeded
+    classifier, which moves torch's global RNG. A fresh run has always drawn its steps after
+    that; a resumed run must go on from the checkpoint's RNG state, so there the judge's draws
+    are undone (and resuming gives the same weights as not stopping)."""
+    if trainer.step_count >= end:
+        return None
+    resumed = trainer.step_count > 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if resumed else nullcontext():
+        return ValidationJudge(data.x_ref, data.y_ref, data.names, params, device)
+
+
+def _own_stream(seed: int, rank: int, world: int, rng_ranks: list | None):
+    """Each process draws its own latents and augmentations: its own random stream, continued
+    from the checkpoint when resuming (every rank's state is saved)."""
+    if rng_ranks and len(rng_ranks) == world:
+        torch.set_rng_state(rng_ranks[rank])
+    else:
+        torch.manual_seed(stream_seed(seed, 7919 * (rank + 1)))
+
+
+def _class_spreads(data: _Data) -> torch.Tensor:
+    return torch.tensor([health.spread(data.x_ref[data.y_ref == c])
+                         for c in range(len(data.label_map))]).clamp(min=1e-6)
+
+
+def _metrics(cfg, trainer: GANTrainer, history: list, data: _Data, *, stopped, start_step: int,
+             flops_per_step, elapsed: float, device: torch.device, world: int) -> dict:
+    """What this run did: steps, why it stopped, the best step, health, speed."""
     if trainer.compile_error:
         progress_write(f"train: WARNING: torch.compile failed ({trainer.compile_error}); trained eager instead "
                        "(train.compile=false skips the attempt)")
     steps_run = trainer.step_count - start_step
-    metrics = {
+    return {
         "steps": cfg.steps,
         "steps_done": trainer.step_count,
         "steps_this_run": steps_run,
@@ -123,8 +173,8 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         "stopped": stopped,
         "best_step": trainer.best["step"] if trainer.best else None,
         "best_val_frechet": round(trainer.best["metric"], 4) if trainer.best else None,
-        "health": health.verdict(history, names),
-        "train_images": len(real),
+        "health": health.verdict(history, data.names),
+        "train_images": len(data.real),
         "device": str(device),
         "compile": trainer.compile if trainer.compile_error is None else f"failed, ran eager: {trainer.compile_error}",
         "seconds": round(elapsed, 2),
@@ -135,20 +185,17 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         "final": {k: v for k, v in history[-1].items() if k not in ("diversity_per_class", "label_agreement")}
         if history else None,
     }
-    if steps_run:
-        _save(params, trainer, label_map, fingerprint, history, metrics)
-    elif last_run:  # nothing to do: the checkpoint stays byte-identical; report its last run
-        metrics = {**last_run, "steps_this_run": 0, "resumed_from": start_step}
-    if rank == 0:
-        _write_reports(params, trainer, label_map, history, metrics)
-    if metrics["health"]["status"] == "unhealthy":
-        for problem in metrics["health"]["problems"]:
-            progress_write(f"train: WARNING: {problem}")
-        if cfg.fail_when_unhealthy:
-            raise TrainingError("training is unhealthy: " + "; ".join(metrics["health"]["problems"])
-                                + f" (see {Path(params.paths.train_reports) / 'losses.png'}; the checkpoint "
-                                "is kept; train.fail_when_unhealthy=false to go on regardless)")
-    return metrics
+
+
+def _warn_unhealthy(params: Params, metrics: dict):
+    if metrics["health"]["status"] != "unhealthy":
+        return
+    for problem in metrics["health"]["problems"]:
+        progress_write(f"train: WARNING: {problem}")
+    if params.train.fail_when_unhealthy:
+        raise TrainingError("training is unhealthy: " + "; ".join(metrics["health"]["problems"])
+                            + f" (see {Path(params.paths.train_reports) / 'losses.png'}; the checkpoint "
+                            "is kept; train.fail_when_unhealthy=false to go on regardless)")
 
 
 def _fresh_trainer(cfg, x_ref: torch.Tensor, n_classes: int, device: torch.device) -> GANTrainer:
@@ -191,24 +238,12 @@ def _steps(params: Params, trainer: GANTrainer, loader, *, end: int, history: li
         over_budget = cfg.minutes is not None and distributed.from_rank0(time.perf_counter() - t0 > 60 * cfg.minutes, world)
         evaluate_now = done % cfg.checkpoint_every == 0 or done == cfg.steps or over_budget
         if done % log_every == 0 or done % health_every == 0 or evaluate_now:
-            # The only places the loop waits for the device: the log rows (a checkpoint is always one).
-            try:
-                trainer.check_finite()
-            except NonFiniteLoss as e:
-                raise TrainingError(f"{e}. The last good checkpoint ({params.paths.model}, "
-                                    f"step {history[-1]['step'] if history else 0}) is kept.") from None
-            losses = trainer.losses(step_losses)
-            row = {"step": done, **{k: round(v, 5) for k, v in losses.items()},
-                   "margin": round(losses["d_real"] - losses["d_fake"], 5)}
-            if done % health_every == 0 or evaluate_now:
-                diversity = (health.class_spreads(trainer.G) / real_spread).tolist()
-                worst_diversity = min(diversity)
-                row |= {"diversity_min": round(min(diversity), 4),
-                        "diversity_per_class": [round(v, 4) for v in diversity]}
-            if evaluate_now:  # validation metric of G_ema: keep the best step, stop when stale
-                trainer.refresh_ema_batchnorm()
-                frechet, agreement = distributed.from_rank0(judge.score(trainer.G_ema), world)
-                row |= {"val_frechet": round(frechet, 4), "label_agreement": [round(a, 4) for a in agreement]}
+            row = _log_row(trainer, step_losses, done, model_path=params.paths.model, history=history,
+                           real_spread=real_spread if done % health_every == 0 or evaluate_now else None,
+                           judge=judge if evaluate_now else None, world=world)
+            if "diversity_min" in row:
+                worst_diversity = row["diversity_min"]
+            if "val_frechet" in row:  # keep the best step, stop when stale
                 if trainer.best is None or row["val_frechet"] < trainer.best["metric"]:
                     trainer.mark_best(row["val_frechet"])
                     since_best = 0
@@ -238,6 +273,29 @@ def _steps(params: Params, trainer: GANTrainer, loader, *, end: int, history: li
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     return stopped, flops_per_step, elapsed
+
+
+def _log_row(trainer: GANTrainer, step_losses, done: int, *, model_path, history: list, real_spread, judge,
+             world: int) -> dict:
+    """One row of the run's history: the losses and D margin; the diversity probe when
+    real_spread is given; the validation metric of G_ema when judge is. The only places the loop
+    waits for the device: a NaN since the last row stops training here, the checkpoint kept."""
+    try:
+        trainer.check_finite()
+    except NonFiniteLoss as e:
+        raise TrainingError(f"{e}. The last good checkpoint ({model_path}, "
+                            f"step {history[-1]['step'] if history else 0}) is kept.") from None
+    losses = trainer.losses(step_losses)
+    row = {"step": done, **{k: round(v, 5) for k, v in losses.items()},
+           "margin": round(losses["d_real"] - losses["d_fake"], 5)}
+    if real_spread is not None:
+        diversity = (health.class_spreads(trainer.G) / real_spread).tolist()
+        row |= {"diversity_min": round(min(diversity), 4), "diversity_per_class": [round(v, 4) for v in diversity]}
+    if judge is not None:
+        trainer.refresh_ema_batchnorm()
+        frechet, agreement = distributed.from_rank0(judge.score(trainer.G_ema), world)
+        row |= {"val_frechet": round(frechet, 4), "label_agreement": [round(a, 4) for a in agreement]}
+    return row
 
 
 def _save(params: Params, trainer: GANTrainer, label_map, fingerprint: str, history: list, run_metrics):

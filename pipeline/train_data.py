@@ -32,7 +32,7 @@ class RealBatches(torch.utils.data.Dataset):
     read from the memory-mapped array (opened lazily in each worker process)."""
 
     def __init__(self, folder: Path, n_rows: int, rows: np.ndarray, labels: torch.Tensor,
-                 weights: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+                 weights: torch.Tensor, batch_size: int, *, seed: int, rank: int = 0, world: int = 1):
         self.folder, self.n_rows, self.rows = folder, n_rows, rows
         self.labels, self.weights, self.batch_size, self.seed = labels, weights, batch_size, seed
         self.rank, self.world = rank, world

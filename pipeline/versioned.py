@@ -86,25 +86,8 @@ def append_in_place(params: Params) -> dict:
                                      "message": _message(params, bid, counts)})
             _fault_point("journal")
             try:
-                with atomic_dir(batch, made_by={"stage": "append", "batch": bid}) as tmp:
-                    rows = accepted.copy()
-                    rows["path"] = [f"{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])]
-                    for src, rel in zip(accepted["path"], rows["path"]):
-                        link_or_copy(accepted_dir / src, tmp / rel, "copy", root=accepted_dir)
-                    write_manifest(rows, tmp)
-                _fault_point("batch")
-                dvc(repo, "add", "-q", str(batch.relative_to(repo)))
-                _fault_point("dvc_add")
-                # Only what append changed, named: whatever else the user has staged stays theirs.
-                ours = [str(dvc_file.relative_to(repo))]
-                gitignore = target.parent / ".gitignore"
-                if gitignore.exists():
-                    ours.append(str(gitignore.relative_to(repo)))
-                git(repo, "add", "--", *ours)
-                git(repo, "commit", "-q", "-m", _message(params, bid, counts), "--only", "--", *ours)
-                _fault_point("commit")
-                git(repo, "tag", tag)
-                _fault_point("tag")
+                _version(repo, accepted, accepted_dir, batch=batch, bid=bid, dvc_file=dvc_file,
+                         gitignore=target.parent / ".gitignore", tag=tag, message=_message(params, bid, counts))
             except BaseException:
                 recover(repo)  # leave the set as it was
                 raise
@@ -114,6 +97,30 @@ def append_in_place(params: Params) -> dict:
                               f"(waited append.lock_timeout_s={params.append.lock_timeout_s})") from None
     commit = git(repo, "rev-parse", "HEAD").strip()
     return {**result, "changed": True, "commit": commit, **push(repo, dvc_file)}
+
+
+def _version(repo: Path, accepted, accepted_dir: Path, *, batch: Path, bid: str, dvc_file: Path, gitignore: Path,
+             tag: str, message: str):
+    """The new version, each step a fault point: the batch folder (copies of the accepted
+    images and their manifest), `dvc add`, a commit of append's own two paths, the tag."""
+    with atomic_dir(batch, made_by={"stage": "append", "batch": bid}) as tmp:
+        rows = accepted.copy()
+        rows["path"] = [f"{lab}/{sid}.png" for lab, sid in zip(rows["label"], rows["sample_id"])]
+        for src, rel in zip(accepted["path"], rows["path"]):
+            link_or_copy(accepted_dir / src, tmp / rel, "copy", root=accepted_dir)
+        write_manifest(rows, tmp)
+    _fault_point("batch")
+    dvc(repo, "add", "-q", str(batch.relative_to(repo)))
+    _fault_point("dvc_add")
+    # Only what append changed, named: whatever else the user has staged stays theirs.
+    ours = [str(dvc_file.relative_to(repo))]
+    if gitignore.exists():
+        ours.append(str(gitignore.relative_to(repo)))
+    git(repo, "add", "--", *ours)
+    git(repo, "commit", "-q", "-m", message, "--only", "--", *ours)
+    _fault_point("commit")
+    git(repo, "tag", tag)
+    _fault_point("tag")
 
 
 def _tagged(repo: Path, tag: str) -> bool:

@@ -99,8 +99,9 @@ def test_classifier_trains_alike_from_disk_with_reader_processes_and_from_memory
 
     def weights(images, workers):
         augment = classifier.classic_augment(0.1, 10.0, 0.1, False, seed=3)
-        model = classifier.fit(images, y, 4, steps=6, batch_size=16, lr=1e-3, width=4, seed=3, balanced=True,
-                               augment=augment, workers=workers)
+        model = classifier.fit(images, y, 4, classifier.Training(steps=6, batch_size=16, lr=1e-3, width=4,
+                                                                 workers=workers), seed=3, balanced=True,
+                               augment=augment)
         return model.state_dict()
 
     reference = weights(in_memory, 0)
@@ -129,8 +130,9 @@ def test_classifiers_trained_together_are_the_ones_trained_one_by_one():
                 classifier.Member(x, y, 5, False, classifier.classic_augment(0.1, 0.0, 0.0, False, seed=5))]
 
     for steps in (1, 60):
-        alone = classifier.fit_all(members(), 10, steps, 32, 2e-3, 8, together=False)
-        together = classifier.fit_all(members(), 10, steps, 32, 2e-3, 8, together=True)
+        training = classifier.Training(steps, batch_size=32, lr=2e-3, width=8)
+        alone = classifier.fit_all(members(), 10, training, together=False)
+        together = classifier.fit_all(members(), 10, training, together=True)
         for a, t in zip(alone, together):
             if steps == 1:
                 sa, st = a.state_dict(), t.state_dict()

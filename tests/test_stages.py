@@ -598,7 +598,8 @@ def test_gate_opens_on_the_lower_end_of_the_interval():
     def gate(n, synthetic, min_gain=0.0):
         y, preds = _arms_predictions(n, {"real": 0.5, "oversampled": 0.8, "smote": 0.7,
                                          "synthetic": synthetic})
-        return decide(bootstrap(y, preds, 3, [2], replicates=500), names, "macro_f1", min_gain, 0.9, 0.5, 10)
+        return decide(bootstrap(y, preds, 3, [2], replicates=500), names, metric="macro_f1", min_gain=min_gain,
+                      confidence=0.9, share=0.5, images=10)
 
     opened = gate(500, 0.9)                             # +0.1 on 1,500 test images: sure
     assert opened["passed"] and opened["best_other_arm"] == "oversampled"
@@ -750,8 +751,9 @@ def test_gate_weighs_what_the_test_split_can_measure():
 
     def gate(synthetic, measured_loss=0.01):
         preds = {"real": worse, "oversampled": base, "smote": worse, "synthetic": synthetic}
-        return decide(bootstrap(y, preds, 3, [2], replicates=300, balanced=True), ["a", "b", "c"], "macro_f1",
-                      0.0, 0.9, 1.0, 10, ("real", "oversampled", "smote"), "synthetic", undetermined=["c"],
+        return decide(bootstrap(y, preds, 3, [2], replicates=300, balanced=True), ["a", "b", "c"], metric="macro_f1",
+                      min_gain=0.0, confidence=0.9, share=1.0, images=10, baselines=("real", "oversampled", "smote"),
+                      candidate="synthetic", undetermined=["c"],
                       measured_loss=measured_loss, synthetic_classes=["c"])
 
     same = base.copy()  # as good as over-sampling on a and b; c (one image) unknowable
@@ -778,8 +780,9 @@ def test_a_closed_gate_lands_the_real_images_alone_only_when_they_surely_win():
         preds = {arm: np.stack([np.where(rng.random(len(y)) < acc, y, (y + 1) % 3) for _ in range(3)])
                  for arm, acc in (("real", real_accuracy), ("oversampled", 0.8), ("smote", 0.7),
                                   ("synthetic", 0.5))}
-        return decide(bootstrap(y, preds, 3, [2], replicates=300), ["a", "b", "c"], "macro_f1", 0.0, 0.9, 1.0,
-                      10, BASELINES, "synthetic", balancing=BALANCING)
+        return decide(bootstrap(y, preds, 3, [2], replicates=300), ["a", "b", "c"], metric="macro_f1", min_gain=0.0,
+                      confidence=0.9, share=1.0, images=10, baselines=BASELINES, candidate="synthetic",
+                      balancing=BALANCING)
 
     tie = fallback(0.805)
     assert tie["best_other_arm"] == "real" and tie["fallback_arm"] == "oversampled"
