@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ganaug.pipeline.manifest import write_manifest
-from ganaug.pipeline.params import load_params
-from ganaug.pipeline.versioned import append_in_place
+from ganaug.pipeline.store.manifest import write_manifest
+from ganaug.pipeline.plumbing.params import load_params
+from ganaug.pipeline.store.versioned import append_in_place
 
 
 def sh(cwd, *cmd):

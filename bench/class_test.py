@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import judge  # noqa: E402
 from bench.datasets import TAIL_COUNTS  # noqa: E402
 from bench.tail import tail_params  # noqa: E402
-from ganaug.pipeline import classifier, quality  # noqa: E402
+from ganaug.pipeline.judges import classifier, quality  # noqa: E402
 from ganaug.pipeline.filter import reference_judge  # noqa: E402
-from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from ganaug.pipeline.pixels import Images, open_pixels  # noqa: E402
+from ganaug.pipeline.store.manifest import label_map_of, read_manifest  # noqa: E402
+from ganaug.pipeline.store.pixels import Images, open_pixels  # noqa: E402
 
 
 def features(model, x: torch.Tensor) -> np.ndarray:

@@ -50,8 +50,8 @@ def main():
     filter_on_dask, generate_on_dask = partial(run_stage, "filter"), partial(run_stage, "generate")
     from ganaug.pipeline.filter import filter_candidates
     from ganaug.pipeline.generate import generate
-    from ganaug.pipeline.manifest import augmented_counts, read_manifest
-    from ganaug.pipeline.params import load_params
+    from ganaug.pipeline.store.manifest import augmented_counts, read_manifest
+    from ganaug.pipeline.plumbing.params import load_params
 
     counts = augmented_counts(read_manifest(REPO / "data/prepared"))
     rare = sorted(counts, key=counts.get)[:2]

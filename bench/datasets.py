@@ -136,7 +136,7 @@ DATASETS = {
 def prepare(name: str, root: Path) -> list[str]:
     """Write the dataset under root; return the --set overrides that use it."""
     from ganaug.pipeline.demo_data import demo_data
-    from ganaug.pipeline.params import load_params
+    from ganaug.pipeline.plumbing.params import load_params
 
     if name == "demo":
         demo_data(load_params(None, [f"paths.demo={root / 'demo'}"]))

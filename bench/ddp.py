@@ -24,7 +24,7 @@ def main():
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
-    from ganaug.pipeline.params import load_params
+    from ganaug.pipeline.plumbing.params import load_params
     from ganaug.pipeline.train import train
 
     runs = {}

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ganaug.pipeline.params import load_params
+from ganaug.pipeline.plumbing.params import load_params
 from ganaug.pipeline.stages import STAGES, run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.datasets import prepare  # noqa: E402
-from ganaug.pipeline.params import Params, load_params  # noqa: E402
+from ganaug.pipeline.plumbing.params import Params, load_params  # noqa: E402
 from ganaug.pipeline.stages import STAGES, run, summarize  # noqa: E402
 
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ganaug.pipeline import classifier  # noqa: E402
+from ganaug.pipeline.judges import classifier  # noqa: E402
 
 
 def digits(size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import judge  # noqa: E402
 from bench.tail import RAREST, tail_params  # noqa: E402
-from ganaug.pipeline import evidence  # noqa: E402
-from ganaug.pipeline.gate import cap_synthetic  # noqa: E402
-from ganaug.pipeline.manifest import read_manifest  # noqa: E402
+from ganaug.pipeline.judges import evidence  # noqa: E402
+from ganaug.pipeline.judges.gate import cap_synthetic  # noqa: E402
+from ganaug.pipeline.store.manifest import read_manifest  # noqa: E402
 
 
 def filled(x_real, y_real, x_syn, y_syn, target: int, rng) -> tuple[np.ndarray, np.ndarray]:

@@ -31,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import judge as plain  # noqa: E402
 from bench.datasets import TAIL_COUNTS  # noqa: E402
 from ganaug import gan  # noqa: E402
-from ganaug.pipeline import classifier, quality  # noqa: E402
-from ganaug.pipeline.checkpoints import load_checkpoint, restore_sampler  # noqa: E402
-from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from ganaug.pipeline.params import Params, load_params  # noqa: E402
-from ganaug.pipeline.pixels import Images, nhwc_to_float, open_pixels  # noqa: E402
+from ganaug.pipeline.judges import classifier, quality  # noqa: E402
+from ganaug.pipeline.store.checkpoints import load_checkpoint, restore_sampler  # noqa: E402
+from ganaug.pipeline.store.manifest import label_map_of, read_manifest  # noqa: E402
+from ganaug.pipeline.plumbing.params import Params, load_params  # noqa: E402
+from ganaug.pipeline.store.pixels import Images, nhwc_to_float, open_pixels  # noqa: E402
 
 
 def thresholds(val_scores: np.ndarray, val_y: np.ndarray, n_classes: int, q: float, min_val: int, pooled_only: bool):

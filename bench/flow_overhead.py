@@ -14,9 +14,9 @@ from pathlib import Path
 from prefect.testing.utilities import prefect_test_harness
 
 from ganaug.flows import augment_flow
-from ganaug.pipeline.cli import main as cli
+from ganaug.pipeline.plumbing.cli import main as cli
 from ganaug.pipeline.demo_data import demo_data
-from ganaug.pipeline.params import load_params
+from ganaug.pipeline.plumbing.params import load_params
 
 
 def overrides(steps: int) -> list[str]:

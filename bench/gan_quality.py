@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.datasets import prepare  # noqa: E402
 from ganaug.gan import sample_images, load_sampler  # noqa: E402
-from ganaug.pipeline import classifier, quality  # noqa: E402
-from ganaug.pipeline.checkpoints import load_checkpoint  # noqa: E402
+from ganaug.pipeline.judges import classifier, quality  # noqa: E402
+from ganaug.pipeline.store.checkpoints import load_checkpoint  # noqa: E402
 from ganaug.pipeline.evaluate import rare_classes  # noqa: E402
-from ganaug.pipeline.images import load_tensor  # noqa: E402
+from ganaug.pipeline.store.images import load_tensor  # noqa: E402
 from ganaug.pipeline.ingest import ingest  # noqa: E402
-from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from ganaug.pipeline.params import load_params  # noqa: E402
+from ganaug.pipeline.store.manifest import label_map_of, read_manifest  # noqa: E402
+from ganaug.pipeline.plumbing.params import load_params  # noqa: E402
 from ganaug.pipeline.train import train  # noqa: E402
 
 RECIPES = {

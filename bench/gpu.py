@@ -120,7 +120,7 @@ def preset_on_tail(device: torch.device, minutes: float, smoke: bool) -> dict:
     """The gpu preset's training on the tail benchmark for a fixed time: health and conditioning."""
     from bench.datasets import write_digits_tail, write_tail
     from ganaug.pipeline.ingest import ingest
-    from ganaug.pipeline.params import load_params, preset_overrides
+    from ganaug.pipeline.plumbing.params import load_params, preset_overrides
     from ganaug.pipeline.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,7 +144,7 @@ def preset_on_tail(device: torch.device, minutes: float, smoke: bool) -> dict:
 
 
 def demo_on_device(device: torch.device, smoke: bool) -> dict:
-    from ganaug.pipeline.params import Params, load_params
+    from ganaug.pipeline.plumbing.params import Params, load_params
     from ganaug.pipeline.stages import STAGES, run
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,8 +38,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from ganaug.pipeline.filter import ACCEPT_ALL  # noqa: E402
-from ganaug.pipeline.params import as_overrides, load_params  # noqa: E402
-from ganaug.pipeline.pixels import open_pixels  # noqa: E402
+from ganaug.pipeline.plumbing.params import as_overrides, load_params  # noqa: E402
+from ganaug.pipeline.store.pixels import open_pixels  # noqa: E402
 from tests.conftest import make_shapes  # noqa: E402
 
 TINY = ["ingest.size=8", "ingest.min_per_class=5", "train.steps=20", "train.batch_size=16", "train.width=8",
@@ -605,10 +605,10 @@ def run_all(code: Code, tmp: Path) -> list[tuple[Case, str, str]]:
 def retries_table() -> dict:
     """Class 7 on real error instances: does the retry rule retry what cannot succeed?"""
     from ganaug.flows.tasks import is_transient
-    from ganaug.pipeline.errors import CheckpointError, DataError, ParamsError
-    from ganaug.pipeline.scm import VersioningError, git
+    from ganaug.pipeline.plumbing.errors import CheckpointError, DataError, ParamsError
+    from ganaug.pipeline.store.scm import VersioningError, git
     from ganaug.pipeline.train import TrainingError
-    from ganaug.pipeline.versioned import _check_tracked_and_clean
+    from ganaug.pipeline.store.versioned import _check_tracked_and_clean
 
     errors: dict[str, tuple[BaseException, bool]] = {}  # name -> (instance, retrying can help)
     with tempfile.TemporaryDirectory() as d:
@@ -647,7 +647,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", default="d020617", help="commit to compare with, or 'none'")
     args = ap.parse_args()
-    versions = [Code("now", "ganaug.pipeline.cli")]
+    versions = [Code("now", "ganaug.pipeline.plumbing.cli")]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if args.baseline != "none":
@@ -658,7 +658,7 @@ def main():
                 shim.mkdir(parents=True)
                 for part in ("pipeline", "gan", "flows"):
                     (shim / part).symlink_to(tree / part)
-                versions.insert(0, Code(args.baseline, "ganaug.pipeline.cli", {"PYTHONPATH": str(shim.parent)}))
+                versions.insert(0, Code(args.baseline, "ganaug.pipeline.plumbing.cli", {"PYTHONPATH": str(shim.parent)}))
             else:
                 versions.insert(0, Code(f"{args.baseline}", "pipeline.cli", {"PYTHONPATH": str(tree)}))
         try:

@@ -36,7 +36,7 @@ def read_image(path: Path, size: int) -> np.ndarray:
     """size x size grey uint8, resized (where it is not that size) exactly as ganaug's ingest
     resizes (`ingest.resize=stretch`), so that every folder compared, and the test images, went
     through the same conversion: the appended folder's real images were prepared that way."""
-    from ganaug.pipeline.images import convert, resizer
+    from ganaug.pipeline.store.images import convert, resizer
 
     with Image.open(path) as im:
         arr = np.asarray(im.convert("L"))
@@ -132,7 +132,7 @@ def yardstick(work: Path, size: int, names: list[str]):
     trained (balanced, 20 epochs, seed 0) on the Animal-MNIST images the benchmark never uses
     (~500 a class), cached in `work`. It judges label agreement of generated and accepted images."""
     from bench.datasets import load_animal_mnist, tail_split
-    from ganaug.pipeline import classifier
+    from ganaug.pipeline.judges import classifier
 
     path = Path(work) / f"yardstick-{size}.pt"
     model = classifier.SmallCNN(1, len(names), 32)
@@ -141,7 +141,7 @@ def yardstick(work: Path, size: int, names: list[str]):
         return model.eval()
     x_all, y_all = load_animal_mnist()
     rest = tail_split(y_all)["rest"]
-    from ganaug.pipeline.images import convert, resizer
+    from ganaug.pipeline.store.images import convert, resizer
 
     resize = resizer(size, "stretch")
     x = np.stack([convert(a[:, :, None], resize)[:, :, 0] for a in x_all[rest]])

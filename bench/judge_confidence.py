@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import judge  # noqa: E402
 from bench.datasets import TAIL_COUNTS  # noqa: E402
 from bench.tail import tail_params  # noqa: E402
-from ganaug.pipeline import classifier  # noqa: E402
+from ganaug.pipeline.judges import classifier  # noqa: E402
 from ganaug.pipeline.filter import reference_judge  # noqa: E402
-from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
+from ganaug.pipeline.store.manifest import label_map_of, read_manifest  # noqa: E402
 
 FLOORS = (0.0, 0.5, 0.7, 0.9)
 

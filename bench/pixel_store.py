@@ -27,14 +27,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ganaug.pipeline.pixels import PixelWriter  # noqa: E402
-from ganaug.pipeline.sampler import write_images  # noqa: E402
+from ganaug.pipeline.store.pixels import PixelWriter  # noqa: E402
+from ganaug.pipeline.training.sampler import write_images  # noqa: E402
 
 
 def images(n: int, size: int, seed: int = 0) -> np.ndarray:
     from sklearn.datasets import load_digits
 
-    from ganaug.pipeline.images import convert, resizer
+    from ganaug.pipeline.store.images import convert, resizer
 
     digits = (load_digits().images * (255 / 16)).astype(np.uint8)
     up = resizer(size, "stretch")

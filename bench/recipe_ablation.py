@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ganaug.gan import GANConfig, GANTrainer, TrainHyper, sample_images  # noqa: E402
 from ganaug.pipeline.demo_data import demo_data  # noqa: E402
-from ganaug.pipeline.images import load_tensor, to_uint8  # noqa: E402
+from ganaug.pipeline.store.images import load_tensor, to_uint8  # noqa: E402
 from ganaug.pipeline.ingest import ingest  # noqa: E402
-from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from ganaug.pipeline.params import load_params  # noqa: E402
-from ganaug.pipeline.plots import class_grid  # noqa: E402
+from ganaug.pipeline.store.manifest import label_map_of, read_manifest  # noqa: E402
+from ganaug.pipeline.plumbing.params import load_params  # noqa: E402
+from ganaug.pipeline.plumbing.plots import class_grid  # noqa: E402
 
 
 def spread(f: torch.Tensor) -> float:

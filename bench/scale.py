@@ -89,7 +89,7 @@ def run_stage(work: Path, stage: str, overrides: list[str]) -> tuple[float, floa
     """(seconds, peak RSS in MB, output) of `ganaug <stage>` as its own process."""
     args = [a for o in overrides for a in ("--set", o)]
     t0 = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "ganaug.pipeline.cli", stage, *args],
+    done = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "ganaug.pipeline.plumbing.cli", stage, *args],
                           cwd=work, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if done.returncode:
@@ -105,7 +105,7 @@ def bare_train(work: Path, steps: int, batch: int, width: int) -> float:
     import torch
 
     from ganaug.gan import GANConfig, GANTrainer
-    from ganaug.pipeline.pixels import open_pixels, nhwc_to_float
+    from ganaug.pipeline.store.pixels import open_pixels, nhwc_to_float
 
     df = pd.read_parquet(work / "data/prepared/manifest.parquet")
     rows = np.flatnonzero((df["split"] == "train").to_numpy())
@@ -139,7 +139,7 @@ def main():
         bare_pool = bare_decode(files, os.cpu_count() or 1)
         create = create_rate(work / "probe")
         from ganaug.pipeline.filter import ACCEPT_ALL  # the stages run in subprocesses: torch here costs no stage memory
-        from ganaug.pipeline.params import as_overrides
+        from ganaug.pipeline.plumbing.params import as_overrides
 
         common = ["paths.raw=data/raw", "ingest.size=16", f"train.steps={args.steps}",
                   f"train.checkpoint_every={args.steps}", *as_overrides({"filter": ACCEPT_ALL}), "evaluate.repeats=1",

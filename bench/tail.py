@@ -16,7 +16,7 @@ it landed, on the real images alone, and on the folders a user would otherwise t
 over-sampled, SMOTE; built here from the same images, to the same sampling_strategy), tested on
 the kept-apart images. When the gate closed, the folder it would have appended is judged too, to
 see whether closing was right. Intervals: paired bootstrap over test images and seeds
-(pipeline/evidence.py). Seeds: the judge's 0..--seeds-1; ganaug's, params' defaults (0).
+(pipeline/judges/evidence.py). Seeds: the judge's 0..--seeds-1; ganaug's, params' defaults (0).
 """
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import judge  # noqa: E402
 from bench.datasets import DIGITS_COUNTS, DIGITS_SIZE, TAIL_COUNTS, write_digits_tail, write_tail  # noqa: E402
-from ganaug.pipeline import evidence  # noqa: E402
-from ganaug.pipeline.arms import fills_with_duplicates, oversample_rows  # noqa: E402
-from ganaug.pipeline.gate import cap_synthetic  # noqa: E402
-from ganaug.pipeline.manifest import read_manifest  # noqa: E402
-from ganaug.pipeline.params import Params, load_params  # noqa: E402
+from ganaug.pipeline.judges import evidence  # noqa: E402
+from ganaug.pipeline.judges.arms import fills_with_duplicates, oversample_rows  # noqa: E402
+from ganaug.pipeline.judges.gate import cap_synthetic  # noqa: E402
+from ganaug.pipeline.store.manifest import read_manifest  # noqa: E402
+from ganaug.pipeline.plumbing.params import Params, load_params  # noqa: E402
 from ganaug.pipeline.stages import STAGES, run, summarize  # noqa: E402
 
 # name: (writer of <work>/tail and <work>/tail-test, images a class, image size)
@@ -95,9 +95,9 @@ def accepted_quality(params: Params, work: Path, test: Path) -> dict:
     than the nearest 5 % of those unseen real images are."""
     import torch
 
-    from ganaug.pipeline import classifier, quality
-    from ganaug.pipeline.manifest import label_map_of
-    from ganaug.pipeline.pixels import Images
+    from ganaug.pipeline.judges import classifier, quality
+    from ganaug.pipeline.store.manifest import label_map_of
+    from ganaug.pipeline.store.pixels import Images
 
     size = params.ingest.size
     prepared = read_manifest(params.paths.prepared)

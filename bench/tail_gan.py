@@ -34,11 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import judge as plain  # noqa: E402
 from bench.datasets import TAIL_COUNTS, write_tail  # noqa: E402
 from ganaug.gan import sample_images, load_sampler  # noqa: E402
-from ganaug.pipeline import classifier, quality  # noqa: E402
-from ganaug.pipeline.checkpoints import load_checkpoint  # noqa: E402
+from ganaug.pipeline.judges import classifier, quality  # noqa: E402
+from ganaug.pipeline.store.checkpoints import load_checkpoint  # noqa: E402
 from ganaug.pipeline.ingest import ingest  # noqa: E402
-from ganaug.pipeline.manifest import label_map_of, read_manifest  # noqa: E402
-from ganaug.pipeline.params import load_params  # noqa: E402
+from ganaug.pipeline.store.manifest import label_map_of, read_manifest  # noqa: E402
+from ganaug.pipeline.plumbing.params import load_params  # noqa: E402
 from ganaug.pipeline.train import train  # noqa: E402
 
 RAREST = [str(c) for c in np.argsort(TAIL_COUNTS)[:3]]
@@ -57,7 +57,7 @@ def measure(params, yardstick, x_fresh: np.ndarray, y_fresh: np.ndarray, names: 
     prepared = read_manifest(params.paths.prepared)
     lm = label_map_of(prepared)
     radii, _ = quality.class_copy_radii(params.paths.prepared, prepared, lm, params.filter.copy_quantile)
-    from ganaug.pipeline.pixels import Images
+    from ganaug.pipeline.store.pixels import Images
 
     train_rows = np.flatnonzero(((prepared["split"] == "train") & (prepared["source"] == "real")).to_numpy())
     train_x = Images(params.paths.prepared, len(prepared), train_rows)

@@ -63,7 +63,7 @@ def bare_loop(args, device) -> tuple[float, float]:
 def ganaug_train(args) -> dict:
     from ganaug.pipeline.demo_data import demo_data
     from ganaug.pipeline.ingest import ingest
-    from ganaug.pipeline.params import load_params
+    from ganaug.pipeline.plumbing.params import load_params
     from ganaug.pipeline.train import train
 
     with tempfile.TemporaryDirectory() as tmp:

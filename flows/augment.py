@@ -17,9 +17,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
-from ganaug.pipeline import exchange, run_summary
-from ganaug.pipeline.errors import GanaugError
-from ganaug.pipeline.params import Params, load_params
+from ganaug.pipeline.plumbing import run_summary
+from ganaug.pipeline.store import exchange
+from ganaug.pipeline.plumbing.errors import GanaugError
+from ganaug.pipeline.plumbing.params import Params, load_params
 from ganaug.pipeline.stages import STAGES, P, Stage, run, summarize
 
 from ganaug.flows import tasks  # absolute: Prefect loads this file by path as a deployment entrypoint

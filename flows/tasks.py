@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ganaug.pipeline.params import Params
+from ganaug.pipeline.plumbing.params import Params
 from ganaug.pipeline.stages import STAGES, Stage, run, summarize
 
 

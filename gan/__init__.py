@@ -1,7 +1,7 @@
 """Pure PyTorch conditional GAN: models, losses, one training step, sampling, checkpoint state.
 
 Knows nothing of files, pandas, DVC or Prefect. Its names load on first use (PEP 562), so that
-`ganaug.gan.hyper`, torch-free, can be read (pipeline/params.py) without loading torch.
+`ganaug.gan.hyper`, torch-free, can be read (pipeline/plumbing/params.py) without loading torch.
 """
 from importlib import import_module
 

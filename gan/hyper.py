@@ -1,5 +1,5 @@
 """What the GAN is (GANConfig: stored in every checkpoint) and how it trains (TrainHyper), with
-their defaults: the one place they are written. Free of torch, so that pipeline/params.py
+their defaults: the one place they are written. Free of torch, so that pipeline/plumbing/params.py
 (params.Train) reads its defaults from here without loading torch for `ganaug params`."""
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ Built aside and renamed into place: an interrupted run leaves the previous set a
 Idempotent: when the set already holds exactly these images, nothing is touched.
 
 With append.target set, the synthetic images go in place into that DVC-tracked folder as a
-new version instead (pipeline/versioned.py): the Prefect way.
+new version instead (pipeline/store/versioned.py): the Prefect way.
 """
 from __future__ import annotations
 
@@ -37,17 +37,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .arms import BASELINES, fills_with_duplicates, oversample_rows
-from .errors import DataError
-from .gate import GATE_FILE, gated_synthetic
-from .files import atomic_dir, link_or_copy
-from .manifest import (MANIFEST, augmented_counts, content_hash, label_map_of, make_manifest, needed_per_class, read_manifest,
-                       users_training_images, write_manifest)
-from .images import save_png, to_uint8
-from .params import Params
-from .pixels import open_pixels, read_prepared
-from .progress import progress
-from .versioned import append_in_place
+from .judges.arms import BASELINES, fills_with_duplicates, oversample_rows
+from .plumbing.errors import DataError
+from .judges.gate import GATE_FILE, gated_synthetic
+from .store.files import atomic_dir, link_or_copy
+from .store.manifest import (MANIFEST, augmented_counts, content_hash, label_map_of, make_manifest,
+                             needed_per_class, read_manifest, users_training_images, write_manifest)
+from .store.images import save_png, to_uint8
+from .plumbing.params import Params
+from .store.pixels import open_pixels, read_prepared
+from .plumbing.progress import progress
+from .store.versioned import append_in_place
 
 
 def append(params: Params) -> dict:
@@ -127,8 +127,8 @@ def filling_smote(params: Params, prepared: pd.DataFrame, real: pd.DataFrame) ->
     SMOTE arm, drawn over every real image the user gave, seeded by append.seed), and the images
     themselves (smote.SmoteRows: made a slice at a time). An image's id comes from the two real images
     and the step that make it."""
-    from .pixels import Images
-    from .smote import Smote
+    from .store.pixels import Images
+    from .judges.smote import Smote
 
     need = needed_per_class(augmented_counts(real), params.generate.sampling_strategy)
     names = list(label_map_of(prepared))

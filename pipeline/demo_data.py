@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_digits
 
-from .images import save_png
-from .files import atomic_dir
-from .params import Params
+from .store.images import save_png
+from .store.files import atomic_dir
+from .plumbing.params import Params
 
 INDEX = "index.csv"
 TEST_FRACTION, VAL_FRACTION = 0.25, 0.15

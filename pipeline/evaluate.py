@@ -15,15 +15,15 @@ trains (`evaluate.user_training`):
             `evaluate.augment`).
 
 The arms, what each trains on in either regime and which are the baselines, are one table:
-pipeline/arms.py (SMOTE: imbalanced-learn's algorithm and draws, kept as row pairs and made a
-batch at a time, pipeline/smote.py; the synthetic arm's images the first in seed order).
+pipeline/judges/arms.py (SMOTE: imbalanced-learn's algorithm and draws, kept as row pairs and made a
+batch at a time, pipeline/judges/smote.py; the synthetic arm's images the first in seed order).
 
 In both, at most `share` of a class's images are synthetic; the share is chosen on the val split
 (over the classes it holds) among `evaluate.synthetic_shares`, never on test.
 
-The gate (pipeline/gate.py): the synthetic arm must beat the best other arm on
+The gate (pipeline/judges/gate.py): the synthetic arm must beat the best other arm on
 `evaluate.gate_metric`, and the lower end of the paired bootstrap interval of that gain (test
-images and classifier seeds redrawn, pipeline/evidence.py) must be above `evaluate.min_gain`.
+images and classifier seeds redrawn, pipeline/judges/evidence.py) must be above `evaluate.min_gain`.
 A class with fewer than `evaluate.min_test_images` test images is undetermined: no per-class
 verdict. gate.json says what the decision rests on (`rests_on`); append reads it and lands the
 best arm's folder.
@@ -40,15 +40,16 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from . import classifier, evidence, plots, quality
-from .arms import ARMS, BALANCING, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData, fills_with_duplicates
-from .gate import GATE_FILE, cap_synthetic, decide, decided_under
-from .files import write_csv, write_json
-from .manifest import class_counts, label_map_of, needed_per_class, read_manifest, real_train_rows
-from .params import Params, device as params_device, loader_workers
-from .pixels import Images, Stack, read_prepared
-from .smote import Smote
-from .provenance import check_made_from, identity
+from .judges import classifier, evidence, quality
+from .plumbing import plots
+from .judges.arms import ARMS, BALANCING, BASELINES, BY_NAME, CANDIDATE, NAMES, ArmData, fills_with_duplicates
+from .judges.gate import GATE_FILE, cap_synthetic, decide, decided_under
+from .store.files import write_csv, write_json
+from .store.manifest import class_counts, label_map_of, needed_per_class, read_manifest, real_train_rows
+from .plumbing.params import Params, device as params_device, loader_workers
+from .store.pixels import Images, Stack, read_prepared
+from .judges.smote import Smote
+from .store.provenance import check_made_from, identity
 
 
 def _images(folder: Path, manifest: pd.DataFrame, rows: pd.DataFrame, label_map, writer: str):
@@ -194,7 +195,7 @@ def _data(params: Params) -> _Data:
 
 
 def _members(cfg, data: _Data, seeds: list[int], fill: bool) -> tuple[dict, Smote, dict[float, int]]:
-    """The classifiers to train: each arm's folder per seed (pipeline/arms.py), the synthetic arm
+    """The classifiers to train: each arm's folder per seed (pipeline/judges/arms.py), the synthetic arm
     once per share (val picks the share), and CAS (the synthetic images alone). Also the SMOTE
     sampler, and each share's synthetic images."""
     plain = cfg.user_training == "plain"
@@ -340,7 +341,7 @@ def _rests_on(test_counts: dict[str, int], undetermined: list[str], seeds: list[
 
 
 def _synthetic_quality(params: Params, data: _Data, model, cas_model) -> dict:
-    """Per-class quality (pipeline/quality.py) and CAS: cas_model, trained on the synthetic images
+    """Per-class quality (pipeline/judges/quality.py) and CAS: cas_model, trained on the synthetic images
     alone (None: fewer than two classes of them), tested on real test images of those classes,
     against the real-trained one (model)."""
     (x_real, y_real), (x_syn, y_syn), (x_test, y_test) = data.real, data.syn, data.test

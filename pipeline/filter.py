@@ -39,17 +39,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import classifier, quality
-from .errors import DataError
-from .files import atomic_dir, write_csv, write_json
-from .images import load_tensor, to_uint8
-from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, read_manifest, write_manifest
-from .params import Params, device as params_device
-from .pixels import Images, PixelWriter, check_format, nhwc_to_float, open_pixels, part_file, read_prepared
-from .plots import class_grid, notice, score_histograms
-from .progress import progress
-from .provenance import check_made_from, identity
-from .sampler import Sampler, seed_base, seeds_for, write_images
+from .judges import classifier, quality
+from .plumbing.errors import DataError
+from .store.files import atomic_dir, write_csv, write_json
+from .store.images import load_tensor, to_uint8
+from .store.manifest import (augmented_counts, label_map_of, make_manifest, needed_per_class, read_manifest,
+                             write_manifest)
+from .plumbing.params import Params, device as params_device
+from .store.pixels import Images, PixelWriter, check_format, nhwc_to_float, open_pixels, part_file, read_prepared
+from .plumbing.plots import class_grid, notice, score_histograms
+from .plumbing.progress import progress
+from .store.provenance import check_made_from, identity
+from .training.sampler import Sampler, seed_base, seeds_for, write_images
 
 MIN_JUDGED = 50     # candidates of a class seen before its acceptance rate may call it hopeless
 SCORE_CHUNK = 4096  # val images scored at once (a multiple of gan.score's batch: the same batches)

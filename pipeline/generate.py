@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .files import atomic_dir
-from .manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, write_manifest
-from .params import Params
-from .pixels import PixelWriter, part_file, read_prepared
-from .provenance import identity
-from .sampler import Sampler, name_images, seeds_for, write_images
+from .store.files import atomic_dir
+from .store.manifest import augmented_counts, label_map_of, make_manifest, needed_per_class, write_manifest
+from .plumbing.params import Params
+from .store.pixels import PixelWriter, part_file, read_prepared
+from .store.provenance import identity
+from .training.sampler import Sampler, name_images, seeds_for, write_images
 
 
 @dataclass(frozen=True)

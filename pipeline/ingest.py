@@ -8,7 +8,7 @@ Input (paths.raw) is one of:
 Rows whose `source` is `synthetic` are skipped: a GAN never trains on its own output.
 Every file is decoded (in ingest.workers processes); bad files are quarantined with the reason
 (or fail the stage). Output: manifest.parquet and the pixels as one memory-mappable array
-(pixels.u8, pipeline/pixels.py) that every later stage reads, row i of it the manifest's row i.
+(pixels.u8, pipeline/store/pixels.py) that every later stage reads, row i of it the manifest's row i.
 No file per image: a manifest path is the name the image's PNG gets in the augmented set, which
 append writes.
 """
@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .files import atomic_dir, write_json
-from .images import BadImage, convert, decode, resizer
-from .manifest import (BATCHES_DIR, MADE, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest, png_path,
-                       not_portable, write_manifest)
-from .params import Params
-from .paths import inside
-from .pixels import PIXELS, SHAPE, PixelWriter
-from .progress import progress
+from .plumbing.errors import DataError
+from .store.files import atomic_dir, write_json
+from .store.images import BadImage, convert, decode, resizer
+from .store.manifest import (BATCHES_DIR, MADE, MANIFEST, SPLITS, check_class_name, content_hash, make_manifest,
+                             png_path, not_portable, write_manifest)
+from .plumbing.params import Params
+from .plumbing.paths import inside
+from .store.pixels import PIXELS, SHAPE, PixelWriter
+from .plumbing.progress import progress
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
 

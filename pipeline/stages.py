@@ -4,7 +4,7 @@ the CLI, the Prefect tasks and the path checks all derive from.
 A stage declares the paths it reads and writes (as params keys), the params it reads, its
 metrics, plots and pictures, its one-line summary and its retry policy; the code it runs (this
 repository's dvc.yaml re-runs it when that changes) is derived from its imports
-(pipeline/codedeps.py). `run` is how every entry point
+(pipeline/plumbing/codedeps.py). `run` is how every entry point
 starts a stage: the outputs are checked against every path of the pipeline and for
 writability, then the stage function (params in, files out) runs.
 
@@ -20,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import arms, codedeps
-from .errors import ParamsError
-from .params import Params
-from .paths import check_apart, check_writable, listed_folders, relation
+from .judges import arms
+from .plumbing import codedeps
+from .plumbing.errors import ParamsError
+from .plumbing.params import Params
+from .plumbing.paths import check_apart, check_writable, listed_folders, relation
 
 
 def lookup(params: Params, key: str):
@@ -169,7 +170,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                   *REFERENCE_CLASSIFIER),
           parts=Parts("filter", "ganaug.pipeline.filter:filter_class"), memory=(GAN_FORWARD, CLASSIFIER_TRAINING)),
     Stage("evaluate", "ganaug.pipeline.evaluate:evaluate",
-          "the arms' classifiers (pipeline/arms.py: real, oversampled, smote, synthetic); decide the gate",
+          "the arms' classifiers (pipeline/judges/arms.py: real, oversampled, smote, synthetic); decide the gate",
           reads=(_p("prepared"), _p("accepted")),
           metrics=(_p("reports", "metrics.json", **REPORT), _p("reports", "gate.json", **REPORT)),
           pictures=(_p("reports", "evaluate_curves.png", **REPORT),),
@@ -252,7 +253,7 @@ def _memory_of(device_key: str, params: Params, available) -> tuple[int | None, 
     if name != "cpu":  # auto or cuda: is a GPU what runs it?
         import torch
 
-        from .params import device as params_device
+        from .plumbing.params import device as params_device
         dev = params_device(device_key, name)
         if dev.type == "cuda":
             return torch.cuda.get_device_properties(dev).total_memory, f"the GPU ({device_key}={dev})"

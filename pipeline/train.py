@@ -1,7 +1,7 @@
 """train: the conditional GAN on the train split -> checkpoint, metrics, loss curves, sample grid.
 
 Resumes from its own checkpoint when that was trained on the same data with the same
-settings (only train.steps may grow; pipeline/resume.py); otherwise starts afresh. Checkpoints
+settings (only train.steps may grow; pipeline/training/resume.py); otherwise starts afresh. Checkpoints
 are written atomically every train.checkpoint_every steps, so a killed run loses at most that
 much. Beside this stage: its data (train_data.py), its validation judge (validation.py) and
 several processes under torchrun (distributed.py).
@@ -23,19 +23,19 @@ import torch.distributed as dist
 
 from ganaug.gan import GANConfig, GANTrainer, NonFiniteLoss, TrainHyper, health, sample_images
 
-from . import distributed, resume
-from .checkpoints import claim_checkpoint, save_checkpoint
-from .errors import ParamsError, TrainingError
-from .files import write_csv, write_json
-from .images import to_uint8
-from .manifest import label_map_of
-from .params import Params, compile_mode, device as params_device, loader_workers
-from .pixels import nhwc_to_float, open_pixels, read_prepared
-from .plots import class_grid, loss_curves
-from .progress import progress, write as progress_write
-from .provenance import identity
-from .train_data import RealBatches, batch_loader, reference_sample, stream_seed
-from .validation import ValidationJudge
+from .training import distributed, resume
+from .store.checkpoints import claim_checkpoint, save_checkpoint
+from .plumbing.errors import ParamsError, TrainingError
+from .store.files import write_csv, write_json
+from .store.images import to_uint8
+from .store.manifest import label_map_of
+from .plumbing.params import Params, compile_mode, device as params_device, loader_workers
+from .store.pixels import nhwc_to_float, open_pixels, read_prepared
+from .plumbing.plots import class_grid, loss_curves
+from .plumbing.progress import progress, write as progress_write
+from .store.provenance import identity
+from .training.train_data import RealBatches, batch_loader, reference_sample, stream_seed
+from .judges.validation import ValidationJudge
 
 GRID_SEEDS = range(8)  # fixed latents: grids from successive runs compare like for like
 __all__ = ["TrainingError", "describe_progress", "summarize", "train"]

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from ganaug.pipeline.filter import GUARDS_OFF
-from ganaug.pipeline.params import Params, load_params
+from ganaug.pipeline.plumbing.params import Params, load_params
 
 SHAPES = ("circle", "square", "cross")
 
@@ -55,8 +55,8 @@ def make_shapes(root: Path, counts: dict[str, int], seed: int = 0, rgb: bool = F
 
 def prepared_pixels(folder: str | Path) -> np.ndarray:
     """Ingest's images (N x H x W x C uint8), row i the manifest's row i: it writes no file per image."""
-    from ganaug.pipeline.manifest import read_manifest
-    from ganaug.pipeline.pixels import open_pixels
+    from ganaug.pipeline.store.manifest import read_manifest
+    from ganaug.pipeline.store.pixels import open_pixels
 
     return np.asarray(open_pixels(folder, len(read_manifest(folder))))
 

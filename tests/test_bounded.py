@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ganaug.pipeline import quality
-from ganaug.pipeline.pixels import Images, PixelWriter, Stack
-from ganaug.pipeline.smote import Smote
+from ganaug.pipeline.judges import quality
+from ganaug.pipeline.store.pixels import Images, PixelWriter, Stack
+from ganaug.pipeline.judges.smote import Smote
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_classifier_trains_alike_from_disk_with_reader_processes_and_from_memory
     """The evaluate classifier's batches: rows of the pixel array read by 0 or 2 worker processes,
     or an in-memory tensor, give the same weights (augmentation on: its seeded stream runs in
     the main process, in step order)."""
-    from ganaug.pipeline import classifier
+    from ganaug.pipeline.judges import classifier
 
     imgs, y = _imbalanced()
     x = _pixel_folder(tmp_path, imgs)
@@ -118,7 +118,7 @@ def test_classifiers_trained_together_are_the_ones_trained_one_by_one():
     members still predict alike."""
     from sklearn.datasets import load_digits
 
-    from ganaug.pipeline import classifier
+    from ganaug.pipeline.judges import classifier
 
     d = load_digits()
     x = torch.from_numpy((d.images * 255 / 16).astype(np.uint8))[:, None]

@@ -2,10 +2,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ganaug.pipeline.cli import main
+from ganaug.pipeline.plumbing.cli import main
 from ganaug.pipeline.filter import ACCEPT_ALL
-from ganaug.pipeline.params import as_overrides
-from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.plumbing.params import as_overrides
+from ganaug.pipeline.store.manifest import read_manifest
 
 TINY = ["--set", "demo.size=8", "--set", "ingest.size=8", "--set", "train.steps=20", "--set", "train.width=8",
         "--set", "train.z_dim=16", "--set", "train.batch_size=16", "--set", "evaluate.epochs=1",

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from ganaug.pipeline.checkpoints import load_checkpoint
+from ganaug.pipeline.store.checkpoints import load_checkpoint
 from ganaug.pipeline.ingest import ingest
 from ganaug.pipeline.train import train
 from tests.conftest import make_shapes, tiny_params

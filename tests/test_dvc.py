@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ganaug.pipeline.filter import ACCEPT_ALL
-from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.store.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {

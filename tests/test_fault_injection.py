@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from ganaug.pipeline.params import load_params
+from ganaug.pipeline.plumbing.params import load_params
 from ganaug.pipeline.stages import STAGES, run
 from tests.conftest import make_shapes, tiny_overrides
 
@@ -88,7 +88,7 @@ def test_sigkill_in_every_stage_then_rerun_equals_an_uninterrupted_run(tmp_path,
         shutil.copytree(before[name], work)
         monkeypatch.chdir(work)
         args = [a for o in overrides for a in ("--set", o)]
-        proc = subprocess.Popen([sys.executable, "-m", "ganaug.pipeline.cli", name, *args], cwd=work,
+        proc = subprocess.Popen([sys.executable, "-m", "ganaug.pipeline.plumbing.cli", name, *args], cwd=work,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env={**os.environ, **threads})
         # Wait until the stage is writing (a temp appears), then kill it a random moment later.

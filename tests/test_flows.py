@@ -6,9 +6,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 
 from ganaug.flows import augment_flow
-from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.store.manifest import read_manifest
 from ganaug.pipeline.stages import STAGES
-from ganaug.pipeline.versioned import BATCHES_DIR
+from ganaug.pipeline.store.versioned import BATCHES_DIR
 from tests.conftest import make_shapes, sh, tiny_overrides, tiny_params
 
 

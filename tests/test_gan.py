@@ -239,8 +239,8 @@ def test_a_generator_that_ignores_the_class_is_reported_so():
     """The failure seen when the recipe was scaled up on a GPU: one texture for every class, D
     alive, nothing else flagged. Train's validation judge labels G's images; near chance, health
     says the generator ignores the class. A generator that follows the class is not flagged."""
-    from ganaug.pipeline.params import Params
-    from ganaug.pipeline.validation import ValidationJudge
+    from ganaug.pipeline.plumbing.params import Params
+    from ganaug.pipeline.judges.validation import ValidationJudge
 
     torch.manual_seed(0)
     x = torch.cat([-torch.ones(32, 1, 8, 8), torch.ones(32, 1, 8, 8)]) * 0.8 + 0.1 * torch.randn(64, 1, 8, 8)

@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ganaug.pipeline.cli import main
-from ganaug.pipeline.errors import DataError
-from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.plumbing.cli import main
+from ganaug.pipeline.plumbing.errors import DataError
+from ganaug.pipeline.store.manifest import read_manifest
 from tests.conftest import make_shapes, prepared_pixels, sh, tiny_overrides
 
 
@@ -113,7 +113,7 @@ def test_table_rows_cannot_read_outside_the_tables_folder(work, tmp_path, capsys
 
 
 def test_exchange_receive_stays_in_its_slot(work, tmp_path):
-    from ganaug.pipeline.exchange import receive
+    from ganaug.pipeline.store.exchange import receive
 
     before = listing(tmp_path)
     hostile = "outs:\n- md5: 0123456789abcdef0123456789abcdef\n  path: ../../../outside/evil\n"
@@ -245,7 +245,7 @@ def test_disk_full_says_so_and_keeps_the_previous_output(work, capsys):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill, as ENOSPC would be
         resource.setrlimit(resource.RLIMIT_FSIZE, (300, 300))
 
-    done = subprocess.run([sys.executable, "-m", "ganaug.pipeline.cli", "ingest", *base(work, ingest={"size": 32})],
+    done = subprocess.run([sys.executable, "-m", "ganaug.pipeline.plumbing.cli", "ingest", *base(work, ingest={"size": 32})],
                           cwd=work, capture_output=True, text=True, preexec_fn=limit)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "disk is full" in done.stderr and "intact" in done.stderr
@@ -297,10 +297,10 @@ def test_foreign_checkpoint_is_a_clear_error(trained, capsys, monkeypatch, tampe
 # 7. Retries: transient is a property of the error, decided where it was raised.
 def test_only_transient_errors_are_retried(tmp_path):
     from ganaug.flows.tasks import is_transient
-    from ganaug.pipeline.params import load_params
-    from ganaug.pipeline.scm import VersioningError, git
+    from ganaug.pipeline.plumbing.params import load_params
+    from ganaug.pipeline.store.scm import VersioningError, git
     from ganaug.pipeline.train import TrainingError
-    from ganaug.pipeline.versioned import _check_tracked_and_clean
+    from ganaug.pipeline.store.versioned import _check_tracked_and_clean
 
     sh(tmp_path, "git", "init", "-q")
     with pytest.raises(VersioningError) as failed_command:
@@ -332,9 +332,9 @@ def test_outputs_respect_the_umask(work, capsys):
 def test_killed_mid_swap_the_previous_output_is_put_back(tmp_path):
     """SIGKILL between moving the old folder aside and renaming the new one in leaves no
     folder at the destination; the next write must restore the old one, not delete it."""
-    from ganaug.pipeline.files import atomic_dir
+    from ganaug.pipeline.store.files import atomic_dir
 
-    from ganaug.pipeline.files import TMP_TOKEN
+    from ganaug.pipeline.store.files import TMP_TOKEN
 
     dest = tmp_path / "prepared"
     aside = tmp_path / "prepared.tmp-old-999999999-1a2b3c4d"  # a dead process's, with its token
@@ -355,7 +355,7 @@ def test_a_link_is_dvcs_only_into_this_repositorys_own_cache(tmp_path):
     """A checked-out DVC output may be a link into the cache (cache.type symlink): ganaug's own
     file. A link into any other folder named .dvc/cache (a user's file planted as an image) is
     not, and never reaches the training set."""
-    from ganaug.pipeline.files import check_own_file
+    from ganaug.pipeline.store.files import check_own_file
 
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ganaug.pipeline.errors import DataError
+from ganaug.pipeline.plumbing.errors import DataError
 from ganaug.pipeline.ingest import ingest
-from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.store.manifest import read_manifest
 from tests.conftest import make_shapes, prepared_pixels, tiny_params
 
 
@@ -35,7 +35,7 @@ def test_image_folder_becomes_a_validated_stratified_manifest(params):
 
 def test_a_four_image_class_runs_with_defaults_and_keeps_three_for_training(tmp_path):
     """What a user's rare class looks like: 4 images in an ImageFolder, no split, no setting changed."""
-    from ganaug.pipeline.params import load_params
+    from ganaug.pipeline.plumbing.params import load_params
 
     make_shapes(tmp_path / "raw", {"circle": 200, "square": 40, "cross": 4})
     p = load_params(None, [f"paths.raw={tmp_path / 'raw'}", f"paths.prepared={tmp_path / 'prep'}",
@@ -228,7 +228,7 @@ def test_demo_data_is_long_tailed_with_a_balanced_test_split(tmp_path):
 def test_parallel_ingest_equals_serial_ingest(params, tmp_path):
     """Worker processes change nothing but speed: the same manifest, pixel array and quarantine
     report, in the same order, as one process."""
-    from ganaug.pipeline.pixels import PIXELS, open_pixels
+    from ganaug.pipeline.store.pixels import PIXELS, open_pixels
     from tests.conftest import tiny_params
 
     raw = Path(params.paths.raw)

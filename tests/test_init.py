@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ganaug.pipeline.cli import main
+from ganaug.pipeline.plumbing.cli import main
 from ganaug.pipeline.filter import ACCEPT_ALL
-from ganaug.pipeline.params import as_overrides, load_params
-from ganaug.pipeline.dvcfile import render
-from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.plumbing.params import as_overrides, load_params
+from ganaug.pipeline.plumbing.dvcfile import render
+from ganaug.pipeline.store.manifest import read_manifest
 from tests.conftest import make_shapes, sh
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_committed_dvc_yaml_is_the_generated_one():
-    assert (REPO / "dvc.yaml").read_text() == render(code_deps=True, demo=True, how="python -m ganaug.pipeline.dvcfile")
+    assert (REPO / "dvc.yaml").read_text() == render(code_deps=True, demo=True, how="python -m ganaug.pipeline.plumbing.dvcfile")
 
 
 def test_init_refuses_what_it_cannot_wire(tmp_path, monkeypatch, capsys):

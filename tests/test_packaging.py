@@ -36,10 +36,10 @@ def test_wheel_from_python_m_build_imports_as_ganaug_in_a_fresh_venv(tmp_path):
     # Dependencies from this environment's site-packages via PYTHONPATH (which, unlike a .pth,
     # does not run this checkout's editable-install hook): only the wheel provides ganaug.
     env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
-    probe = ("import ganaug, ganaug.gan, ganaug.pipeline.params, ganaug.pipeline.stages; "
+    probe = ("import ganaug, ganaug.gan, ganaug.pipeline.plumbing.params, ganaug.pipeline.stages; "
              "import importlib.util as u; "
              "assert all(u.find_spec(n) is None for n in ('gan', 'pipeline', 'flows')), 'generic name importable'; "
-             "print(ganaug.pipeline.params.__file__)")
+             "print(ganaug.pipeline.plumbing.params.__file__)")
     out = subprocess.run([py, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert str(env_dir) in out.stdout, f"ganaug came from {out.stdout.strip()}, not the wheel"

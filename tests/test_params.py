@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ganaug.pipeline.errors import ParamsError
-from ganaug.pipeline.params import Params, load_params
+from ganaug.pipeline.plumbing.errors import ParamsError
+from ganaug.pipeline.plumbing.params import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,13 +62,13 @@ def test_yaml_1_2_numbers_and_folder_names_that_look_like_numbers():
 
 
 def test_each_knob_is_described_once_and_params_yaml_is_made_from_it():
-    """A knob's docstring in pipeline/params.py is its one description: params.yaml's comments and
+    """A knob's docstring in pipeline/plumbing/params.py is its one description: params.yaml's comments and
     `ganaug params --explain` come from it, and the committed params.yaml is what it renders."""
-    from ganaug.pipeline.params import PARAMS_HEADER, explain, render_yaml
+    from ganaug.pipeline.plumbing.params import PARAMS_HEADER, explain, render_yaml
 
     repo = Path(__file__).resolve().parents[1]
     assert (repo / "params.yaml").read_text() == render_yaml(Params(), PARAMS_HEADER), \
-        "params.yaml is stale: python -m ganaug.pipeline.params"
+        "params.yaml is stale: python -m ganaug.pipeline.plumbing.params"
 
     def knobs(model, prefix=""):
         for key, field in type(model).model_fields.items():
@@ -126,7 +126,7 @@ def test_the_gan_defaults_are_written_once_and_every_knob_reaches_the_trainer():
     import torch
 
     from ganaug.gan import GANConfig, TrainHyper
-    from ganaug.pipeline.params import Train
+    from ganaug.pipeline.plumbing.params import Train
     from ganaug.pipeline.train import _fresh_trainer
 
     fresh = _fresh_trainer(Train(), torch.zeros(1, 1, 16, 16), 3, torch.device("cpu"))

@@ -18,9 +18,9 @@ import torch
 import yaml
 
 from ganaug.pipeline.filter import ACCEPT_ALL
-from ganaug.pipeline.manifest import read_manifest
-from ganaug.pipeline.params import as_overrides, load_params
-from ganaug.pipeline.versioned import BATCHES_DIR
+from ganaug.pipeline.store.manifest import read_manifest
+from ganaug.pipeline.plumbing.params import as_overrides, load_params
+from ganaug.pipeline.store.versioned import BATCHES_DIR
 from tests.conftest import make_shapes, sh
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ganaug.pipeline.params import Params
+from ganaug.pipeline.plumbing.params import Params
 from ganaug.pipeline.stages import ALL
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
@@ -79,20 +79,21 @@ for name, stage in ALL.items():
     for m in [m for m in sys.modules if m.startswith("ganaug.pipeline.") or m.startswith("ganaug.gan")]:
         del sys.modules[m]
     importlib.import_module(stage.module)
-    loaded[name] = sorted({m.split(".")[2] for m in sys.modules if m.startswith("ganaug.pipeline.")}
+    loaded[name] = sorted({"/".join(m.split(".")[2:]) for m in sys.modules
+                           if m.startswith("ganaug.pipeline.") and not hasattr(sys.modules[m], "__path__")}
                           | ({"gan"} if any(m.startswith("ganaug.gan.") and m != "ganaug.gan.hyper"
                                           for m in sys.modules) else set()))
 print(json.dumps(loaded))
 """
     loaded = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                        check=True).stdout)
-    from ganaug.pipeline.codedeps import SHARED
+    from ganaug.pipeline.plumbing.codedeps import SHARED
 
     for name, modules in loaded.items():
         code = set(ALL[name].code)
         missing = [m for m in modules if m not in SHARED and (m if m == "gan" else f"pipeline/{m}.py") not in code]
         assert not missing, f"stage {name}: runs {missing}, not in its code deps"
-    assert "pipeline/checkpoints.py" in ALL["train"].code and "gan" in ALL["generate"].code
+    assert "pipeline/store/checkpoints.py" in ALL["train"].code and "gan" in ALL["generate"].code
 
 
 def test_the_filter_tests_run_in_an_order_that_fills_classes():

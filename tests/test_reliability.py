@@ -19,15 +19,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ganaug.pipeline.append import append
-from ganaug.pipeline.errors import DataError, ParamsError
+from ganaug.pipeline.plumbing.errors import DataError, ParamsError
 from ganaug.pipeline.evaluate import evaluate
 from ganaug.pipeline.filter import filter_candidates
 from ganaug.pipeline.generate import generate
 from ganaug.pipeline.ingest import ingest
-from ganaug.pipeline.manifest import read_manifest
-from ganaug.pipeline.params import Params, load_params
+from ganaug.pipeline.store.manifest import read_manifest
+from ganaug.pipeline.plumbing.params import Params, load_params
 from ganaug.pipeline.stages import run
-from ganaug.pipeline.versioned import BATCHES_DIR, STEPS
+from ganaug.pipeline.store.versioned import BATCHES_DIR, STEPS
 from tests.conftest import make_host, make_shapes, sh, tiny_overrides, tiny_params
 
 
@@ -81,7 +81,7 @@ def test_the_folders_a_table_lists_are_inputs(tmp_path):
 
 
 def test_init_never_replaces_the_repositorys_own_params(tmp_path, monkeypatch):
-    from ganaug.pipeline.cli import main
+    from ganaug.pipeline.plumbing.cli import main
 
     host = tmp_path / "host"
     make_shapes(host / "images", {"circle": 4, "square": 4})
@@ -95,7 +95,7 @@ def test_init_never_replaces_the_repositorys_own_params(tmp_path, monkeypatch):
 
 
 def test_a_second_writer_of_an_output_fails_clearly_and_the_first_finishes(tmp_path):
-    from ganaug.pipeline.files import output_lock
+    from ganaug.pipeline.store.files import output_lock
 
     make_shapes(tmp_path / "raw", {"circle": 5, "square": 5})
     p = tiny_params(tmp_path)
@@ -110,7 +110,7 @@ def test_a_second_writer_of_an_output_fails_clearly_and_the_first_finishes(tmp_p
     t.start()
     held.wait(30)
     try:  # another process: the same lock file, taken by a subprocess's ingest
-        done = subprocess.run([sys.executable, "-m", "ganaug.pipeline.cli", "ingest",
+        done = subprocess.run([sys.executable, "-m", "ganaug.pipeline.plumbing.cli", "ingest",
                                *[a for o in tiny_overrides(tmp_path) for a in ("--set", o)]],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
     finally:
@@ -122,7 +122,7 @@ def test_a_second_writer_of_an_output_fails_clearly_and_the_first_finishes(tmp_p
 
 
 def test_cleanup_removes_only_ganaugs_own_temporaries(tmp_path):
-    from ganaug.pipeline.files import OWNER, TMP_TOKEN, atomic_dir
+    from ganaug.pipeline.store.files import OWNER, TMP_TOKEN, atomic_dir
 
     dest = tmp_path / "prepared"
     users = tmp_path / "prepared.tmp-notes.txt"     # the user's, named alike
@@ -236,7 +236,7 @@ def test_in_place_append_killed_at_every_step_completes_or_rolls_back(trained, t
         host = make_host(tmp_path, f"host-{step}")
         overrides = tiny_overrides(root, filter={"mode": "none"}, append={"target": str(host / "train")})
         env = {**os.environ, "GANAUG_KILL_AT": step}
-        killed = subprocess.run([sys.executable, "-m", "ganaug.pipeline.cli", "append",
+        killed = subprocess.run([sys.executable, "-m", "ganaug.pipeline.plumbing.cli", "append",
                                  *[a for o in overrides for a in ("--set", o)]],
                                 env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert killed.returncode == -9, f"{step}: {killed.stderr[-2000:]}"
@@ -328,7 +328,7 @@ def test_a_huge_transparent_png_decodes_in_bounded_memory(tmp_path):
     Image.new("RGBA", (7000, 7000), (255, 0, 0, 128)).save(tmp_path / "raw" / "big" / "big.png")
     make_shapes(tmp_path / "raw", {"big": 3, "circle": 4})
     overrides = tiny_overrides(tmp_path, ingest={"workers": 1})
-    code = ("import resource, sys; from ganaug.pipeline.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import resource, sys; from ganaug.pipeline.plumbing.cli import main; rc = main(sys.argv[1:]); "
             "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
     done = subprocess.run([sys.executable, "-c", code, "ingest", *[a for o in overrides for a in ("--set", o)]],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -363,7 +363,7 @@ def test_a_device_that_is_not_there_is_a_clear_error(trained):
 
 
 def test_a_shorter_run_never_replaces_a_longer_checkpoint(trained):
-    from ganaug.pipeline.errors import TrainingError
+    from ganaug.pipeline.plumbing.errors import TrainingError
 
     before = Path(trained.paths.model).read_bytes()
     shorter = tiny_params(Path(trained.paths.raw).parent, train={"steps": 10})
@@ -373,7 +373,7 @@ def test_a_shorter_run_never_replaces_a_longer_checkpoint(trained):
 
 
 def test_csv_reports_are_safe_to_open_in_a_spreadsheet(tmp_path):
-    from ganaug.pipeline.files import write_csv
+    from ganaug.pipeline.store.files import write_csv
 
     write_csv(pd.DataFrame({"label": ["=HYPERLINK(\"http://x\")", "+1", "cat"], "n": [-1, 2, 3]}), tmp_path / "t.csv")
     back = pd.read_csv(tmp_path / "t.csv")
@@ -381,7 +381,7 @@ def test_csv_reports_are_safe_to_open_in_a_spreadsheet(tmp_path):
 
 
 def test_the_frechet_distance_of_a_one_image_class_is_a_number():
-    from ganaug.pipeline.classifier import frechet_distance
+    from ganaug.pipeline.judges.classifier import frechet_distance
 
     rng = np.random.default_rng(0)
     assert np.isfinite(frechet_distance(rng.normal(size=(1, 16)), rng.normal(size=(32, 16))))
@@ -471,7 +471,7 @@ def test_append_again_in_a_clone_without_tags_keeps_the_committed_batch(trained,
 
     other = make_host(tmp_path, "host-later")
     overrides = tiny_overrides(root, filter={"mode": "none"}, append={"target": str(other / "train")})
-    killed = subprocess.run([sys.executable, "-m", "ganaug.pipeline.cli", "append",
+    killed = subprocess.run([sys.executable, "-m", "ganaug.pipeline.plumbing.cli", "append",
                              *[a for o in overrides for a in ("--set", o)]],
                             env={**os.environ, "GANAUG_KILL_AT": "commit"}, capture_output=True, text=True,
                             timeout=300, cwd=tmp_path)
@@ -519,7 +519,7 @@ def test_a_large_transparent_image_shrinks_without_a_fringe(mode):
     larger than its target: averaging before compositing showed the hidden black as a fringe."""
     import io
 
-    from ganaug.pipeline.images import decode
+    from ganaug.pipeline.store.images import decode
     im = Image.new(mode, (400, 400), (0, 0, 0, 0) if mode == "RGBA" else (0, 0, 0))
     im.paste((255, 0, 0, 255) if mode == "RGBA" else (255, 0, 0), (101, 101, 299, 299))
     data = io.BytesIO()

@@ -10,16 +10,16 @@ import torch
 from PIL import Image
 
 from ganaug import gan
-from ganaug.pipeline import files as pio
+from ganaug.pipeline.store import files as pio
 from ganaug.pipeline.append import append
-from ganaug.pipeline.checkpoints import load_checkpoint
-from ganaug.pipeline.errors import CheckpointError, DataError, ParamsError, TrainingError
+from ganaug.pipeline.store.checkpoints import load_checkpoint
+from ganaug.pipeline.plumbing.errors import CheckpointError, DataError, ParamsError, TrainingError
 from ganaug.pipeline.evaluate import evaluate
 from ganaug.pipeline.filter import filter_candidates
 from ganaug.pipeline.generate import generate
-from ganaug.pipeline.manifest import augmented_counts, label_map_of, needed_per_class
+from ganaug.pipeline.store.manifest import augmented_counts, label_map_of, needed_per_class
 from ganaug.pipeline.ingest import ingest
-from ganaug.pipeline.manifest import read_manifest
+from ganaug.pipeline.store.manifest import read_manifest
 from ganaug.pipeline.train import train
 from tests.conftest import make_shapes, prepared_pixels, tiny_params
 
@@ -158,7 +158,7 @@ def test_generate_records_seeds_and_scores(trained):
     G, D = gan.load_sampler(state, torch.device("cpu"))
     y = state["label_map"][row["label"]]
     again = ((gan.sample_images(G, [y], [int(row["seed"])]).clamp(-1, 1) + 1) * 127.5).round()
-    from ganaug.pipeline.pixels import open_pixels
+    from ganaug.pipeline.store.pixels import open_pixels
     stored = open_pixels(trained.paths.candidates, len(cand), "generate")  # one array, manifest order
     on_disk = np.asarray(stored[len(cand) - 1, :, :, 0], dtype=np.float32)
     assert np.array_equal(again[0, 0].numpy(), on_disk)
@@ -249,9 +249,9 @@ def test_filter_stops_a_hopeless_class_early(trained):
 
 
 def test_filter_guards_reject_copies_wrong_classes_and_duplicates(trained):
-    from ganaug.pipeline import quality
+    from ganaug.pipeline.judges import quality
     from ganaug.pipeline.filter import Guard, reference_judge
-    from ganaug.pipeline.pixels import Images
+    from ganaug.pipeline.store.pixels import Images
 
     p = tiny_params(Path(trained.paths.raw).parent, filter={"require_agreement": True, "reject_copies": True,
                                                             "dedupe": True}, evaluate={"epochs": 30})
@@ -287,9 +287,9 @@ def test_copies_are_rejected_and_fresh_images_accepted_at_three_training_images(
     training images with a little noise, is rejected as near copies; fresh, well-drawn images of
     the class are neither near copies nor refused by the class judge. (main's nearest-pair floor,
     the distance between two of those 3 images, rejected the fresh ones too.)"""
-    from ganaug.pipeline import quality
+    from ganaug.pipeline.judges import quality
     from ganaug.pipeline.filter import Guard, reference_judge
-    from ganaug.pipeline.pixels import Images
+    from ganaug.pipeline.store.pixels import Images
     from tests.conftest import draw_shape
 
     make_shapes(tmp_path / "raw", {"circle": 40, "square": 40, "cross": 4})
@@ -345,7 +345,7 @@ def test_filter_none_keeps_exactly_the_target(trained):
     report = filter_candidates(p)
     assert all(c["accepted"] == c["needed"] for c in report["classes"].values())
     # Evaluate trains on the accepted images' pixel array: row i must be manifest row i's PNG.
-    from ganaug.pipeline.pixels import open_pixels
+    from ganaug.pipeline.store.pixels import open_pixels
 
     kept = read_manifest(p.paths.accepted, check_files=True)
     pixels = open_pixels(p.paths.accepted, len(kept), "filter")
@@ -459,7 +459,7 @@ def test_evaluate_reports_every_arm_and_decides_the_gate(trained):
     assert m["gate"]["per_class_recall_gain"]["circle"]["interval"] is not None
     assert m["gate"]["rests_on"]["undetermined_classes"] == ["cross"] and m["gate"]["rests_on"]["test_images"] == \
         sum(tests.values())
-    assert list(arms) == ["real", "oversampled", "smote", "synthetic"]  # pipeline/arms.py's table, in order
+    assert list(arms) == ["real", "oversampled", "smote", "synthetic"]  # pipeline/judges/arms.py's table, in order
     for arm in arms.values():
         assert 0 <= arm["macro_f1"] <= 1 and arm["macro_f1_std"] >= 0 and arm["what"]
         assert set(arm["per_class_recall"]) == {"circle", "cross", "square"}
@@ -485,7 +485,7 @@ def test_closed_gate_appends_no_synthetic_image_and_succeeds(trained):
     """The default gate (beat the best other arm) on by default: a junk GAN's images stay out,
     and the set a plain training needs still lands: every real image, and each class filled to
     the plan's counts with duplicates of its own real images (over-sampling). The result says why."""
-    from ganaug.pipeline.manifest import augmented_counts, needed_per_class
+    from ganaug.pipeline.store.manifest import augmented_counts, needed_per_class
     from ganaug.pipeline.stages import summarize
 
     root = Path(trained.paths.raw).parent
@@ -521,7 +521,7 @@ def test_closed_gate_lands_the_folder_of_the_best_baseline(trained, best):
     """append.fill=best (the default): with the gate closed, the folder that lands is the arm
     evaluate found best: SMOTE's images (interpolations of two real images of the class, each
     pixel between theirs), the over-sampled duplicates, or the real images alone."""
-    from ganaug.pipeline.manifest import augmented_counts, needed_per_class
+    from ganaug.pipeline.store.manifest import augmented_counts, needed_per_class
 
     root = Path(trained.paths.raw).parent
     p = _through_filter(tiny_params(root, filter={"mode": "none"}, evaluate={"min_gain": 1.0}))
@@ -564,7 +564,7 @@ def _arms_predictions(n_per_class: int, accuracy: dict[str, float], seeds: int =
 
 
 def test_bootstrap_interval_shrinks_with_more_test_images():
-    from ganaug.pipeline.evidence import bootstrap, interval
+    from ganaug.pipeline.judges.evidence import bootstrap, interval
 
     widths = []
     for n in (5, 50, 500):
@@ -580,7 +580,7 @@ def test_bootstrap_interval_shrinks_with_more_test_images():
 def test_bootstrap_replicate_zero_is_the_data_as_it_is():
     from sklearn.metrics import f1_score
 
-    from ganaug.pipeline.evidence import bootstrap
+    from ganaug.pipeline.judges.evidence import bootstrap
 
     y, preds = _arms_predictions(20, {"a": 0.6})
     boot = bootstrap(y, preds, 3, [0], replicates=100)
@@ -590,8 +590,8 @@ def test_bootstrap_replicate_zero_is_the_data_as_it_is():
 
 
 def test_gate_opens_on_the_lower_end_of_the_interval():
-    from ganaug.pipeline.evidence import bootstrap
-    from ganaug.pipeline.gate import decide
+    from ganaug.pipeline.judges.evidence import bootstrap
+    from ganaug.pipeline.judges.gate import decide
 
     names = ["a", "b", "c"]
 
@@ -654,8 +654,8 @@ def test_users_own_val_and_test_stay_out_of_the_augmented_set(tmp_path):
 def test_streamed_batches_equal_the_in_memory_path(trained):
     """The memory-mapped pixel array gives, step for step, the batches the old in-memory tensor
     of decoded PNGs gave, with or without loader worker processes."""
-    from ganaug.pipeline.pixels import nhwc_to_float
-    from ganaug.pipeline.train_data import RealBatches, batch_loader
+    from ganaug.pipeline.store.pixels import nhwc_to_float
+    from ganaug.pipeline.training.train_data import RealBatches, batch_loader
 
     prepared = Path(trained.paths.prepared)
     df = read_manifest(prepared)
@@ -683,11 +683,11 @@ def _judged_with(tmp_path: Path, synthetic: str) -> dict:
     crosses drawn apart from every real one (images the GAN would ideally make), or `copies`,
     57 circles and squares of the training set labelled cross (what a collapsed generator and
     a broken filter would hand over)."""
-    from ganaug.pipeline.files import atomic_dir
-    from ganaug.pipeline.images import save_png
-    from ganaug.pipeline.manifest import make_manifest, write_manifest
-    from ganaug.pipeline.pixels import PixelWriter
-    from ganaug.pipeline.provenance import identity
+    from ganaug.pipeline.store.files import atomic_dir
+    from ganaug.pipeline.store.images import save_png
+    from ganaug.pipeline.store.manifest import make_manifest, write_manifest
+    from ganaug.pipeline.store.pixels import PixelWriter
+    from ganaug.pipeline.store.provenance import identity
     from tests.conftest import draw_shape
 
     rng = np.random.default_rng(7)
@@ -741,8 +741,8 @@ def test_gate_weighs_what_the_test_split_can_measure():
     """A class with one test image cannot show a gain; when the synthetic images go there, the
     gate opens on the classes it can measure only if the synthetic arm loses nothing there
     (measured_loss), and says so; a measurable loss keeps it closed."""
-    from ganaug.pipeline.evidence import bootstrap
-    from ganaug.pipeline.gate import decide
+    from ganaug.pipeline.judges.evidence import bootstrap
+    from ganaug.pipeline.judges.gate import decide
 
     rng = np.random.default_rng(0)
     y = np.array([0] * 300 + [1] * 300 + [2])            # class c: one test image
@@ -769,9 +769,9 @@ def test_a_closed_gate_lands_the_real_images_alone_only_when_they_surely_win():
     """The user asked for the plan's counts: at a tie (digits at the ceiling: real 0.993, over-
     sampled 0.990) the folder that lands is the best of those that reach them; the real images
     alone land only when they beat it with confidence."""
-    from ganaug.pipeline.arms import BALANCING, BASELINES
-    from ganaug.pipeline.evidence import bootstrap
-    from ganaug.pipeline.gate import decide
+    from ganaug.pipeline.judges.arms import BALANCING, BASELINES
+    from ganaug.pipeline.judges.evidence import bootstrap
+    from ganaug.pipeline.judges.gate import decide
 
     rng = np.random.default_rng(1)
     y = np.repeat(np.arange(3), 300)

@@ -10,9 +10,9 @@ from ganaug.pipeline.evaluate import evaluate
 from ganaug.pipeline.filter import filter_candidates
 from ganaug.pipeline.generate import generate
 from ganaug.pipeline.ingest import ingest
-from ganaug.pipeline.manifest import read_manifest
-from ganaug.pipeline.scm import VersioningError
-from ganaug.pipeline.versioned import BATCHES_DIR
+from ganaug.pipeline.store.manifest import read_manifest
+from ganaug.pipeline.store.scm import VersioningError
+from ganaug.pipeline.store.versioned import BATCHES_DIR
 from tests.conftest import make_shapes, sh, tiny_params
 
 
@@ -155,7 +155,7 @@ def test_two_concurrent_appends_of_the_same_batch_add_it_once(accepted, host):
     args = [a for item in tiny_overrides(Path(accepted.paths.raw).parent, filter={"mode": "none"},
                                          append={"target": str(host / "train")}) for a in ("--set", item)]
     head = sh(host, "git", "rev-parse", "HEAD")
-    runs = [subprocess.Popen([sys.executable, "-m", "ganaug.pipeline.cli", "append", *args], cwd=host,
+    runs = [subprocess.Popen([sys.executable, "-m", "ganaug.pipeline.plumbing.cli", "append", *args], cwd=host,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [r.communicate(timeout=300) for r in runs]
     assert [r.returncode for r in runs] == [0, 0], outs

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import DataError
+from ..plumbing.errors import DataError
 from .files import atomic_dir, atomic_file
-from .paths import safe_relative
+from ..plumbing.paths import safe_relative
 from .scm import VersioningError, dvc
 
 EXCHANGE = Path(".ganaug/exchange")

@@ -10,7 +10,7 @@ import torch
 
 from ganaug import gan
 
-from .errors import CheckpointError, DataError
+from ..plumbing.errors import CheckpointError, DataError
 from .files import atomic_file
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, ParamsError
+from ..plumbing.errors import DataError, ParamsError
 from .files import atomic_file
-from .paths import safe_relative
+from ..plumbing.paths import safe_relative
 
 MANIFEST = "manifest.parquet"
 BATCHES_DIR = "ganaug-batches"  # synthetic batches appended in place; ingest never reads them as real
@@ -90,7 +90,7 @@ def validate(df: pd.DataFrame, where: str, root: Path | None = None) -> pd.DataF
 
 def _array_holds(root: Path, rows: int) -> bool:
     """A folder kept as one pixel array (generate's candidates: no file per image) holds its
-    images when its array counts one per row (pipeline/pixels.py reads and checks it)."""
+    images when its array counts one per row (pipeline/store/pixels.py reads and checks it)."""
     from .files import read_record
 
     shape = root / "pixels.json"

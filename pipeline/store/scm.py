@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import GanaugError
+from ..plumbing.errors import GanaugError
 
 
 class VersioningError(GanaugError):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .pixels import nhwc_to_float, one_thread, open_pixels
+from ..store.pixels import nhwc_to_float, one_thread, open_pixels
 
 REFERENCE_BYTES = 256 * 2**20  # float images the judge and the diversity probe keep in memory
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import GanaugError
 from .params import Params, load_params, preset_names, preset_overrides
-from .stages import DEMO_DATA, STAGES, run, summarize
+from ..stages import DEMO_DATA, STAGES, run, summarize
 
 
 def _run_stage(name: str, params: Params):

@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .errors import DataError
+from ..plumbing.errors import DataError
 from .files import OWNER, read_record
 from .manifest import MANIFEST
 

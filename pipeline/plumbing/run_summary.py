@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .manifest import read_manifest
+from ..store.manifest import read_manifest
 from .params import Params
 
 

@@ -4,7 +4,8 @@ stage's code deps, so that editing any module a stage runs re-runs it under `dvc
 Hand-kept lists went stale (train, generate, filter, evaluate and append each ran modules theirs
 omitted, and `dvc repro` called stale outputs up to date); an import graph cannot forget one.
 Every import counts, the ones inside functions too (stage modules import torch lazily). `gan/`
-is one dep: the pure GAN package, whole.
+is one dep: the pure GAN package, whole. A module is named by its path under pipeline/ without
+the suffix: "train", "store/manifest".
 """
 from __future__ import annotations
 
@@ -12,40 +13,43 @@ import ast
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]   # the repository (the package's source root)
+ROOT = Path(__file__).resolve().parents[2]   # the repository (the package's source root)
 PIPELINE = ROOT / "pipeline"
 # The plumbing every stage shares (params, the registry, the CLI, errors, path checks; and
 # gan/hyper.py, the GAN's defaults params reads): an edit there is an edit to every stage, and
 # `dvc repro --force` is the way to say so. Listing them would re-run six stages for a help text.
-SHARED = frozenset({"params", "stages", "errors", "paths", "cli", "dvcfile", "codedeps"})
+SHARED = frozenset({"stages", "plumbing/params", "plumbing/errors", "plumbing/paths", "plumbing/cli",
+                    "plumbing/dvcfile", "plumbing/codedeps"})
+
+
+def _module(parts: list[str]) -> str | None:
+    """The pipeline module a dotted name under ganaug.pipeline names (None: a package or nothing)."""
+    path = "/".join(parts)
+    return path if path and (PIPELINE / f"{path}.py").is_file() else None
 
 
 @cache
 def _imports(module: str) -> tuple[frozenset[str], bool]:
     """(pipeline modules `module` imports directly, whether it imports the gan package)."""
     tree = ast.parse((PIPELINE / f"{module}.py").read_text())
+    package = module.split("/")[:-1]           # where its relative imports start
     found, gan = set(), False
     for node in ast.walk(tree):
-        names: list[str] = []
+        targets: list[list[str]] = []           # dotted names, from ganaug on
         if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level == 1:                       # from .x import y / from . import x, y
-                names = [base] if base else [a.name for a in node.names]
-            elif node.level == 2 or base == "ganaug" or base.startswith("ganaug."):
-                full = base if node.level == 0 else f"ganaug.{base}".rstrip(".")
-                gan |= full == "ganaug.gan" or full.startswith("ganaug.gan.") or (
-                    full == "ganaug" and any(a.name == "gan" for a in node.names))
-                if full == "ganaug.pipeline":
-                    names = [a.name for a in node.names]
-                elif full.startswith("ganaug.pipeline."):
-                    names = [full.split(".")[2]]
+            if node.level:
+                base = ["ganaug", "pipeline", *package][:len(package) + 2 - (node.level - 1)]
+            else:
+                base = []
+            full = base + (node.module.split(".") if node.module else [])
+            targets = [full] + [full + [a.name] for a in node.names]  # the module, or names that are modules
         elif isinstance(node, ast.Import):
-            for a in node.names:
-                gan |= a.name == "ganaug.gan" or a.name.startswith("ganaug.gan.")
-                if a.name.startswith("ganaug.pipeline."):
-                    names.append(a.name.split(".")[2])
-        found |= {n for n in names if (PIPELINE / f"{n}.py").is_file()}
-    return frozenset(found), gan
+            targets = [a.name.split(".") for a in node.names]
+        for t in targets:
+            gan |= t[:2] == ["ganaug", "gan"]
+            if t[:2] == ["ganaug", "pipeline"] and (m := _module(t[2:])):
+                found.add(m)
+    return frozenset(found - {module}), gan
 
 
 def closure(module: str) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import DataError, StorageError
+from ..plumbing.errors import DataError, StorageError
 
 TMP_MARK = ".tmp-"
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .files import atomic_file, claim_report  # noqa: E402
+from ..store.files import atomic_file, claim_report  # noqa: E402
 
 
 def _save(fig, path: Path):

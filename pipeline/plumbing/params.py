@@ -468,8 +468,8 @@ def _summary(cls: type) -> str | None:
 
 PARAMS_HEADER = """\
 # ganaug: every knob, one section per stage. `ganaug params --explain` says what each does;
-# `--set section.key=value` overrides any key on any command. Generated from pipeline/params.py
-# (python -m ganaug.pipeline.params); the descriptions live there.
+# `--set section.key=value` overrides any key on any command. Generated from pipeline/plumbing/params.py
+# (python -m ganaug.pipeline.plumbing.params); the descriptions live there.
 """
 
 
@@ -499,7 +499,7 @@ def compile_mode(setting: bool | None, device) -> bool | str:
     return "reduce-overhead" if device.type == "cuda" else True
 
 
-PRESETS = Path(__file__).parent / "presets"
+PRESETS = Path(__file__).resolve().parents[1] / "presets"  # pipeline/presets
 
 
 def preset_names() -> list[str]:
@@ -634,4 +634,4 @@ def _section_of(loc) -> type[BaseModel]:
 
 
 if __name__ == "__main__":  # regenerate this repository's params.yaml (the defaults, described)
-    Path(__file__).resolve().parents[1].joinpath(DEFAULT_FILE).write_text(render_yaml(Params(), PARAMS_HEADER))
+    Path(__file__).resolve().parents[2].joinpath(DEFAULT_FILE).write_text(render_yaml(Params(), PARAMS_HEADER))

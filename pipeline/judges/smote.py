@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .pixels import Stack, nchw_as_float, subset
+from ..store.pixels import Stack, nchw_as_float, subset
 from .quality import k_nearest
 
 

@@ -14,8 +14,8 @@ import torch.distributed as dist
 
 from ganaug.gan import pick_device
 
-from .errors import GanaugError, TrainingError
-from .params import Params, device as params_device
+from ..plumbing.errors import GanaugError, TrainingError
+from ..plumbing.params import Params, device as params_device
 
 def processes(cfg) -> int:
     """train.nproc, or with null one process per visible GPU (1 on the CPU)."""
@@ -32,7 +32,7 @@ def launch(params: Params, n: int) -> dict:
         spec = Path(d) / "params.json"
         spec.write_text(json.dumps(params.model_dump(mode="json")))
         done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               f"--nproc-per-node={n}", "-m", "ganaug.pipeline.distributed", str(spec)])
+                               f"--nproc-per-node={n}", "-m", "ganaug.pipeline.training.distributed", str(spec)])
     if done.returncode:
         raise TrainingError(f"distributed training in {n} processes failed (exit status {done.returncode}); "
                             "the reason is in its output above; the last checkpoint is kept")

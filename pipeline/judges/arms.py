@@ -56,7 +56,7 @@ def _oversampled(d: ArmData, seed: int):
         return d.x_real, d.y_real, True
     import torch
 
-    from .pixels import Stack
+    from ..store.pixels import Stack
     extra = oversample_rows(d.y_real, d.need, seed)
     return Stack(d.x_real, d.x_real.subset(extra)), torch.cat([d.y_real, d.y_real[torch.from_numpy(extra)]]), False
 
@@ -72,7 +72,7 @@ def _synthetic(d: ArmData, seed: int):
         return x, y, True
     import torch
 
-    from .pixels import Stack
+    from ..store.pixels import Stack
     # What synthetic images did not bring, duplicates do: the over-sampled arm's own draws (a
     # prefix of them, the same seed), so the two folders differ only in the synthetic images.
     synthetic = Counter(y[len(d.y_real):].tolist())  # the mix is the real images, then the synthetic

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from ..plumbing.errors import DataError
 from .evidence import interval
-from .files import read_record
-from .manifest import augmented_counts, read_manifest
-from .params import Params
-from .provenance import identity
+from ..store.files import read_record
+from ..store.manifest import augmented_counts, read_manifest
+from ..plumbing.params import Params
+from ..store.provenance import identity
 
 GATE_FILE = "gate.json"                                 # under paths.reports
 
@@ -35,11 +35,11 @@ def decide(boot: dict[str, dict[str, np.ndarray]], names: list[str], *,
            synthetic_classes: list[str] = (),      # the classes the synthetic images go to
            balancing: tuple[str, ...] = ()) -> dict:  # the baselines whose folders reach the plan's counts
     """Open the gate only when the synthetic arm beats the best other arm with confidence: the
-    lower end of the paired bootstrap interval of its gain (pipeline/evidence.py: test images and
+    lower end of the paired bootstrap interval of its gain (pipeline/judges/evidence.py: test images and
     classifier seeds redrawn) is above min_gain. A gain that test-image or seed noise could make
     is no gain: appending then would change the user's data for nothing. boot[arm][metric]: the
     metric's bootstrap values, replicate 0 the data as it is; boot[arm]["recall"]: per class.
-    baselines: the arms it must beat and candidate the arm judged (pipeline/arms.py's table;
+    baselines: the arms it must beat and candidate the arm judged (pipeline/judges/arms.py's table;
     every arm but the candidate when none are named). undetermined: classes with too few test
     images for a per-class verdict: their recall gain is shown without an interval (one or two
     images make it 0 or 1, and an interval of [0, 0] would claim a certainty there is not); they

@@ -7,7 +7,7 @@ import torch
 from ganaug.gan import sample_images
 
 from . import classifier
-from .params import Params
+from ..plumbing.params import Params
 
 
 class ValidationJudge:

@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .pixels import nchw_as_float, one_thread
-from .progress import progress
+from ..store.pixels import nchw_as_float, one_thread
+from ..plumbing.progress import progress
 
 
 class SmallCNN(nn.Module):
@@ -313,7 +313,7 @@ def classic_augment(shift: float, rotate: float, scale: float, hflip: bool, seed
     on [-1, 1] tensors; None when every knob is off."""
     import cv2
 
-    from .images import A  # albumentations, imported with its update check off
+    from ..store.images import A  # albumentations, imported with its update check off
 
     transforms = []
     if shift or rotate or scale:

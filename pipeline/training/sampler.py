@@ -15,13 +15,13 @@ import pandas as pd
 
 from ganaug import gan
 
-from .checkpoints import check_label_map, checkpoint_id, load_checkpoint, restore_sampler
-from .images import save_png, to_uint8
-from .manifest import png_path, synthetic_id
-from .errors import DataError
-from .params import Params, device
-from .provenance import identity
-from .pixels import nhwc_to_float
+from ..store.checkpoints import check_label_map, checkpoint_id, load_checkpoint, restore_sampler
+from ..store.images import save_png, to_uint8
+from ..store.manifest import png_path, synthetic_id
+from ..plumbing.errors import DataError
+from ..plumbing.params import Params, device
+from ..store.provenance import identity
+from ..store.pixels import nhwc_to_float
 
 SEED_STRIDE = 1_000_000_000  # seeds of one class and one generate.seed never meet another's
 

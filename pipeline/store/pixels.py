@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..plumbing.errors import DataError
 from .files import check_own_file, read_record
 from .manifest import read_manifest
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoints import check_label_map, load_checkpoint, restore_trainer
-from .errors import CheckpointError, TrainingError
-from .params import Params, compile_mode
-from .provenance import identity
-from .progress import write as progress_write
+from ..store.checkpoints import check_label_map, load_checkpoint, restore_trainer
+from ..plumbing.errors import CheckpointError, TrainingError
+from ..plumbing.params import Params, compile_mode
+from ..store.provenance import identity
+from ..plumbing.progress import write as progress_write
 
 NOT_FINGERPRINTED = {"steps", "checkpoint_every", "resume", "device", "compile", "deployment", "minutes",
                      "loader_workers", "patience", "fail_when_unhealthy"}

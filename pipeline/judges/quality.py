@@ -20,7 +20,7 @@ import torch
 from ganaug.gan.health import spread as _spread
 
 from . import classifier
-from .pixels import subset
+from ..store.pixels import subset
 
 K_NEAREST = 3
 
@@ -121,7 +121,7 @@ def class_scale(real) -> float:
 def class_copy_radii(folder, prepared, label_map: dict[str, int], quantile: float) -> tuple[dict[str, float], dict]:
     """Per class, the near-copy radius (`copy_radii`) over a prepared set's real train and val
     images (left on disk: `folder`'s pixel array, read a block at a time)."""
-    from .pixels import Images
+    from ..store.pixels import Images
 
     real = (prepared["source"] == "real").to_numpy()
     sets = {}

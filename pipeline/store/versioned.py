@@ -28,11 +28,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import DataError
+from ..plumbing.errors import DataError
 from .files import atomic_dir, link_or_copy, read_record
-from .gate import gated_synthetic
+from ..judges.gate import gated_synthetic
 from .manifest import BATCHES_DIR, read_manifest, write_manifest
-from .params import Params
+from ..plumbing.params import Params
 from .scm import VersioningError, dvc, git
 
 TAG_PREFIX = "ganaug-"
