@@ -334,12 +334,13 @@ def test_killed_mid_swap_the_previous_output_is_put_back(tmp_path):
     folder at the destination; the next write must restore the old one, not delete it."""
     from ganaug.pipeline.store.files import atomic_dir
 
-    from ganaug.pipeline.store.files import TMP_TOKEN
+    from ganaug.pipeline.store.files import OWNER, TMP_TOKEN
 
     dest = tmp_path / "prepared"
     aside = tmp_path / "prepared.tmp-old-999999999-1a2b3c4d"  # a dead process's, with its token
     aside.mkdir()
     (aside / "manifest.parquet").write_text("previous")
+    (aside / OWNER).write_text(json.dumps({"made_by": "ganaug", "contents": ["manifest.parquet"]}))  # as sealed
     (aside / TMP_TOKEN).write_text(aside.name)
     new = tmp_path / "prepared.tmp-999999999-5e6f7a8b"  # the new one, never renamed in
     new.mkdir()

@@ -637,3 +637,72 @@ def test_append_checks_the_pixel_array_it_turns_into_pngs(trained):
     with pytest.raises(DataError, match="ingest.size"):
         append(p)
     assert not Path(p.paths.augmented).exists()
+
+
+def _bytes_under(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_is_ganaugs_only_by_the_record_made_for_it(tmp_path):
+    """Issue 28: an OWNER record copied into a user's folder, a ganaug folder whose manifest is
+    not the one ganaug wrote, a folder holding a manifest.parquet and no record, and a record of
+    an older ganaug that lists nothing are not ganaug's to replace (each left byte-identical);
+    a ganaug folder copied whole (cp -r, a DVC checkout) still is."""
+    import shutil
+
+    from ganaug.pipeline.plumbing.errors import DataError
+    from ganaug.pipeline.store.files import OWNER, atomic_dir
+
+    ours = tmp_path / "prepared"
+    with atomic_dir(ours, made_by={"stage": "test"}) as tmp:
+        (tmp / "manifest.parquet").write_bytes(b"ganaug's manifest")
+        (tmp / "images").mkdir()
+    cases = {}
+    cases["copied record"] = tmp_path / "photos"
+    (cases["copied record"] / "images").mkdir(parents=True)
+    (cases["copied record"] / "images" / "cat.png").write_bytes(b"a cat")
+    (cases["copied record"] / "labels.csv").write_text("cat.png,cat\n")
+    shutil.copy(ours / OWNER, cases["copied record"] / OWNER)
+    cases["other manifest"] = tmp_path / "other"
+    cases["other manifest"].mkdir()
+    shutil.copy(ours / OWNER, cases["other manifest"] / OWNER)
+    (cases["other manifest"] / "manifest.parquet").write_bytes(b"the user's own table")
+    cases["no record"] = tmp_path / "bare"
+    cases["no record"].mkdir()
+    (cases["no record"] / "manifest.parquet").write_bytes(b"a table")
+    cases["older record"] = tmp_path / "older"
+    cases["older record"].mkdir()
+    (cases["older record"] / OWNER).write_text('{"made_by": "ganaug", "stage": "ingest"}')
+    (cases["older record"] / "manifest.parquet").write_bytes(b"a table")
+    expected = {"copied record": r"holds \['labels.csv'\], which ganaug did not write",
+                "other manifest": "manifest.parquet is not the one ganaug wrote", "no record": "not made by ganaug",
+                "older record": "lists no contents"}
+    for case, folder in cases.items():
+        before = _bytes_under(folder)
+        with pytest.raises(DataError, match=expected[case]):
+            with atomic_dir(folder) as tmp:
+                (tmp / "x").write_text("new")
+        assert _bytes_under(folder) == before, case
+    copy = tmp_path / "copy"
+    shutil.copytree(ours, copy)
+    with atomic_dir(copy) as tmp:
+        (tmp / "x").write_text("new")
+    assert (copy / "x").read_text() == "new"
+
+
+def test_a_report_is_replaced_only_when_its_folders_record_lists_it(tmp_path):
+    """A report folder is written file by file: its OWNER record grows with each report ganaug
+    writes, and a file there it does not list (the user's) is never replaced."""
+    from ganaug.pipeline.plumbing.errors import DataError
+    from ganaug.pipeline.store.files import write_json
+
+    reports = tmp_path / "reports"
+    write_json(reports / "metrics.json", {"run": 1})
+    (reports / "notes.json").write_text("the user's")
+    with pytest.raises(DataError, match="ganaug did not write"):
+        write_json(reports / "notes.json", {"run": 1})
+    assert (reports / "notes.json").read_text() == "the user's"
+    write_json(reports / "metrics.json", {"run": 2})           # its own: replaced
+    write_json(reports / "gate.json", {"run": 2})              # a new name: recorded
+    write_json(reports / "gate.json", {"run": 3})
+    assert json.loads((reports / "gate.json").read_text()) == {"run": 3}

@@ -116,17 +116,65 @@ def _clean_stale(dest: Path):
 
 
 def check_owned(dest: Path):
-    """Refuse to replace a folder ganaug did not make: one with files and no OWNER record (or,
-    from before OWNER, no ganaug manifest). An empty folder or a missing one is free."""
+    """Refuse to replace a folder ganaug did not make. A folder is ganaug's only by a valid OWNER
+    record made for that very folder: it lists the folder's entries and its manifest's hash
+    when ganaug sealed it (`_seal`), so a record copied into a user's folder, or a ganaug folder
+    the user has since added files to, is not ganaug's to replace. Not by name: a
+    `manifest.parquet` proves nothing. An empty folder or a missing one is free."""
     if not dest.exists() and not dest.is_symlink():
         return
     if dest.is_symlink() or not dest.is_dir():
         raise DataError(f"{dest}: exists and is not a folder ganaug wrote (a {'link' if dest.is_symlink() else 'file'}); "
                         "ganaug replaces only its own outputs. Move it away or choose another path")
-    if (dest / OWNER).is_file() or (dest / "manifest.parquet").is_file() or not any(dest.iterdir()):
+    entries = {p.name for p in dest.iterdir()} - {OWNER, TMP_TOKEN}
+    if not entries and not (dest / OWNER).exists():
         return
-    raise DataError(f"{dest}: this folder was not made by ganaug (no {OWNER} in it), and ganaug replaces "
-                    "only its own outputs; nothing was changed. Move it away or point the path elsewhere")
+    why = _not_ours(dest, entries)
+    if why:
+        raise DataError(f"{dest}: {why}, and ganaug replaces only its own outputs; nothing was changed. Move it "
+                        "away or point the path elsewhere")
+
+
+def _not_ours(folder: Path, entries: set[str]) -> str | None:
+    """Why folder is not provably the one ganaug sealed (None: it is)."""
+    owner = folder / OWNER
+    if owner.is_symlink():  # checked out by DVC (cache.type symlink): the record in this repository's cache
+        cache = dvc_cache_of(folder.resolve())
+        owner = owner.resolve() if cache is not None and cache in owner.resolve().parents else owner
+    try:
+        record = read_record(owner)
+    except ValueError as e:
+        return f"this folder was not made by ganaug (its {OWNER} record: {e})"
+    contents = record.get("contents")
+    if record.get("made_by") != "ganaug" or not isinstance(contents, list) \
+            or not all(isinstance(c, str) for c in contents):
+        return (f"its {OWNER} record lists no contents (not ganaug's, or written by a ganaug from before "
+                "2026-12-05: if it is such an output, delete it and run the stage again)")
+    extra = sorted(entries - set(contents))
+    if extra:
+        return f"it holds {extra[:5]}{' ...' if len(extra) > 5 else ''}, which ganaug did not write there"
+    manifest = folder / "manifest.parquet"
+    if "manifest_sha256" in record and manifest.is_file() and _sha256(manifest) != record["manifest_sha256"]:
+        return "its manifest.parquet is not the one ganaug wrote there"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _seal(tmp: Path):
+    """Bind the folder's OWNER record to the folder: its entries and its manifest's hash, as
+    ganaug finished writing it (check_owned reads them back)."""
+    record = json.loads((tmp / OWNER).read_text())  # ours, written moments ago into our own temporary
+    record["contents"] = sorted(p.name for p in tmp.iterdir() if p.name not in (OWNER, TMP_TOKEN))
+    if (tmp / "manifest.parquet").is_file():
+        record["manifest_sha256"] = _sha256(tmp / "manifest.parquet")
+    (tmp / OWNER).write_text(json.dumps(record, indent=1) + "\n")
 
 
 @contextmanager
@@ -179,6 +227,7 @@ def _replacing(tmp: Path, dest: Path):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     (tmp / TMP_TOKEN).unlink(missing_ok=True)  # the folder's final content: no token
+    _seal(tmp)
     replace_path(tmp, dest)
 
 
@@ -217,22 +266,33 @@ def atomic_file(dest: str | Path, mode: str = "w"):
 
 
 def claim_report(path: str | Path):
-    """A report file is replaced only when ganaug wrote it: its folder holds an OWNER record,
-    which the first report written into it leaves (a folder of reports written file by file has
-    no atomic_dir to leave one). A file there before, in a folder without the record, is not
-    ganaug's: refused, nothing written (a user's own metrics.json in paths.reports)."""
+    """A report file is replaced only when ganaug wrote it: its folder's OWNER record lists the
+    reports ganaug wrote there (a folder of reports is written file by file, so the record grows
+    with each new name). A file there that the record does not list is not ganaug's (a user's
+    own metrics.json in paths.reports, or a record copied from elsewhere): refused, nothing
+    written."""
     path = Path(path)
     folder = path.parent
-    if (folder / OWNER).is_file():
+    there = path.exists() or path.is_symlink()
+    if (folder / OWNER).exists() or (folder / OWNER).is_symlink():
+        try:
+            record = read_record(folder / OWNER)
+        except ValueError as e:
+            raise DataError(f"{folder / OWNER}: not ganaug's record of its reports ({e}); nothing was written. "
+                            "Choose another paths.reports, or delete it") from None
+        written = record.get("files", record.get("contents"))
+        written = written if isinstance(written, list) and record.get("made_by") == "ganaug" else []
+    else:
+        record, written = {"made_by": "ganaug", "stage": "reports"}, []
+    if path.name in written:
         return
-    if path.exists() or path.is_symlink():
-        raise DataError(f"{path}: a file of that name is already there, and {folder} holds no {OWNER} (the record "
-                        "ganaug leaves in its report folders): ganaug replaces only reports it wrote, so nothing was "
-                        "written. Choose another paths.reports, or move the file (from an earlier ganaug version: "
-                        "delete it, and the next run records the folder)")
+    if there:
+        raise DataError(f"{path}: a file of that name is already there that ganaug did not write (its {folder / OWNER} "
+                        "does not list it): ganaug replaces only reports it wrote, so nothing was written. Choose "
+                        "another paths.reports, or move the file (from a ganaug before 2026-12-05: delete it)")
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_file(folder / OWNER) as tmp:
-        Path(tmp).write_text(json.dumps({"made_by": "ganaug", "stage": "reports"}, indent=1) + "\n")
+        Path(tmp).write_text(json.dumps({**record, "files": sorted({*written, path.name})}, indent=1) + "\n")
 
 
 def write_json(path: str | Path, obj) -> None:
