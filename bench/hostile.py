@@ -310,6 +310,7 @@ def cases() -> list[Case]:
         c.append(Case("6 tracebacks", f"checkpoint: {tamper}", ["generate"], setup=_checkpoint(tamper), trained=True))
 
     c += issue15_cases()
+    c += issue28_cases()
 
     # 8. Modes.
     for mask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
@@ -459,6 +460,58 @@ def issue15_cases() -> list[Case]:
                   setup=lambda w: make_shapes(w / "data" / "raw", {"aux": 6}, seed=4), expect="ok",
                   check=lambda w: "aux" in json.loads((w / "reports/ingest.json").read_text())["warnings"]
                   .get("labels_not_portable", {})))
+    return c
+
+
+def _owner_copied_into_users_folder(work: Path):
+    """The user's photos in data/mine, with a copy of ganaug's record of data/prepared."""
+    mine = work / "data" / "mine"
+    make_shapes(mine / "images", {"cat": 3}, seed=5)
+    (mine / "labels.csv").write_text("cat\n")
+    shutil.copy(work / "data" / "prepared" / ".ganaug.json", mine / ".ganaug.json")
+
+
+def _reshaped_pixels(work: Path):
+    """The issue's instance at TINY's 8 px: pixels.json says 16x4, the bytes an image holds."""
+    shutil.rmtree(work / "data" / "augmented")
+    meta = json.loads((work / "data" / "prepared" / "pixels.json").read_text())
+    (work / "data" / "prepared" / "pixels.json").write_text(json.dumps({**meta, "shape": [16, 4, 1]}))
+
+
+def _noise_of_the_same_size(work: Path):
+    data = work / "data" / "prepared" / "pixels.u8"
+    data.write_bytes(np.random.default_rng(0).integers(0, 256, data.stat().st_size, dtype=np.uint8).tobytes())
+
+
+def _labels_swapped_by_hand(work: Path):
+    path = work / "data" / "prepared" / "manifest.parquet"
+    df = pd.read_parquet(path)
+    df["label"] = df["label"].sample(frac=1.0, random_state=0).to_numpy()
+    df.to_parquet(path)
+
+
+def issue28_cases() -> list[Case]:
+    """Issue 28's instances (reproduced on 6056117) and the new by-construction checks."""
+    c = []
+    c.append(Case("1 identity", "a user's backup named like a temporary", ["ingest"], expect="ok", trained=True,
+                  setup=lambda w: shutil.copytree(w / "data/prepared", w / "data/prepared.tmp-20240101"),
+                  check=lambda w: (w / "data/prepared.tmp-20240101/manifest.parquet").is_file()))
+    c.append(Case("1 identity", "an OWNER record copied into the user's folder", ["ingest", "--set",
+                  "paths.prepared=data/mine"], trained=True, setup=_owner_copied_into_users_folder))
+    c.append(Case("2 records", "pixels.json: the same bytes as 16x4 images, append", ["append"], trained=True,
+                  setup=_reshaped_pixels))
+    c.append(Case("2 records", "pixels.u8 overwritten with noise of its size", ["train"], trained=True,
+                  setup=_noise_of_the_same_size))
+    c.append(Case("2 records", "prepared manifest's labels swapped by hand", ["train"], trained=True,
+                  setup=_labels_swapped_by_hand))
+    c.append(Case("2 records", "candidates' OWNER record deleted", ["filter"], trained=True,
+                  setup=lambda w: (w / "data/candidates/.ganaug.json").unlink()))
+    c.append(Case("3 decisions", "append under min_gain=0.5, gate decided under null", ["append", "--set",
+                  "evaluate.min_gain=0.5"], trained=True, setup=lambda w: shutil.rmtree(w / "data/augmented")))
+    c.append(Case("5 file outputs", "paths.model=.gitignore", ["train", "--set", "paths.model=.gitignore", "--set",
+                  "train.resume=false"], trained=True, setup=lambda w: (w / ".gitignore").write_text("keepme\n")))
+    for knob in ("train.lr_d=1e308", "evaluate.bootstrap=1000000000000", "generate.truncation=1e-300"):
+        c.append(Case("7 bounds", knob, ["params", "--set", knob]))
     return c
 
 
@@ -658,7 +711,8 @@ def main():
                 shim.mkdir(parents=True)
                 for part in ("pipeline", "gan", "flows"):
                     (shim / part).symlink_to(tree / part)
-                versions.insert(0, Code(args.baseline, "ganaug.pipeline.plumbing.cli", {"PYTHONPATH": str(shim.parent)}))
+                cli = "ganaug.pipeline.plumbing.cli" if (tree / "pipeline/plumbing/cli.py").is_file() else "ganaug.pipeline.cli"
+                versions.insert(0, Code(args.baseline, cli, {"PYTHONPATH": str(shim.parent)}))
             else:
                 versions.insert(0, Code(f"{args.baseline}", "pipeline.cli", {"PYTHONPATH": str(tree)}))
         try:

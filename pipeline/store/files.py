@@ -137,12 +137,8 @@ def check_owned(dest: Path):
 
 def _not_ours(folder: Path, entries: set[str]) -> str | None:
     """Why folder is not provably the one ganaug sealed (None: it is)."""
-    owner = folder / OWNER
-    if owner.is_symlink():  # checked out by DVC (cache.type symlink): the record in this repository's cache
-        cache = dvc_cache_of(folder.resolve())
-        owner = owner.resolve() if cache is not None and cache in owner.resolve().parents else owner
     try:
-        record = read_record(owner)
+        record = owner_record(folder)
     except ValueError as e:
         return f"this folder was not made by ganaug (its {OWNER} record: {e})"
     contents = record.get("contents")
@@ -159,6 +155,40 @@ def _not_ours(folder: Path, entries: set[str]) -> str | None:
     return None
 
 
+def owner_record(folder: Path) -> dict:
+    """The folder's OWNER record, read as untrusted (ValueError saying why it is none). A record
+    DVC checked out as a link (cache.type symlink) is read in this repository's own cache."""
+    owner = Path(folder) / OWNER
+    if owner.is_symlink():
+        cache = dvc_cache_of(Path(folder).resolve())
+        owner = owner.resolve() if cache is not None and cache in owner.resolve().parents else owner
+    return read_record(owner)
+
+
+# The files a sealed record vouches for, by their hash: a manifest or pixel array changed since
+# ganaug wrote it (a hand edit, a restore of another version beside the record) is refused.
+SEALED = {"manifest.parquet": "manifest_sha256", "pixels.u8": "pixels_sha256"}
+_HASHED: dict[tuple, str] = {}  # (path, inode, size, mtime) -> sha256: a file is hashed once a process
+
+
+def check_unchanged(folder: str | Path, name: str, rerun: str):
+    """name (a SEALED file) is the one ganaug wrote into folder, when its record says which."""
+    try:
+        want = owner_record(Path(folder)).get(SEALED[name])
+    except ValueError:
+        return  # no record to compare with: the provenance checks refuse such a folder
+    if want is None:
+        return
+    path = Path(folder) / name
+    st = path.stat()
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = _sha256(path)
+    if _HASHED[key] != want:
+        raise DataError(f"{path}: not the file ganaug wrote there (it changed since; {OWNER} records another hash); "
+                        f"re-run {rerun}")
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -172,8 +202,9 @@ def _seal(tmp: Path):
     ganaug finished writing it (check_owned reads them back)."""
     record = json.loads((tmp / OWNER).read_text())  # ours, written moments ago into our own temporary
     record["contents"] = sorted(p.name for p in tmp.iterdir() if p.name not in (OWNER, TMP_TOKEN))
-    if (tmp / "manifest.parquet").is_file():
-        record["manifest_sha256"] = _sha256(tmp / "manifest.parquet")
+    for name, key in SEALED.items():
+        if (tmp / name).is_file():
+            record[key] = _sha256(tmp / name)
     (tmp / OWNER).write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..plumbing.errors import DataError, ParamsError
-from .files import atomic_file
+from .files import atomic_file, check_unchanged
 from ..plumbing.paths import safe_relative
 
 MANIFEST = "manifest.parquet"
@@ -107,6 +107,7 @@ def read_manifest(folder: str | Path, check_files: bool = False) -> pd.DataFrame
     path = Path(folder) / MANIFEST
     if not path.is_file():  # a FIFO or a device is not a manifest either: never opened
         raise DataError(f"{path}: no manifest here; run the stage that writes {folder} first")
+    check_unchanged(folder, MANIFEST, f"the stage that writes {folder}")
     try:
         table = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises many kinds; all mean "not a readable manifest"

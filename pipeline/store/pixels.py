@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..plumbing.errors import DataError
-from .files import check_own_file, read_record
+from .files import check_own_file, check_unchanged, read_record
 from .manifest import read_manifest
 
 PIXELS = "pixels.u8"
@@ -90,6 +90,7 @@ def open_pixels(folder: str | Path, rows: int, writer: str = "ingest") -> np.mem
         raise DataError(f"{folder}: no {PIXELS} (ganaug {writer} writes it); re-run `ganaug {writer}`")
     # The images every later stage, and the augmented set, are made of: never a link out of the folder.
     check_own_file(data, folder, done="nothing was read")
+    check_unchanged(folder, PIXELS, f"`ganaug {writer}`")
     try:
         meta = read_record(shape_file)
         count, (h, w, c) = int(meta["count"]), (int(v) for v in meta["shape"])

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from ..plumbing.errors import DataError
-from .files import OWNER, read_record
+from .files import OWNER, owner_record, read_record
 from .manifest import MANIFEST
 
 
@@ -49,9 +49,15 @@ def check_made_from(folder: str | Path, current: dict[str, str], rerun: str):
     """Refuse a folder made from other inputs than the current ones: e.g. accepted images
     filtered from candidates that have since been generated again. current: input name ->
     its identity now. Names the stage to re-run."""
-    recorded = made_by(folder).get("inputs")
-    if not isinstance(recorded, dict):
-        return  # made before ganaug recorded its inputs: nothing to compare
+    try:
+        recorded = owner_record(Path(folder)).get("inputs")
+    except ValueError as e:
+        recorded, why = None, f"its {OWNER} record: {e}"
+    else:
+        why = f"its {OWNER} record lists no inputs"
+    if not isinstance(recorded, dict):  # a missing record is no reason to skip the check
+        raise DataError(f"{folder}: what it was made from is not known ({why}); re-run `ganaug {rerun}` (and the "
+                        "stages after it)")
     for key, now in current.items():
         then = recorded.get(key)
         if then is not None and then != now:
