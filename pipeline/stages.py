@@ -5,8 +5,9 @@ A stage declares the paths it reads and writes (as params keys), the params it r
 metrics, plots and pictures, its one-line summary and its retry policy; the code it runs (this
 repository's dvc.yaml re-runs it when that changes) is derived from its imports
 (pipeline/plumbing/codedeps.py). `run` is how every entry point
-starts a stage: the outputs are checked against every path of the pipeline and for
-writability, then the stage function (params in, files out) runs.
+starts a stage: the guards (pipeline/plumbing/guards.py) check the outputs against every path
+of the pipeline, for writability and the batches against the memory, then the stage function
+(params in, files out) runs. This module is data: the entries and their types.
 
 A new stage is one module (a `stage(params) -> dict` function and a `summarize(result)`)
 plus one entry here. Stage modules are imported when a stage runs, not when the CLI starts:
@@ -15,24 +16,12 @@ torch, scikit-learn and matplotlib take seconds to import.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .judges import arms
-from .plumbing import codedeps
-from .plumbing.errors import ParamsError
-from .plumbing.params import Params
-from .plumbing.paths import check_apart, check_writable, listed_folders, relation
-
-
-def lookup(params: Params, key: str):
-    """The value of a params key such as "train.batch_size"."""
-    node = params
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
+from .plumbing import codedeps, guards
+from .plumbing.params import Params, lookup
 
 
 @dataclass(frozen=True)
@@ -74,7 +63,7 @@ class Parts:
 @dataclass(frozen=True)
 class Batch:
     """One batch a stage holds in a device's memory, for the guard against impossible batch sizes
-    (check_memory): `maps` feature maps of the network's width at the image's full size, float32,
+    (guards.check_memory): `maps` feature maps of the network's width at the image's full size, float32,
     an image (training keeps every layer's for the backward pass; a forward pass, a layer or two)."""
 
     size: str      # params key of the batch size
@@ -106,7 +95,8 @@ class Stage:
                                       # on_progress(step, total, row), its module has describe_progress
     remote: str = ""                  # params key naming a deployment to run it on, when set
     parts: Parts | None = None        # mapped over Dask workers
-    memory: tuple[Batch, ...] = ()    # the batches it holds in memory (check_memory)
+    memory: tuple[Batch, ...] = ()    # the batches it holds in memory (guards.check_memory)
+    makes_raw: bool = False           # it writes the data paths.raw points into (the demo)
 
     @property
     def module(self) -> str:
@@ -139,7 +129,7 @@ REFERENCE_CLASSIFIER = ("evaluate.epochs", "evaluate.batch_size", "evaluate.lr",
 DEMO_DATA = Stage(
     "demo-data", "ganaug.pipeline.demo_data:demo_data",
     "write the long-tailed digits demo dataset to paths.demo",
-    outs=(_p("demo", folder=True),), params=("demo",))
+    outs=(_p("demo", folder=True),), params=("demo",), makes_raw=True)
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("ingest", "ganaug.pipeline.ingest:ingest", "validate, convert and split the images into a manifest",
@@ -191,84 +181,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 ALL = {DEMO_DATA.name: DEMO_DATA, **STAGES}
 
 
-def check_paths(stage: Stage, params: Params):
-    """Before a stage touches anything: its outputs overlap no other path of the pipeline and
-    can be written. Two declarations of the same key (ingest writes what train reads) are one
-    path, not an overlap; the demo stage writes the folder paths.raw points into."""
-    def resolved(p: P) -> Path | None:
-        v = p.value(params)
-        return None if v is None else Path(v).expanduser().resolve()
-
-    raw = resolved(P("paths.raw"))
-    listed = listed_folders(raw) if raw is not None and raw.is_file() and raw.suffix.lower() in (".csv", ".parquet") \
-        else []
-    for out in stage.writes:
-        path = resolved(out)
-        if path is None:
-            continue
-        # The folders a table lists are inputs too (the demo writes them; in place, the batches
-        # go into the tracked set's own subfolder).
-        # An output may sit beside the listed images (a flat table, data/labels.csv listing
-        # x.png, lists data/ itself), never be or hold their folder.
-        lists = [] if stage is DEMO_DATA or out.key == "append.target" else \
-            [("a folder of the images paths.raw lists", folder) for folder in listed
-             if relation(path, folder) in ("is", "contains")]
-        others = {}
-        for other in (stage, *ALL.values()):  # its own inputs first: the likeliest mistake
-            for q in other.reads + other.writes:
-                same = (q.key, q.file) == (out.key, out.file)
-                demo_source = stage is DEMO_DATA and q.key == "paths.raw"
-                # In place, the batches go into a subfolder of the tracked set that ingest skips.
-                in_place = out.key == "append.target" and q.key == "paths.raw"
-                if not same and not demo_source and not in_place and (path_q := resolved(q)) is not None:
-                    others.setdefault(q.shown(), path_q)
-        check_apart((out.shown(), path), list(others.items()) + lists, stage.name)
-        check_writable(out.shown(), path, out.folder)
-
-
-def check_memory(stage: Stage, params: Params, available: dict[str, int] | int | None = None):
-    """Refuse, before allocating, batch sizes whose activations cannot fit in the memory of the
-    device that runs them (a rough upper estimate of float32 activations: training keeps every
-    layer's for the backward pass; generate and the filter only run forward, a layer at a time).
-    A guard against `batch_size=10**8`, not a planner: a run that passes may still be tight.
-    available: bytes, per device key or for all (tests); default: the GPU's memory where the
-    stage runs on one, else the host's."""
-    px = params.ingest.size ** 2 * params.ingest.channels
-    for batch in stage.memory:
-        size, width = lookup(params, batch.size), max(lookup(params, batch.width), 8)
-        nbytes = size * px * 4 * width * batch.maps
-        limit, where = _memory_of(batch.device, params, available)
-        if limit is not None and nbytes > 0.8 * limit:
-            raise ParamsError(f"{stage.name}: {batch.size} needs about {nbytes / 2**30:.1f} GiB of memory for one batch "
-                              f"at ingest.size={params.ingest.size}, more than {where}'s {limit / 2**30:.1f} GiB; "
-                              "use a smaller batch")
-
-
-def _memory_of(device_key: str, params: Params, available) -> tuple[int | None, str]:
-    if isinstance(available, dict):
-        return available.get(device_key), device_key
-    if available is not None:
-        return available, "this machine"
-    name = lookup(params, device_key)
-    if name != "cpu":  # auto or cuda: is a GPU what runs it?
-        import torch
-
-        from .plumbing.params import device as params_device
-        dev = params_device(device_key, name)
-        if dev.type == "cuda":
-            return torch.cuda.get_device_properties(dev).total_memory, f"the GPU ({device_key}={dev})"
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine"
-    except (ValueError, OSError, AttributeError):
-        return None, "this machine"
-
-
 def run(name: str, params: Params, **kwargs) -> dict:
     """Every entry point's way to run a stage: check the paths and the memory a batch needs,
     then call the stage."""
     stage = ALL[name]
-    check_paths(stage, params)
-    check_memory(stage, params)
+    guards.check_paths(stage, params, ALL.values())
+    guards.check_memory(stage, params)
     return stage.function()(params, **kwargs)
 
 
@@ -277,4 +195,4 @@ def summarize(name: str, result: dict) -> str:
     return ALL[name].summarize(result)
 
 
-__all__ = ["ALL", "DEMO_DATA", "P", "Parts", "STAGES", "Stage", "check_paths", "run", "summarize"]
+__all__ = ["ALL", "DEMO_DATA", "P", "Parts", "STAGES", "Stage", "run", "summarize"]

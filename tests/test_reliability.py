@@ -440,7 +440,8 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_allocating(tmp_path
     with pytest.raises(ParamsError, match="evaluate.batch_size needs about .* GiB .* use a smaller batch"):
         run("evaluate", p)
     for name in ("train", "generate", "filter", "evaluate"):  # the defaults fit on a 4 GiB machine
-        from ganaug.pipeline.stages import ALL, check_memory
+        from ganaug.pipeline.plumbing.guards import check_memory
+        from ganaug.pipeline.stages import ALL
         check_memory(ALL[name], Params(), available=4 * 2**30)
 
 
@@ -558,7 +559,8 @@ def test_class_names_windows_cannot_hold_are_reported(tmp_path):
 
 
 def test_the_memory_guard_asks_the_device_that_runs_the_batch(tmp_path):
-    from ganaug.pipeline.stages import ALL, check_memory
+    from ganaug.pipeline.plumbing.guards import check_memory
+    from ganaug.pipeline.stages import ALL
     big = tiny_params(tmp_path, generate={"batch_size": 4096}, ingest={"size": 32}, train={"width": 32})
     check_memory(ALL["generate"], big, available={"train.device": 2 * 2**30})  # forward only: it fits
     with pytest.raises(ParamsError, match="train.batch_size.*train.device"):

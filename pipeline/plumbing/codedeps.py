@@ -15,11 +15,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]   # the repository (the package's source root)
 PIPELINE = ROOT / "pipeline"
-# The plumbing every stage shares (params, the registry, the CLI, errors, path checks; and
+# The plumbing every stage shares (params, the registry, the CLI, errors, path and memory guards; and
 # gan/hyper.py, the GAN's defaults params reads): an edit there is an edit to every stage, and
 # `dvc repro --force` is the way to say so. Listing them would re-run six stages for a help text.
-SHARED = frozenset({"stages", "plumbing/params", "plumbing/errors", "plumbing/paths", "plumbing/cli",
-                    "plumbing/dvcfile", "plumbing/codedeps"})
+SHARED = frozenset({"stages", "plumbing/params", "plumbing/errors", "plumbing/paths", "plumbing/guards",
+                    "plumbing/cli", "plumbing/dvcfile", "plumbing/codedeps"})
 
 
 def _module(parts: list[str]) -> str | None:

@@ -499,6 +499,14 @@ def compile_mode(setting: bool | None, device) -> bool | str:
     return "reduce-overhead" if device.type == "cuda" else True
 
 
+def lookup(params: Params, key: str):
+    """The value of a params key such as "train.batch_size"."""
+    node = params
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
 PRESETS = Path(__file__).resolve().parents[1] / "presets"  # pipeline/presets
 
 
