@@ -182,3 +182,22 @@ def test_a_damaged_file_is_a_clear_error_or_fine(pipeline_template, tmp_path, na
     changed = [f for f in before if after.get(f) != before[f]
                and not any((work / f).resolve() == w or w in (work / f).resolve().parents for w in writes)]
     assert not changed, f"inputs changed: {changed[:5]}"
+
+
+@pytest.mark.parametrize("field,value", [("history", ["x"]), ("history", [{"step": "3"}]), ("last_run", [1]),
+                                         ("rng_ranks", "x")])
+def test_a_checkpoint_whose_record_is_damaged_is_refused_by_name(trained, field, value):
+    """The checkpoint's own record (what train goes on from) is read as untrusted: a damaged one
+    is a CheckpointError naming the file, never a traceback later in the loop; the file stays."""
+    import torch
+
+    from ganaug.pipeline.plumbing.errors import CheckpointError
+
+    path = Path(trained.paths.model)
+    state = torch.load(path, weights_only=True)
+    state["extra"][field] = value
+    torch.save(state, path)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match=str(path)):
+        run("train", trained)
+    assert path.read_bytes() == before

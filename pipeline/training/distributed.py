@@ -16,6 +16,7 @@ from ganaug.gan import pick_device
 
 from ..plumbing.errors import GanaugError, TrainingError
 from ..plumbing.params import Params, device as params_device
+from ..store.files import read_record
 
 def processes(cfg) -> int:
     """train.nproc, or with null one process per visible GPU (1 on the CPU)."""
@@ -36,7 +37,12 @@ def launch(params: Params, n: int) -> dict:
     if done.returncode:
         raise TrainingError(f"distributed training in {n} processes failed (exit status {done.returncode}); "
                             "the reason is in its output above; the last checkpoint is kept")
-    return json.loads((Path(params.paths.train_reports) / "metrics.json").read_text())
+    result = Path(params.paths.train_reports) / "metrics.json"
+    try:
+        return read_record(result)  # rank 0's record, read as untrusted like every other
+    except ValueError as e:
+        raise TrainingError(f"{result}: not the record of the distributed run ({e}); the checkpoint is kept, "
+                            "re-run `ganaug train`") from None
 
 
 def join_process_group(device: str) -> tuple[int, int]:

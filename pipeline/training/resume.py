@@ -53,7 +53,33 @@ def resume(params: Params, fingerprint: str, label_map, device):
                             "use it, or train.resume=false to train afresh and replace it")
     progress_write(f"train: resuming {path} from step {state['step']}")
     trainer = restore_trainer(state, device, path, compile=compile_mode(params.train.compile, device))
-    history = extra.get("history")
-    if not isinstance(history, list):
-        raise CheckpointError(f"{path}: checkpoint has no training history; retrain with train.resume=false")
-    return trainer, history, extra.get("last_run"), extra.get("rng_ranks")
+    history, last_run, rng_ranks = _checked_extra(extra, path)
+    return trainer, history, last_run, rng_ranks
+
+
+def _checked_extra(extra: dict, path: Path) -> tuple[list, dict | None, list | None]:
+    """What train goes on from, read as untrusted: the history (one dict a log row, its step a
+    whole number, its figures numbers or lists of numbers), the last run's metrics (a dict) and
+    each process's RNG state (byte tensors)."""
+    import numbers
+
+    import torch
+
+    history, last_run, rng_ranks = extra.get("history"), extra.get("last_run"), extra.get("rng_ranks")
+
+    def figure(v) -> bool:
+        return (isinstance(v, numbers.Real) and not isinstance(v, bool)) or \
+            (isinstance(v, list) and all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v))
+
+    rows_ok = isinstance(history, list) and all(
+        isinstance(r, dict) and isinstance(r.get("step"), int) and all(figure(v) for v in r.values()) for r in history)
+    if not rows_ok:
+        raise CheckpointError(f"{path}: checkpoint has no readable training history (a list of rows of numbers); "
+                              "retrain with train.resume=false")
+    if last_run is not None and not isinstance(last_run, dict):
+        raise CheckpointError(f"{path}: the checkpoint's last run is not a record; retrain with train.resume=false")
+    if rng_ranks is not None and not (isinstance(rng_ranks, list) and all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.ndim == 1 for t in rng_ranks)):
+        raise CheckpointError(f"{path}: the checkpoint's random states are not byte tensors; retrain with "
+                              "train.resume=false")
+    return history, last_run, rng_ranks
