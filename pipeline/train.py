@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +51,8 @@ class _Data:
     rows: np.ndarray        # their row numbers in the pixel array
     y: torch.Tensor         # their class indices
     label_map: dict
-    x_ref: torch.Tensor     # the reference sample (all of a small set)
-    y_ref: torch.Tensor
+    x_ref: torch.Tensor | None  # the reference sample (all of a small set); None once the judge has it
+    y_ref: torch.Tensor | None
 
     @property
     def names(self) -> list[str]:
@@ -87,6 +87,8 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     if trainer is None:
         trainer, history = _fresh_trainer(cfg, data.x_ref, len(data.label_map), device), []
     judge = _judge(params, trainer, data, device, end)
+    real_spread = _class_spreads(data)
+    data = replace(data, x_ref=None, y_ref=None)  # its last use: the reference sample leaves memory
     if world > 1:
         _own_stream(cfg.seed, rank, world, rng_ranks if trainer.step_count else None)
         trainer.distribute(device)
@@ -103,7 +105,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
         end=end,                      # the step to stop at (train.steps, or where an early stop was)
         history=history,              # the run's rows so far (a resumed run's included): appended to
         judge=judge,                  # validation: picks the best step, drives early stopping
-        real_spread=_class_spreads(data),  # each class's real pixel spread: the diversity probe's yardstick
+        real_spread=real_spread,      # each class's real pixel spread: the diversity probe's yardstick
         save=lambda: _save(params, trainer, data.label_map, fingerprint, history, last_run),  # a checkpoint
         on_progress=on_progress, rank=rank, world=world, device=device)
 

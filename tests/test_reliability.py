@@ -709,3 +709,25 @@ def test_a_report_is_replaced_only_when_its_folders_record_lists_it(tmp_path):
     write_json(reports / "gate.json", {"run": 2})              # a new name: recorded
     write_json(reports / "gate.json", {"run": 3})
     assert json.loads((reports / "gate.json").read_text()) == {"run": 3}
+
+
+def test_a_file_the_user_adds_inside_a_ganaug_folder_keeps_it_from_being_replaced(tmp_path):
+    """The sealed record hashes the folder's whole listing: a picture the user dropped into a
+    class folder of ganaug's makes the folder no longer ganaug's to replace (the file would be
+    lost with it); a file browser's .DS_Store does not."""
+    from ganaug.pipeline.plumbing.errors import DataError
+    from ganaug.pipeline.store.files import atomic_dir
+
+    dest = tmp_path / "augmented"
+    with atomic_dir(dest, made_by={"stage": "test"}) as tmp:
+        (tmp / "cat").mkdir()
+        (tmp / "cat" / "a.png").write_bytes(b"ganaug's")
+    (dest / ".DS_Store").write_bytes(b"finder")
+    with atomic_dir(dest) as tmp:  # still ganaug's
+        (tmp / "cat").mkdir()
+        (tmp / "cat" / "a.png").write_bytes(b"ganaug's, again")
+    (dest / "cat" / "mine.png").write_bytes(b"the user's")
+    with pytest.raises(DataError, match="one of them may be yours"):
+        with atomic_dir(dest) as tmp:
+            (tmp / "x").write_text("new")
+    assert (dest / "cat" / "mine.png").read_bytes() == b"the user's"

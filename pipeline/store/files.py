@@ -126,7 +126,7 @@ def check_owned(dest: Path):
     if dest.is_symlink() or not dest.is_dir():
         raise DataError(f"{dest}: exists and is not a folder ganaug wrote (a {'link' if dest.is_symlink() else 'file'}); "
                         "ganaug replaces only its own outputs. Move it away or choose another path")
-    entries = {p.name for p in dest.iterdir()} - {OWNER, TMP_TOKEN}
+    entries = {p.name for p in dest.iterdir()} - {OWNER, TMP_TOKEN} - SYSTEM_FILES
     if not entries and not (dest / OWNER).exists():
         return
     why = _not_ours(dest, entries)
@@ -149,20 +149,44 @@ def _not_ours(folder: Path, entries: set[str]) -> str | None:
     extra = sorted(entries - set(contents))
     if extra:
         return f"it holds {extra[:5]}{' ...' if len(extra) > 5 else ''}, which ganaug did not write there"
+    if "tree_sha256" in record and _tree_sha256(folder) != record["tree_sha256"]:
+        return ("its files are not the ones ganaug wrote there (a file added, removed or renamed inside it: "
+                "one of them may be yours)")
     manifest = folder / "manifest.parquet"
     if "manifest_sha256" in record and manifest.is_file() and _sha256(manifest) != record["manifest_sha256"]:
         return "its manifest.parquet is not the one ganaug wrote there"
     return None
 
 
+# What a file browser leaves in any folder it shows (Finder, Explorer): not the user's data.
+SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
 def owner_record(folder: Path) -> dict:
-    """The folder's OWNER record, read as untrusted (ValueError saying why it is none). A record
-    DVC checked out as a link (cache.type symlink) is read in this repository's own cache."""
-    owner = Path(folder) / OWNER
-    if owner.is_symlink():
-        cache = dvc_cache_of(Path(folder).resolve())
-        owner = owner.resolve() if cache is not None and cache in owner.resolve().parents else owner
-    return read_record(owner)
+    """The folder's OWNER record, read as untrusted (ValueError saying why it is none)."""
+    return own_record(Path(folder) / OWNER)
+
+
+def own_record(path: Path) -> dict:
+    """read_record of one of ganaug's records in a folder it wrote; one that DVC checked out as a
+    link (cache.type symlink) is read in this repository's own cache, never elsewhere."""
+    path = Path(path)
+    if path.is_symlink():
+        cache = dvc_cache_of(path.parent.resolve())
+        path = path.resolve() if cache is not None and cache in path.resolve().parents else path
+    return read_record(path)
+
+
+def _tree_sha256(folder: Path) -> str:
+    """The folder's file listing (relative paths below it, but its record, the token and file
+    browsers' files), hashed: a file added anywhere inside changes it."""
+    names = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        rel = Path(root).relative_to(folder)
+        names += [str(rel / f) for f in files if not (root == str(folder) and f in (OWNER, TMP_TOKEN))
+                  and f not in SYSTEM_FILES]
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
 
 
 # The files a sealed record vouches for, by their hash: a manifest or pixel array changed since
@@ -200,8 +224,12 @@ def _sha256(path: Path) -> str:
 def _seal(tmp: Path):
     """Bind the folder's OWNER record to the folder: its entries and its manifest's hash, as
     ganaug finished writing it (check_owned reads them back)."""
-    record = json.loads((tmp / OWNER).read_text())  # ours, written moments ago into our own temporary
+    try:  # ours, written moments ago; or a snapshot received back (exchange): read as untrusted
+        record = {**read_record(tmp / OWNER), "made_by": "ganaug"}
+    except ValueError:
+        record = {"made_by": "ganaug"}
     record["contents"] = sorted(p.name for p in tmp.iterdir() if p.name not in (OWNER, TMP_TOKEN))
+    record["tree_sha256"] = _tree_sha256(tmp)
     for name, key in SEALED.items():
         if (tmp / name).is_file():
             record[key] = _sha256(tmp / name)
@@ -257,8 +285,8 @@ def _replacing(tmp: Path, dest: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _seal(tmp)  # (killed while it hashes, the token still marks the temporary as ganaug's to remove)
     (tmp / TMP_TOKEN).unlink(missing_ok=True)  # the folder's final content: no token
-    _seal(tmp)
     replace_path(tmp, dest)
 
 
@@ -311,8 +339,11 @@ def claim_report(path: str | Path):
         except ValueError as e:
             raise DataError(f"{folder / OWNER}: not ganaug's record of its reports ({e}); nothing was written. "
                             "Choose another paths.reports, or delete it") from None
+        if record.get("made_by") != "ganaug":
+            raise DataError(f"{folder / OWNER}: not ganaug's record of its reports; nothing was written. Choose "
+                            "another paths.reports, or delete it")
         written = record.get("files", record.get("contents"))
-        written = written if isinstance(written, list) and record.get("made_by") == "ganaug" else []
+        written = written if isinstance(written, list) else []
     else:
         record, written = {"made_by": "ganaug", "stage": "reports"}, []
     if path.name in written:

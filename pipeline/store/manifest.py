@@ -91,13 +91,13 @@ def validate(df: pd.DataFrame, where: str, root: Path | None = None) -> pd.DataF
 def _array_holds(root: Path, rows: int) -> bool:
     """A folder kept as one pixel array (generate's candidates: no file per image) holds its
     images when its array counts one per row (pipeline/store/pixels.py reads and checks it)."""
-    from .files import read_record
+    from .files import own_record
 
     shape = root / "pixels.json"
     if not (shape.exists() or shape.is_symlink()):
         return False
     try:
-        record = read_record(shape)
+        record = own_record(shape)
     except (OSError, ValueError) as e:
         raise DataError(f"{shape}: {e}; re-run the stage that writes {root}") from None
     return record.get("count") == rows and (root / "pixels.u8").is_file()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..plumbing.errors import DataError
-from .files import check_own_file, check_unchanged, read_record
+from .files import check_own_file, check_unchanged, own_record
 from .manifest import read_manifest
 
 PIXELS = "pixels.u8"
@@ -72,7 +72,7 @@ def check_format(folder: str | Path, size: int, channels: int, writer: str = "in
     write damaged images, or read them wrong, and say nothing."""
     shape_file = Path(folder) / SHAPE
     try:
-        h, w, c = (int(v) for v in read_record(shape_file)["shape"])
+        h, w, c = (int(v) for v in own_record(shape_file)["shape"])
     except (OSError, ValueError, KeyError, TypeError):
         return  # open_pixels names what is wrong with it
     if (h, w, c) != (size, size, channels) and (h, w, c) != (0, 0, 0):
@@ -92,7 +92,7 @@ def open_pixels(folder: str | Path, rows: int, writer: str = "ingest") -> np.mem
     check_own_file(data, folder, done="nothing was read")
     check_unchanged(folder, PIXELS, f"`ganaug {writer}`")
     try:
-        meta = read_record(shape_file)
+        meta = own_record(shape_file)
         count, (h, w, c) = int(meta["count"]), (int(v) for v in meta["shape"])
     except (ValueError, KeyError, TypeError) as e:
         raise DataError(f"{shape_file}: unreadable ({e}); re-run `ganaug {writer}`") from None

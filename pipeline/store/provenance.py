@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from ..plumbing.errors import DataError
-from .files import OWNER, owner_record, read_record
+from .files import OWNER, own_record, owner_record
 from .manifest import MANIFEST
 
 
@@ -40,7 +40,7 @@ def made_by(folder: str | Path) -> dict:
     there is none (made before ganaug kept one) or it is not a record (untrusted text)."""
     path = Path(folder) / OWNER
     try:
-        return read_record(path) if (path.exists() or path.is_symlink()) else {}
+        return own_record(path) if (path.exists() or path.is_symlink()) else {}
     except (OSError, ValueError):
         return {}
 
