@@ -122,7 +122,7 @@ def test_a_second_writer_of_an_output_fails_clearly_and_the_first_finishes(tmp_p
 
 
 def test_cleanup_removes_only_ganaugs_own_temporaries(tmp_path):
-    from ganaug.pipeline.store.files import OWNER, TMP_TOKEN, atomic_dir
+    from ganaug.pipeline.store.files import LISTING, OWNER, TMP_TOKEN, atomic_dir
 
     dest = tmp_path / "prepared"
     users = tmp_path / "prepared.tmp-notes.txt"     # the user's, named alike
@@ -145,7 +145,7 @@ def test_cleanup_removes_only_ganaugs_own_temporaries(tmp_path):
         (tmp / "x").write_text("new")
     assert users.read_text() == "keep me" and live.is_dir() and not dead.exists()
     assert backup.is_dir() and lookalike.is_dir()
-    assert sorted(p.name for p in dest.iterdir()) == [OWNER, "x"]  # no token left in the output
+    assert sorted(p.name for p in dest.iterdir()) == sorted([OWNER, LISTING, "x"])  # no token left in the output
 
 
 # -- provenance: every output knows what it was made from ------------------------------
@@ -654,7 +654,7 @@ def test_a_folder_is_ganaugs_only_by_the_record_made_for_it(tmp_path):
     import shutil
 
     from ganaug.pipeline.plumbing.errors import DataError
-    from ganaug.pipeline.store.files import OWNER, atomic_dir
+    from ganaug.pipeline.store.files import LISTING, OWNER, atomic_dir
 
     ours = tmp_path / "prepared"
     with atomic_dir(ours, made_by={"stage": "test"}) as tmp:
@@ -669,6 +669,7 @@ def test_a_folder_is_ganaugs_only_by_the_record_made_for_it(tmp_path):
     cases["other manifest"] = tmp_path / "other"
     cases["other manifest"].mkdir()
     shutil.copy(ours / OWNER, cases["other manifest"] / OWNER)
+    shutil.copy(ours / LISTING, cases["other manifest"] / LISTING)  # the whole record, the manifest swapped
     (cases["other manifest"] / "manifest.parquet").write_bytes(b"the user's own table")
     cases["no record"] = tmp_path / "bare"
     cases["no record"].mkdir()
@@ -712,9 +713,9 @@ def test_a_report_is_replaced_only_when_its_folders_record_lists_it(tmp_path):
 
 
 def test_a_file_the_user_adds_inside_a_ganaug_folder_keeps_it_from_being_replaced(tmp_path):
-    """The sealed record hashes the folder's whole listing: a picture the user dropped into a
-    class folder of ganaug's makes the folder no longer ganaug's to replace (the file would be
-    lost with it); a file browser's .DS_Store does not."""
+    """The sealed folder lists every file ganaug wrote: a picture the user dropped into a class
+    folder of ganaug's makes the folder no longer ganaug's to replace (the file would be lost
+    with it); a file browser's .DS_Store, or a file removed, does not."""
     from ganaug.pipeline.plumbing.errors import DataError
     from ganaug.pipeline.store.files import atomic_dir
 
@@ -726,8 +727,12 @@ def test_a_file_the_user_adds_inside_a_ganaug_folder_keeps_it_from_being_replace
     with atomic_dir(dest) as tmp:  # still ganaug's
         (tmp / "cat").mkdir()
         (tmp / "cat" / "a.png").write_bytes(b"ganaug's, again")
+    (dest / "cat" / "a.png").unlink()  # a file removed is no loss: still ganaug's
+    with atomic_dir(dest) as tmp:
+        (tmp / "cat").mkdir()
+        (tmp / "cat" / "a.png").write_bytes(b"ganaug's, a third time")
     (dest / "cat" / "mine.png").write_bytes(b"the user's")
-    with pytest.raises(DataError, match="one of them may be yours"):
+    with pytest.raises(DataError, match=r"holds \['cat/mine.png'\] inside it"):
         with atomic_dir(dest) as tmp:
             (tmp / "x").write_text("new")
     assert (dest / "cat" / "mine.png").read_bytes() == b"the user's"

@@ -126,7 +126,7 @@ def check_owned(dest: Path):
     if dest.is_symlink() or not dest.is_dir():
         raise DataError(f"{dest}: exists and is not a folder ganaug wrote (a {'link' if dest.is_symlink() else 'file'}); "
                         "ganaug replaces only its own outputs. Move it away or choose another path")
-    entries = {p.name for p in dest.iterdir()} - {OWNER, TMP_TOKEN} - SYSTEM_FILES
+    entries = {p.name for p in dest.iterdir()} - {OWNER, TMP_TOKEN, LISTING} - SYSTEM_FILES
     if not entries and not (dest / OWNER).exists():
         return
     why = _not_ours(dest, entries)
@@ -149,15 +149,18 @@ def _not_ours(folder: Path, entries: set[str]) -> str | None:
     extra = sorted(entries - set(contents))
     if extra:
         return f"it holds {extra[:5]}{' ...' if len(extra) > 5 else ''}, which ganaug did not write there"
-    if "tree_sha256" in record and _tree_sha256(folder) != record["tree_sha256"]:
-        return ("its files are not the ones ganaug wrote there (a file added, removed or renamed inside it: "
-                "one of them may be yours)")
+    added = _added_files(folder, record)
+    if added:
+        return f"it holds {added[:5]}{' ...' if len(added) > 5 else ''} inside it, which ganaug did not write there"
     manifest = folder / "manifest.parquet"
     if "manifest_sha256" in record and manifest.is_file() and _sha256(manifest) != record["manifest_sha256"]:
         return "its manifest.parquet is not the one ganaug wrote there"
     return None
 
 
+# Beside OWNER in a sealed folder: every file ganaug wrote there, one relative path a line.
+LISTING = ".ganaug-files"
+LISTING_LIMIT = 256 << 20  # bytes: millions of paths
 # What a file browser leaves in any folder it shows (Finder, Explorer): not the user's data.
 SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
@@ -170,23 +173,41 @@ def owner_record(folder: Path) -> dict:
 def own_record(path: Path) -> dict:
     """read_record of one of ganaug's records in a folder it wrote; one that DVC checked out as a
     link (cache.type symlink) is read in this repository's own cache, never elsewhere."""
-    path = Path(path)
+    return read_record(_in_dvc_cache(Path(path)))
+
+
+def _in_dvc_cache(path: Path) -> Path:
+    """path, or where it leads when it is a link DVC made into this repository's own cache."""
     if path.is_symlink():
         cache = dvc_cache_of(path.parent.resolve())
-        path = path.resolve() if cache is not None and cache in path.resolve().parents else path
-    return read_record(path)
+        return path.resolve() if cache is not None and cache in path.resolve().parents else path
+    return path
 
 
-def _tree_sha256(folder: Path) -> str:
-    """The folder's file listing (relative paths below it, but its record, the token and file
-    browsers' files), hashed: a file added anywhere inside changes it."""
+def _listing(folder: Path) -> list[str]:
+    """Every file below the folder (relative paths), but ganaug's bookkeeping and file browsers'."""
     names = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
+    for root, _, files in os.walk(folder):
         rel = Path(root).relative_to(folder)
-        names += [str(rel / f) for f in files if not (root == str(folder) and f in (OWNER, TMP_TOKEN))
+        names += [str(rel / f) for f in files if not (root == str(folder) and f in (OWNER, TMP_TOKEN, LISTING))
                   and f not in SYSTEM_FILES]
-    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+    return sorted(names)
+
+
+def _added_files(folder: Path, record: dict) -> list[str]:
+    """Files below the folder that its sealed listing does not hold (a file removed is no loss).
+    A listing that is missing, or not the one the record's hash names, holds nothing."""
+    if "tree_sha256" not in record:
+        return []
+    try:
+        path = _in_dvc_cache(folder / LISTING)
+        st = os.lstat(path)
+        text = path.read_bytes() if stat.S_ISREG(st.st_mode) and st.st_size <= LISTING_LIMIT else b""
+    except OSError:
+        text = b""
+    listed = set(text.decode("utf-8", "replace").splitlines()) \
+        if hashlib.sha256(text).hexdigest() == record["tree_sha256"] else set()
+    return sorted(set(_listing(folder)) - listed)
 
 
 # The files a sealed record vouches for, by their hash: a manifest or pixel array changed since
@@ -228,8 +249,10 @@ def _seal(tmp: Path):
         record = {**read_record(tmp / OWNER), "made_by": "ganaug"}
     except ValueError:
         record = {"made_by": "ganaug"}
+    listing = "\n".join(_listing(tmp)).encode()
+    (tmp / LISTING).write_bytes(listing)  # every file it holds: check_owned tells the user's additions apart
+    record["tree_sha256"] = hashlib.sha256(listing).hexdigest()
     record["contents"] = sorted(p.name for p in tmp.iterdir() if p.name not in (OWNER, TMP_TOKEN))
-    record["tree_sha256"] = _tree_sha256(tmp)
     for name, key in SEALED.items():
         if (tmp / name).is_file():
             record[key] = _sha256(tmp / name)
