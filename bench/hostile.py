@@ -48,6 +48,9 @@ TINY = ["ingest.size=8", "ingest.min_per_class=5", "train.steps=20", "train.batc
         "paths.raw=data/raw"]
 
 
+ONLY = ""  # --only: a subset of the cases, by name
+
+
 @dataclass
 class Case:
     cls: str
@@ -471,6 +474,32 @@ def _owner_copied_into_users_folder(work: Path):
     shutil.copy(work / "data" / "prepared" / ".ganaug.json", mine / ".ganaug.json")
 
 
+def _in_place_repo(work: Path):
+    """The work folder as a user's ML repository: git, DVC, data/raw tracked and committed."""
+    shutil.rmtree(work / ".git")
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                ["git", "config", "user.name", "ci"], [sys.executable, "-m", "dvc", "init", "-q"],
+                [sys.executable, "-m", "dvc", "add", "-q", "data/raw"], ["git", "add", "-A"],
+                ["git", "commit", "-q", "-m", "v1"]):
+        subprocess.run(cmd, cwd=work, check=True, capture_output=True)
+
+
+def _journal_climbing_out(work: Path):
+    """The issue's journal: its batch path climbs out of ganaug's batches to data/raw itself."""
+    _in_place_repo(work)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=work, capture_output=True, text=True).stdout.strip()
+    (work / ".git" / "ganaug-append.json").write_text(json.dumps({
+        "batch": "data/raw/ganaug-batches/../../raw", "tag": "ganaug-000000000000", "dvc_file": "data/raw.dvc",
+        "head": head, "message": "x"}))
+
+
+def _users_gitignore_edit(work: Path):
+    """An uncommitted line of the user's in the .gitignore beside the tracked set."""
+    _in_place_repo(work)
+    with open(work / "data" / ".gitignore", "a") as f:
+        f.write("*.bak\n")
+
+
 def _reshaped_pixels(work: Path):
     """The issue's instance at TINY's 8 px: pixels.json says 16x4, the bytes an image holds."""
     shutil.rmtree(work / "data" / "augmented")
@@ -510,6 +539,10 @@ def issue28_cases() -> list[Case]:
                   "evaluate.min_gain=0.5"], trained=True, setup=lambda w: shutil.rmtree(w / "data/augmented")))
     c.append(Case("5 file outputs", "paths.model=.gitignore", ["train", "--set", "paths.model=.gitignore", "--set",
                   "train.resume=false"], trained=True, setup=lambda w: (w / ".gitignore").write_text("keepme\n")))
+    c.append(Case("1 identity", "in place: a journal whose batch climbs out to data/raw", ["append", "--set",
+                  "append.target=data/raw"], trained=True, setup=_journal_climbing_out))
+    c.append(Case("4 git", "in place: the user's uncommitted .gitignore line", ["append", "--set",
+                  "append.target=data/raw"], trained=True, setup=_users_gitignore_edit))
     for knob in ("train.lr_d=1e308", "evaluate.bootstrap=1000000000000", "generate.truncation=1e-300"):
         c.append(Case("7 bounds", knob, ["params", "--set", knob]))
     return c
@@ -602,7 +635,7 @@ def classify(case: Case, done, work: Path, root: Path, before: dict, outside_bef
         return "hang"
     after = listing(work)
     own = _own_outputs(case, work) if done.returncode == 0 and case.expect != "error" else []
-    lost = [k for k, v in before.items() if after.get(k) != v and not k.startswith(".dvc")
+    lost = [k for k, v in before.items() if after.get(k) != v and not k.startswith((".dvc", ".git/"))
             and not any(k == o or k.startswith(o.rstrip("/") + "/") for o in own)]
     if listing(root / "outside") != outside_before or lost:
         return "data lost"
@@ -633,6 +666,8 @@ def run_all(code: Code, tmp: Path) -> list[tuple[Case, str, str]]:
         assert done.returncode == 0, f"{code.label} {stage}: {done.stderr[-2000:]}"
     results = []
     for i, case in enumerate(cases()):
+        if ONLY not in case.name:
+            continue
         root = tmp / f"{code.label}-{i}"
         if case.trained:
             shutil.copytree(template, root, symlinks=True)
@@ -699,7 +734,10 @@ def summary(results) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", default="d020617", help="commit to compare with, or 'none'")
+    ap.add_argument("--only", default="", help="run only the cases whose name holds this text")
     args = ap.parse_args()
+    global ONLY
+    ONLY = args.only
     versions = [Code("now", "ganaug.pipeline.plumbing.cli")]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
