@@ -48,9 +48,6 @@ TINY = ["ingest.size=8", "ingest.min_per_class=5", "train.steps=20", "train.batc
         "paths.raw=data/raw"]
 
 
-ONLY = ""  # --only: a subset of the cases, by name
-
-
 @dataclass
 class Case:
     cls: str
@@ -658,7 +655,8 @@ def classify(case: Case, done, work: Path, root: Path, before: dict, outside_bef
     return "quarantined" if case.expect == "quarantine" else "correct"
 
 
-def run_all(code: Code, tmp: Path) -> list[tuple[Case, str, str]]:
+def run_all(code: Code, tmp: Path, only: str = "") -> list[tuple[Case, str, str]]:
+    """Every case (or those whose name holds `only`) under one version of the code."""
     template = tmp / f"template-{code.label}"
     work = fresh(template)
     for stage in ("ingest", "train", "generate", "filter", "evaluate", "append"):
@@ -666,7 +664,7 @@ def run_all(code: Code, tmp: Path) -> list[tuple[Case, str, str]]:
         assert done.returncode == 0, f"{code.label} {stage}: {done.stderr[-2000:]}"
     results = []
     for i, case in enumerate(cases()):
-        if ONLY not in case.name:
+        if only not in case.name:
             continue
         root = tmp / f"{code.label}-{i}"
         if case.trained:
@@ -736,8 +734,6 @@ def main():
     ap.add_argument("--baseline", default="d020617", help="commit to compare with, or 'none'")
     ap.add_argument("--only", default="", help="run only the cases whose name holds this text")
     args = ap.parse_args()
-    global ONLY
-    ONLY = args.only
     versions = [Code("now", "ganaug.pipeline.plumbing.cli")]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -754,7 +750,7 @@ def main():
             else:
                 versions.insert(0, Code(f"{args.baseline}", "pipeline.cli", {"PYTHONPATH": str(tree)}))
         try:
-            tables = {code.label: summary(run_all(code, tmp)) for code in versions}
+            tables = {code.label: summary(run_all(code, tmp, args.only)) for code in versions}
         finally:
             if args.baseline != "none":
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO)

@@ -145,21 +145,21 @@ def evaluate(params: Params) -> dict:
     cfg = params.evaluate
     data = _data(params)
     seeds = [cfg.seed + r for r in range(cfg.repeats)]
-    members, smote, share_images = _members(cfg, data, seeds, fill=fills_with_duplicates(params))
+    members, smote_neighbours, share_images = _members(cfg, data, seeds, fill=fills_with_duplicates(params))
 
     # The training: every classifier in one call (on a GPU as one network), to its own step count.
     device = params_device("evaluate.device", cfg.device)
     arm = cfg.arm_classifier
-    training = classifier.Training(1, cfg.batch_size, cfg.lr, arm.width, arm.blocks, device,
-                                   loader_workers(cfg.loader_workers, device))
+    training = classifier.Training(steps=1,  # a placeholder: every member brings its own (_member)
+                                   batch_size=cfg.batch_size, lr=cfg.lr, width=arm.width, blocks=arm.blocks,
+                                   device=device, workers=loader_workers(cfg.loader_workers, device))
     x_val, y_val = data.val
     models = dict(zip(members, classifier.fit_all(list(members.values()), len(data.names), training,
                                                   desc="evaluate: classifiers", curve_points=arm.curve_points,
                                                   val=(x_val, y_val) if len(y_val) else None)))
 
     # The record: test predictions, the share val chose, intervals, the decision.
-    metrics = _record(params, data, seeds, members, models, share_images)
-    metrics["classifier"]["smote_neighbours"] = max(0, smote.k)
+    metrics = _record(params, data, seeds, members, models, share_images, smote_neighbours)
     reports = Path(params.paths.reports)
     write_json(reports / "metrics.json", metrics)
     write_json(reports / GATE_FILE, metrics["gate"])
@@ -194,10 +194,11 @@ def _data(params: Params) -> _Data:
                  judged=judged)
 
 
-def _members(cfg, data: _Data, seeds: list[int], fill: bool) -> tuple[dict, Smote, dict[float, int]]:
+def _members(cfg, data: _Data, seeds: list[int], fill: bool) -> tuple[dict, int, dict[float, int]]:
     """The classifiers to train: each arm's folder per seed (pipeline/judges/arms.py), the synthetic arm
     once per share (val picks the share), and CAS (the synthetic images alone). Also the SMOTE
-    sampler, and each share's synthetic images."""
+    neighbours used (0: a class has a single training image and SMOTE cannot interpolate, the arm
+    is real only), and each share's synthetic images."""
     plain = cfg.user_training == "plain"
     (x_real, y_real), (x_syn, y_syn) = data.real, data.syn
     label_map, synth = data.label_map, data.synth
@@ -213,7 +214,7 @@ def _members(cfg, data: _Data, seeds: list[int], fill: bool) -> tuple[dict, Smot
         members |= {(share, seed): _member(cfg, *BY_NAME[CANDIDATE].recipe(arm_data, seed), seed) for seed in seeds}
     if len(synth) and len(torch.unique(y_syn)) >= 2 and torch.isin(data.test[1], torch.unique(y_syn)).any():
         members["cas", seeds[0]] = _member(cfg, x_syn, y_syn, True, seeds[0])
-    return members, smote, share_images
+    return members, max(0, smote.k), share_images
 
 
 def _predictions(cfg, data: _Data, seeds: list[int], models: dict, share_images: dict[float, int]):
@@ -239,7 +240,7 @@ def _predictions(cfg, data: _Data, seeds: list[int], models: dict, share_images:
 
 
 def _record(params: Params, data: _Data, seeds: list[int], members: dict, models: dict,
-            share_images: dict[float, int]) -> dict:
+            share_images: dict[float, int], smote_neighbours: int) -> dict:
     """metrics.json: each arm's test figures and training, the share val chose, the decision."""
     cfg = params.evaluate
     names, rare = data.names, data.rare
@@ -293,7 +294,8 @@ def _record(params: Params, data: _Data, seeds: list[int], members: dict, models
                        "blocks": cfg.arm_classifier.blocks, "repeats": cfg.repeats,
                        "seeds": seeds, "user_training": cfg.user_training,
                        "augment": None if plain else cfg.augment.model_dump(),
-                       "test_images": len(y_true), "bootstrap": cfg.bootstrap},
+                       "test_images": len(y_true), "bootstrap": cfg.bootstrap,
+                       "smote_neighbours": smote_neighbours},
     }
 
 

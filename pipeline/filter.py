@@ -304,7 +304,8 @@ class _Rounds:
 
     def load(self, rows: pd.DataFrame) -> np.ndarray:
         if self._candidates is None:
-            self._candidates = open_pixels(self.cand_dir, self.job.n_candidates, "generate")
+            # filter_candidates verified the array before handing out the classes' jobs
+            self._candidates = open_pixels(self.cand_dir, self.job.n_candidates, "generate", verify=False)
         return np.asarray(self._candidates[rows["_row"].to_numpy()])
 
     def keep_examples(self, reason: str, imgs: np.ndarray | Callable[[], np.ndarray]):

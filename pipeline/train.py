@@ -63,8 +63,7 @@ def train(params: Params, on_progress: Callable[[int, int, dict], None] | None =
     """on_progress(step, total, row) is called about 500 times a run (a Prefect artifact uses it);
     row holds the losses, the D margin and, where measured, the generator's diversity."""
     cfg = params.train
-    processes = distributed.processes(cfg)
-    if processes > 1 and "RANK" not in os.environ:
+    if (processes := distributed.processes(cfg)) > 1 and "RANK" not in os.environ:
         return distributed.launch(params, processes)
     rank, world = distributed.join_process_group(cfg.device)
 

@@ -736,3 +736,16 @@ def test_a_file_the_user_adds_inside_a_ganaug_folder_keeps_it_from_being_replace
         with atomic_dir(dest) as tmp:
             (tmp / "x").write_text("new")
     assert (dest / "cat" / "mine.png").read_bytes() == b"the user's"
+
+
+def test_a_report_not_ganaugs_stops_the_stage_before_its_work(trained):
+    """The stage guards check the reports a stage will write before it starts: a user's own
+    metrics.json in paths.reports stops evaluate at once (here before it even looks for the
+    accepted set it lacks), not after minutes of training classifiers."""
+    from ganaug.pipeline.stages import run
+
+    user_file = Path(trained.paths.reports) / "metrics.json"
+    user_file.write_text('{"mine": 1}\n')
+    with pytest.raises(DataError, match="metrics.json: a file of that name is already there that ganaug did not write"):
+        run("evaluate", trained)
+    assert user_file.read_text() == '{"mine": 1}\n'

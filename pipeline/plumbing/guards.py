@@ -10,6 +10,7 @@ from pathlib import Path
 from .errors import ParamsError
 from .params import Params, lookup
 from .paths import check_apart, check_writable, listed_folders, relation
+from ..store.files import check_report
 
 
 def check_paths(stage, params: Params, every_stage):
@@ -45,6 +46,8 @@ def check_paths(stage, params: Params, every_stage):
                     others.setdefault(q.shown(), path_q)
         check_apart((out.shown(), path), list(others.items()) + lists, stage.name)
         check_writable(out.shown(), path, out.folder)
+        if out.file:  # a report: refused now, not after the stage's work, when it is not ganaug's to replace
+            check_report(path)
 
 
 def check_memory(stage, params: Params, available: dict[str, int] | int | None = None):

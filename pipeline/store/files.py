@@ -36,6 +36,11 @@ OWNER = ".ganaug.json"  # in every folder ganaug writes: what made it (the stage
 # leftover is ganaug's temporary. A name alone proves nothing (a user's `prepared.tmp-20240101`
 # backup), nor does a copied OWNER record. Removed before the folder takes its final name.
 TMP_TOKEN = ".ganaug-tmp"
+# Beside OWNER in a sealed folder: every file ganaug wrote there, one relative path a line.
+LISTING = ".ganaug-files"
+LISTING_LIMIT = 256 << 20  # bytes: millions of paths
+# What a file browser leaves in any folder it shows (Finder, Explorer): not the user's data.
+SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 # One lock file per output folder on this machine, in a folder of this user's (another user's
 # locks folder in /tmp would not be writable).
 LOCKS = Path(tempfile.gettempdir()) / f"ganaug-locks-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
@@ -117,9 +122,9 @@ def _clean_stale(dest: Path):
 
 def check_owned(dest: Path):
     """Refuse to replace a folder ganaug did not make. A folder is ganaug's only by a valid OWNER
-    record made for that very folder: it lists the folder's entries and its manifest's hash
-    when ganaug sealed it (`_seal`), so a record copied into a user's folder, or a ganaug folder
-    the user has since added files to, is not ganaug's to replace. Not by name: a
+    record made for that very folder when ganaug sealed it (`_seal`: its entries, its listing,
+    its manifest's hash), so a record copied into a user's folder, or a ganaug folder the user
+    has since added files to, is not ganaug's to replace. Not by name: a
     `manifest.parquet` proves nothing. An empty folder or a missing one is free."""
     if not dest.exists() and not dest.is_symlink():
         return
@@ -156,13 +161,6 @@ def _not_ours(folder: Path, entries: set[str]) -> str | None:
     if "manifest_sha256" in record and manifest.is_file() and _sha256(manifest) != record["manifest_sha256"]:
         return "its manifest.parquet is not the one ganaug wrote there"
     return None
-
-
-# Beside OWNER in a sealed folder: every file ganaug wrote there, one relative path a line.
-LISTING = ".ganaug-files"
-LISTING_LIMIT = 256 << 20  # bytes: millions of paths
-# What a file browser leaves in any folder it shows (Finder, Explorer): not the user's data.
-SYSTEM_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
 
 def owner_record(folder: Path) -> dict:
@@ -243,8 +241,9 @@ def _sha256(path: Path) -> str:
 
 
 def _seal(tmp: Path):
-    """Bind the folder's OWNER record to the folder: its entries and its manifest's hash, as
-    ganaug finished writing it (check_owned reads them back)."""
+    """Bind the folder's OWNER record to the folder as ganaug finished writing it: its top-level
+    entries, the hash of LISTING (every file below it) and the SEALED files' hashes
+    (check_owned and check_unchanged read them back)."""
     try:  # ours, written moments ago; or a snapshot received back (exchange): read as untrusted
         record = {**read_record(tmp / OWNER), "made_by": "ganaug"}
     except ValueError:
@@ -347,36 +346,42 @@ def atomic_file(dest: str | Path, mode: str = "w"):
         raise
 
 
-def claim_report(path: str | Path):
-    """A report file is replaced only when ganaug wrote it: its folder's OWNER record lists the
-    reports ganaug wrote there (a folder of reports is written file by file, so the record grows
-    with each new name). A file there that the record does not list is not ganaug's (a user's
-    own metrics.json in paths.reports, or a record copied from elsewhere): refused, nothing
-    written."""
+def check_report(path: str | Path) -> tuple[dict, list]:
+    """(its folder's record, the reports the record lists) when ganaug may write the report at
+    path; a DataError naming why not. A report is replaced only when ganaug wrote it: its
+    folder's OWNER record lists the reports ganaug wrote there (a folder of reports is written
+    file by file, so the record grows with each new name). A file there that the record does not
+    list is not ganaug's (a user's own metrics.json in paths.reports, or a record copied from
+    elsewhere). The stage guards call it before a stage starts, claim_report when it writes."""
     path = Path(path)
     folder = path.parent
-    there = path.exists() or path.is_symlink()
+    record, written = {"made_by": "ganaug", "stage": "reports"}, []
     if (folder / OWNER).exists() or (folder / OWNER).is_symlink():
         try:
-            record = read_record(folder / OWNER)
+            record = owner_record(folder)
         except ValueError as e:
             raise DataError(f"{folder / OWNER}: not ganaug's record of its reports ({e}); nothing was written. "
                             "Choose another paths.reports, or delete it") from None
         if record.get("made_by") != "ganaug":
             raise DataError(f"{folder / OWNER}: not ganaug's record of its reports; nothing was written. Choose "
                             "another paths.reports, or delete it")
-        written = record.get("files", record.get("contents"))
-        written = written if isinstance(written, list) else []
-    else:
-        record, written = {"made_by": "ganaug", "stage": "reports"}, []
-    if path.name in written:
-        return
-    if there:
+        listed = record.get("files", record.get("contents"))
+        written = listed if isinstance(listed, list) else []
+    if path.name not in written and (path.exists() or path.is_symlink()):
         raise DataError(f"{path}: a file of that name is already there that ganaug did not write (its {folder / OWNER} "
                         "does not list it): ganaug replaces only reports it wrote, so nothing was written. Choose "
                         "another paths.reports, or move the file (from a ganaug before 2026-12-05: delete it)")
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_file(folder / OWNER) as tmp:
+    return record, written
+
+
+def claim_report(path: str | Path):
+    """Record the report at path as ganaug's in its folder's OWNER (check_report first)."""
+    path = Path(path)
+    record, written = check_report(path)
+    if path.name in written:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path.parent / OWNER) as tmp:
         Path(tmp).write_text(json.dumps({**record, "files": sorted({*written, path.name})}, indent=1) + "\n")
 
 

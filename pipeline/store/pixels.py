@@ -81,16 +81,19 @@ def check_format(folder: str | Path, size: int, channels: int, writer: str = "in
                         f"those, or re-run `ganaug {writer}` (and the stages after it) with the new ones")
 
 
-def open_pixels(folder: str | Path, rows: int, writer: str = "ingest") -> np.memmap:
+def open_pixels(folder: str | Path, rows: int, writer: str = "ingest", *, verify: bool = True) -> np.memmap:
     """The memory-mapped N x H x W x C array, checked against the manifest's row count
-    (`writer`: the stage that writes the folder, named in the error)."""
+    (`writer`: the stage that writes the folder, named in the error) and, with verify, against
+    its sealed hash. verify=False: a worker reopening an array its parent process has verified
+    (a spawned worker would otherwise hash the whole file again)."""
     folder = Path(folder)
     data, shape_file = folder / PIXELS, folder / SHAPE
     if not (data.exists() or data.is_symlink()) or not (shape_file.exists() or shape_file.is_symlink()):
         raise DataError(f"{folder}: no {PIXELS} (ganaug {writer} writes it); re-run `ganaug {writer}`")
     # The images every later stage, and the augmented set, are made of: never a link out of the folder.
     check_own_file(data, folder, done="nothing was read")
-    check_unchanged(folder, PIXELS, f"`ganaug {writer}`")
+    if verify:
+        check_unchanged(folder, PIXELS, f"`ganaug {writer}`")
     try:
         meta = own_record(shape_file)
         count, (h, w, c) = int(meta["count"]), (int(v) for v in meta["shape"])
@@ -133,8 +136,8 @@ class Images:
         return len(self.rows)
 
     def __getitem__(self, idx) -> torch.Tensor:
-        if self._pixels is None:
-            self._pixels = open_pixels(self.folder, self.n_rows, self.writer)
+        if self._pixels is None:  # unpickled in a worker: __init__ verified it
+            self._pixels = open_pixels(self.folder, self.n_rows, self.writer, verify=False)
         rows = self.rows[idx if isinstance(idx, slice) else np.asarray(idx)]
         return torch.from_numpy(np.ascontiguousarray(self._pixels[rows])).permute(0, 3, 1, 2)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from ..store.checkpoints import check_label_map, load_checkpoint, restore_trainer
 from ..plumbing.errors import CheckpointError, TrainingError
@@ -61,10 +63,6 @@ def _checked_extra(extra: dict, path: Path) -> tuple[list, dict | None, list | N
     """What train goes on from, read as untrusted: the history (one dict a log row, its step a
     whole number, its figures numbers or lists of numbers), the last run's metrics (a dict) and
     each process's RNG state (byte tensors)."""
-    import numbers
-
-    import torch
-
     history, last_run, rng_ranks = extra.get("history"), extra.get("last_run"), extra.get("rng_ranks")
 
     def figure(v) -> bool:
