@@ -46,11 +46,26 @@ COUNTS = TAIL_COUNTS
 RAREST = [str(c) for c in np.argsort(TAIL_COUNTS)[:3]]  # the three smallest classes: 9, 8, 7
 
 
-def tail_params(work: Path, *overrides: str, size: int = 32) -> Params:
-    """The params bench/tail.py ran with in `work` (its outputs under work/run)."""
-    out = work / "run"
+def tail_params(work: Path, *overrides: str, size: int = 32, test_given: bool = False) -> Params:
+    """The params bench/tail.py ran with in `work` (its outputs under work/run; with test_given,
+    under work/run-test-given, ganaug given the kept-apart images as its test split)."""
+    out = work / ("run-test-given" if test_given else "run")
+    raw = given_test_table(work) if test_given else work / "tail"
     paths = [f"paths.{k}={out / v}" for k, v in Params().paths.model_dump().items() if k not in ("raw", "demo")]
-    return load_params(None, paths + [f"paths.raw={work / 'tail'}", f"ingest.size={size}", *overrides])
+    return load_params(None, paths + [f"paths.raw={raw}", f"ingest.size={size}", *overrides])
+
+
+def given_test_table(work: Path) -> Path:
+    """A user who keeps a test set: a table of the long tail's images, split left to ganaug (an
+    empty cell), and the kept-apart images as split=test. ganaug then carves no test images out of
+    the tail (the GAN keeps them) and its gate judges on 100 a class, the judge's own test images."""
+    table = work / "with-test.csv"
+    rows = [f"{p.relative_to(work).as_posix()},{p.parent.name}," for p in sorted((work / "tail").glob("*/*.png"))]
+    rows += [f"{p.relative_to(work).as_posix()},{p.parent.name},test" for p in sorted((work / "tail-test").glob("*/*.png"))]
+    text = "path,label,split\n" + "\n".join(rows) + "\n"
+    if not table.exists() or table.read_text() != text:
+        table.write_text(text)
+    return table
 
 
 def run_pipeline(params: Params, start: str | None) -> dict:
@@ -228,6 +243,10 @@ def main():
     ap.add_argument("--seeds", type=int, default=3, help="judge classifier seeds")
     ap.add_argument("--confidence", type=float, default=0.9)
     ap.add_argument("--out", default=None, help="write every figure as JSON here")
+    ap.add_argument("--test-given", action="store_true",
+                    help="give ganaug the kept-apart images as its test split (a table, split=test; the rest of the "
+                         "split ganaug's), outputs under <work>/run-test-given: the gate then decides on the judge's "
+                         "own test images")
     ap.add_argument("--dataset", default="tail", choices=list(BENCHMARKS),
                     help="tail: Animal-MNIST at 32 px (100 kept-apart test images a class); digits: scikit-learn's "
                          "digits at 16 px (70 a class)")
@@ -240,8 +259,8 @@ def main():
         raw, test = work / "tail", work / "tail-test"
         if not raw.is_dir():
             write(work)
-        out = work / "run"
-        params = tail_params(work, *args.overrides, size=size)
+        params = tail_params(work, *args.overrides, size=size, test_given=args.test_given)
+        out = Path(params.paths.reports).parent
         timings = run_pipeline(params, args.start) if args.start != "judge" else {}
         figures = describe(params)
         if args.dataset == "tail":  # its yardstick trains on Animal-MNIST's images the benchmark leaves out

@@ -73,12 +73,9 @@ def ingest(params: Params) -> dict:
         rows, notes = _decode(unique, cfg, workers, tmp, bad)
         df = make_manifest([{k: v for k, v in r.items() if k != "_shown"} for r in rows])
         check_class_sizes(df, params, [s.label for s in sources])
-        if df["split"].isin(["val", "test"]).any():  # the user's table fixes the split
-            check_given_split(df)
-            why = {str(k): "split given by the table" for k in df["label"].unique()}
-        else:
-            df["split"], why = stratified_split(df, params)
-            df["split_given"] = False
+        # The user's table may fix some rows' split (a test set of their own); the rest are drawn.
+        df["split"], why = stratified_split(df, params)
+        check_given_split(df)
         write_manifest(df, tmp)
 
     not_portable_labels = {k: not_portable(k) for k in sorted(df["label"].unique()) if not_portable(k)}
@@ -307,28 +304,32 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
     if "source" in df.columns:  # a ganaug manifest: its synthetic images and fills are not data
         synth = df["source"].astype(str) == "synthetic"
         n_synth, df = int(synth.sum()), df[~df["source"].astype(str).isin(MADE)]
-    splits = df["split"] if "split" in df.columns else [None] * len(df)
-    given = np.full(len(df), "split" in df.columns)
+    # An empty split cell: ganaug draws that row's split (a table may give only a test set).
+    splits = [None if _blank(s) else s for s in df["split"]] if "split" in df.columns else [None] * len(df)
     if "split" in df.columns and "split_given" in df.columns:
         # A ganaug manifest (an augmented set handed back as input): only the user's own split
         # is a given split; ganaug's val/test carve-outs were its own, and taking them as the
         # user's would shrink the training set on every round.
         given = _flags(df["split_given"], f"{table} column split_given")
-        splits = [s if g else None for s, g in zip(df["split"], given)]
+        splits = [s if g else None for s, g in zip(splits, given)]
     labels = label_names(df["label"], table)
     sources = []
-    for i, (path, label, split, split_is_given) in enumerate(zip(df["path"], labels, splits, given)):
+    for i, (path, label, split) in enumerate(zip(df["path"], labels, splits)):
         where = f"{table} row {i + 2 if table.suffix == '.csv' else i}"
         if pd.isna(path) or label is None:
             raise DataError(f"{where}: empty path or label")
         check_class_name(label, where)
-        if split_is_given and split not in SPLITS:
-            raise DataError(f"{where}: split must be one of {SPLITS}, found {split!r}")
+        if split is not None and split not in SPLITS:
+            raise DataError(f"{where}: split must be one of {SPLITS} or empty (ganaug draws it), found {split!r}")
         # Relative to the table's folder, and inside it: a table is untrusted input.
         sources.append(Source(inside(table.parent, str(path), where), label, str(path), split))
     if not sources:
         raise DataError(f"{table}: no real images listed")
     return sources, n_synth, []
+
+
+def _blank(cell) -> bool:
+    return cell is None or (not isinstance(cell, str) and pd.isna(cell)) or (isinstance(cell, str) and not cell.strip())
 
 
 def label_names(column: pd.Series, table: Path) -> list[str | None]:
@@ -403,8 +404,8 @@ def check_class_sizes(df: pd.DataFrame, params: Params, all_labels: list[str]):
 
 
 def check_given_split(df: pd.DataFrame):
-    """A split fixed by the user must still give every class train and test images (a class
-    without val images borrows the filter's calibration from the others)."""
+    """A split the user fixed (in part) must still leave every class train and test images (a
+    class without val images borrows the filter's calibration from the others)."""
     per = df.groupby(["label", "split"]).size().unstack(fill_value=0).reindex(columns=list(SPLITS), fill_value=0)
     lacking = {label: [s for s in ("train", "test") if row[s] == 0] for label, row in per.iterrows()
                if (row[["train", "test"]] == 0).any()}
@@ -422,7 +423,7 @@ def carve_outs(n: int, cfg) -> tuple[int, int, str]:
     and at least 2 images stay for training. What a small class cannot give, val above all, the
     filter borrows, pooled, from the other classes."""
     shrink = min(1.0, n / cfg.full_split_from)
-    n_test = min(max(1, round(n * cfg.test_fraction * shrink)), n - 2)
+    n_test = max(0, min(max(1, round(n * cfg.test_fraction * shrink)), n - 2))
     n_val = max(0, min(round(n * cfg.val_fraction * shrink), n - n_test - 2))
     if shrink == 1.0:
         why = f"{n} images >= ingest.full_split_from={cfg.full_split_from}: the full fractions"
@@ -435,17 +436,29 @@ def carve_outs(n: int, cfg) -> tuple[int, int, str]:
 
 
 def stratified_split(df: pd.DataFrame, params: Params) -> tuple[list[str], dict[str, str]]:
-    """(split per row, why per class). Per class: shuffle (seeded, independent of file order),
-    then test, val, rest train, sized by `carve_outs`."""
+    """(split per row, why per class). Rows whose split the user's table gave keep it; the rest
+    of each class are shuffled (seeded, independent of file order) and carved into test, val and
+    train by `carve_outs`, except that a class whose test (val) images the user gave gets no test
+    (val) carve-out: the gate judges on the user's test images and the GAN keeps the rest."""
     cfg = params.ingest
-    split = pd.Series("train", index=df.index, dtype="string")
+    given = df["split_given"].astype(bool)
+    split = df["split"].where(given, "train").astype("string")
     why = {}
     for label, group in df.groupby("label"):
+        mine = group[~given[group.index]]  # the rows ganaug splits
+        gave = group.loc[given[group.index], "split"].value_counts().to_dict()
+        if mine.empty:
+            why[str(label)] = "split given by the table"
+            continue
         rng = np.random.default_rng([cfg.seed, int(content_hash(str(label).encode())[:8], 16)])
-        order = rng.permutation(np.sort(group["sample_id"].to_numpy()))
+        order = rng.permutation(np.sort(mine["sample_id"].to_numpy()))
         n_test, n_val, why[str(label)] = carve_outs(len(order), cfg)
-        split[group.index[group["sample_id"].isin(order[:n_test])]] = "test"
-        split[group.index[group["sample_id"].isin(order[n_test:n_test + n_val])]] = "val"
+        if gave:
+            n_test, n_val = (0 if gave.get("test") else n_test), (0 if gave.get("val") else n_val)
+            why[str(label)] = (f"{', '.join(f'{n} {s}' for s, n in sorted(gave.items()))} given by the table; of the "
+                               f"other {len(order)}: {n_test} test, {n_val} val, {len(order) - n_test - n_val} train")
+        split[mine.index[mine["sample_id"].isin(order[:n_test])]] = "test"
+        split[mine.index[mine["sample_id"].isin(order[n_test:n_test + n_val])]] = "val"
     return split.tolist(), why
 
 

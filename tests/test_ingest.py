@@ -213,6 +213,36 @@ def test_split_column_is_honoured_and_checked(tmp_path):
         ingest(p)
 
 
+
+def test_a_table_may_give_only_a_test_set(tmp_path):
+    """The user's own test images for a rare class (a 6-image class, 10 test images of it they
+    keep apart), the rest with an empty split: ganaug takes no test carve-out from that class (the
+    GAN keeps its 6 images) and draws the other classes' split as for an ImageFolder."""
+    make_shapes(tmp_path / "imgs", {"circle": 16, "square": 60})
+    circles = sorted((tmp_path / "imgs" / "circle").glob("*.png"))
+    squares = sorted((tmp_path / "imgs" / "square").glob("*.png"))
+    rows = ([(c, "circle", "test") for c in circles[:10]] + [(c, "circle", "") for c in circles[10:]]
+            + [(s, "square", "") for s in squares])
+    table = tmp_path / "list.csv"
+    pd.DataFrame({"path": [str(f.relative_to(tmp_path)) for f, _, _ in rows], "label": [r[1] for r in rows],
+                  "split": [r[2] for r in rows]}).to_csv(table, index=False)
+    p = tiny_params(tmp_path, paths={"raw": str(table)})
+    report = ingest(p)
+    df = read_manifest(p.paths.prepared)
+    circle = df[df["label"] == "circle"]
+    assert sorted(circle.loc[circle["split"] == "test", "sample_id"]) == sorted(
+        circle.loc[circle["split_given"].astype(bool), "sample_id"])        # exactly the user's test images
+    assert (circle["split"] == "test").sum() == 10 and (circle["split"] == "train").sum() == 6
+    assert "10 test given by the table" in report["classes"]["circle"]["why"]
+    # The square class, nothing given: the same split an ImageFolder of those files would get.
+    square = df[df["label"] == "square"]
+    assert not square["split_given"].astype(bool).any()
+    folder = tiny_params(tmp_path / "as-folder", paths={"raw": str(tmp_path / "imgs")})
+    ingest(folder)
+    alone = read_manifest(folder.paths.prepared)
+    alone = alone[alone["label"] == "square"].set_index("sample_id")["split"]
+    assert square.set_index("sample_id")["split"].sort_index().equals(alone.sort_index())
+
 def test_demo_data_is_long_tailed_with_a_balanced_test_split(tmp_path):
     from ganaug.pipeline.demo_data import demo_data
     p = tiny_params(tmp_path, paths={"raw": str(tmp_path / "data/demo/index.csv")}, demo={"size": 8})
