@@ -337,6 +337,11 @@ def _rests_on(test_counts: dict[str, int], undetermined: list[str], seeds: list[
     return {"test_images": sum(test_counts.values()), "test_images_per_class": test_counts,
             "undetermined_classes": undetermined,
             "undetermined_rule": f"fewer than evaluate.min_test_images={cfg.min_test_images} test images",
+            # The remedy, where there is one: ganaug cannot carve more test images out of a class of
+            # a few without taking them from the GAN; the user's own test images are evidence.
+            "more_evidence": (f"give test images of your own for class(es) {', '.join(undetermined)}: a path,label,split "
+                              "table as paths.raw, split=test on them and empty on the rest (ganaug then takes no test "
+                              "images from those classes, and the gate judges them)") if undetermined else None,
             "classifier_seeds": seeds,
             "steps": {name: m["training"]["steps"] for name, m in means.items()},
             "converged": {name: m["training"]["converged"] for name, m in means.items()}}
@@ -369,7 +374,8 @@ def summarize(r: dict) -> str:
     arms = ", ".join(f"{arm} {v[m]:.4f}" for arm, v in r["arms"].items())
     rests = g.get("rests_on") or {}
     undetermined = rests.get("undetermined_classes")
-    thin = f"; undetermined (too few test images): {', '.join(undetermined)}" if undetermined else ""
+    thin = (f"; undetermined (too few test images): {', '.join(undetermined)}: {rests.get('more_evidence')}"
+            if undetermined else "")
     unconverged = [a for a, c in (rests.get("converged") or {}).items() if c is False]
     flat = f"; NOT CONVERGED: {', '.join(unconverged)} (raise evaluate.arm_classifier.epochs)" if unconverged else ""
     return (f"{m} ({g.get('user_training', 'plain')} training, {r.get('test_priors', 'split')} test priors, "

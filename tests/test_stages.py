@@ -459,6 +459,9 @@ def test_evaluate_reports_every_arm_and_decides_the_gate(trained):
     assert m["gate"]["per_class_recall_gain"]["circle"]["interval"] is not None
     assert m["gate"]["rests_on"]["undetermined_classes"] == ["cross"] and m["gate"]["rests_on"]["test_images"] == \
         sum(tests.values())
+    # ... and the user is told the remedy: test images of their own for that class.
+    assert "class(es) cross" in m["gate"]["rests_on"]["more_evidence"] and "split=test" in \
+        m["gate"]["rests_on"]["more_evidence"]
     assert list(arms) == ["real", "oversampled", "smote", "synthetic"]  # pipeline/judges/arms.py's table, in order
     for arm in arms.values():
         assert 0 <= arm["macro_f1"] <= 1 and arm["macro_f1_std"] >= 0 and arm["what"]

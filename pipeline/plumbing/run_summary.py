@@ -40,6 +40,8 @@ def markdown(params: Params, results: dict) -> str:
         lines += [f"| {k} | {before.get(k, '')} | {g['gain']:+.3f} | "
                   + (f"[{g['interval'][0]:+.3f}, {g['interval'][1]:+.3f}] |" if g.get("interval")
                      else "undetermined (too few test images) |") for k, g in per_class.items()]
+        more = (gate.get("rests_on") or {}).get("more_evidence")
+        lines += ["", f"Undetermined classes: {more}."] if more else []
     health = trained["health"]
     lines += ["", f"**Gate {'passed' if gate['passed'] else 'closed'}**: {gate['reason']}.",
               f"GAN: {trained['steps_done']} steps on {trained['device']}, {trained['images_per_s']} img/s, "
