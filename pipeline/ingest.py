@@ -1,7 +1,9 @@
 """ingest: the user's images -> validated, converted images + manifest with a stratified split.
 
 Input (paths.raw) is one of:
-- an ImageFolder tree, `raw/<class>/**/*.png|jpg|...`;
+- an ImageFolder tree, `raw/<class>/**/*.png|jpg|...`, or one per split, `raw/train/<class>/...`
+  beside `raw/test/<class>/...` (and/or `raw/val/...`): the user's test and val images are kept
+  as given, and ganaug draws from train only what a class was not given;
 - a CSV or Parquet table with columns `path,label` (paths relative to the table's folder, and
   inside it), and optionally `split` (train/val/test) to fix the split, e.g. a balanced test set;
 - a folder holding a ganaug `manifest.parquet` (e.g. an augmented set): its real rows.
@@ -368,13 +370,33 @@ def _from_image_folder(root: Path) -> tuple[list[Source], int, list[str]]:
     for f in sorted(root.iterdir()):
         if f.is_file() and not f.name.startswith("."):
             ignored.append(f"{f.name}: not inside a class folder")
+    if _split_folders(class_dirs):  # raw/train/<class>/..., raw/test/<class>/...
+        for split_dir in class_dirs:
+            split = None if split_dir.name == "train" else split_dir.name  # train's val ganaug still draws
+            for d in sorted(c for c in split_dir.iterdir() if c.is_dir() and not c.name.startswith(".")):
+                sources += _class_folder(d, f"{split_dir.name}/{d.name}", split)
+        return sources, n_synth, ignored
     for d in class_dirs:
-        check_class_name(d.name, str(d))
-        files = _files_under(d)
-        if not files:
-            raise DataError(f"{d}: class folder is empty")
-        sources += [Source(d / rel, d.name, os.path.join(d.name, rel)) for rel in files]
+        sources += _class_folder(d, d.name)
     return sources, n_synth, ignored
+
+
+def _split_folders(top: list[Path]) -> bool:
+    """raw/ holds the user's split, torchvision-style: only folders named train, val, test (at
+    least two of them), each holding only class folders. Then val and test images are the
+    user's, and ganaug carves from train only what a class was not given (see stratified_split)."""
+    names = {d.name for d in top}
+    return (len(names) >= 2 and names <= set(SPLITS) and "train" in names
+            and all(not f.is_file() for d in top for f in d.iterdir() if not f.name.startswith(".")))
+
+
+def _class_folder(folder: Path, shown: str, split: str | None = None) -> list[Source]:
+    """Every file under a class folder, labelled with the folder's name."""
+    check_class_name(folder.name, str(folder))
+    files = _files_under(folder)
+    if not files:
+        raise DataError(f"{folder}: class folder is empty")
+    return [Source(folder / rel, folder.name, os.path.join(shown, rel), split) for rel in files]
 
 
 def _files_under(folder: Path) -> list[str]:
@@ -448,14 +470,14 @@ def stratified_split(df: pd.DataFrame, params: Params) -> tuple[list[str], dict[
         mine = group[~given[group.index]]  # the rows ganaug splits
         gave = group.loc[given[group.index], "split"].value_counts().to_dict()
         if mine.empty:
-            why[str(label)] = "split given by the table"
+            why[str(label)] = "split given by the table"  # every image's split: the user's
             continue
         rng = np.random.default_rng([cfg.seed, int(content_hash(str(label).encode())[:8], 16)])
         order = rng.permutation(np.sort(mine["sample_id"].to_numpy()))
         n_test, n_val, why[str(label)] = carve_outs(len(order), cfg)
         if gave:
             n_test, n_val = (0 if gave.get("test") else n_test), (0 if gave.get("val") else n_val)
-            why[str(label)] = (f"{', '.join(f'{n} {s}' for s, n in sorted(gave.items()))} given by the table; of the "
+            why[str(label)] = (f"{', '.join(f'{n} {s}' for s, n in sorted(gave.items()))} given by you; of the "
                                f"other {len(order)}: {n_test} test, {n_val} val, {len(order) - n_test - n_val} train")
         split[mine.index[mine["sample_id"].isin(order[:n_test])]] = "test"
         split[mine.index[mine["sample_id"].isin(order[n_test:n_test + n_val])]] = "val"

@@ -233,7 +233,7 @@ def test_a_table_may_give_only_a_test_set(tmp_path):
     assert sorted(circle.loc[circle["split"] == "test", "sample_id"]) == sorted(
         circle.loc[circle["split_given"].astype(bool), "sample_id"])        # exactly the user's test images
     assert (circle["split"] == "test").sum() == 10 and (circle["split"] == "train").sum() == 6
-    assert "10 test given by the table" in report["classes"]["circle"]["why"]
+    assert "10 test given by you" in report["classes"]["circle"]["why"]
     # The square class, nothing given: the same split an ImageFolder of those files would get.
     square = df[df["label"] == "square"]
     assert not square["split_given"].astype(bool).any()
@@ -276,3 +276,29 @@ def test_parallel_ingest_equals_serial_ingest(params, tmp_path):
     assert m1.equals(m2) and px1 == px2
     assert r1["quarantined"] == r2["quarantined"] and len(r1["quarantined"]) == 2
     assert open_pixels(tmp_path / "prepared-2", len(m2)).shape[0] == len(m2)
+
+
+def test_an_image_folder_per_split_gives_the_users_test_set(tmp_path):
+    """raw/train/<class>, raw/test/<class> (torchvision's layout): the test folder's images are
+    the test split, nothing is carved out of train for test, val is still drawn from train. A
+    dataset whose classes happen to be named train and test (images directly inside) stays an
+    ImageFolder of those two classes."""
+    raw = tmp_path / "raw"
+    make_shapes(raw / "train", {"circle": 8, "square": 40})
+    make_shapes(raw / "test", {"circle": 12, "square": 12}, seed=1)
+    p = tiny_params(tmp_path, paths={"raw": str(raw)})
+    report = ingest(p)
+    df = read_manifest(p.paths.prepared)
+    test = df[df["split"] == "test"]
+    assert len(test) == 24 and test["split_given"].astype(bool).all()
+    assert set(test["sample_id"]) == set(df.loc[df["split_given"].astype(bool), "sample_id"])
+    per = df.groupby(["label", "split"]).size().unstack(fill_value=0)
+    assert per.loc["circle", "train"] + per.loc["circle", "val"] == 8        # the GAN keeps all of train but val
+    assert per.loc["square", "val"] > 0 and per.loc["square", "test"] == 12  # val drawn; test only the user's
+    assert "12 test given by you" in report["classes"]["square"]["why"]
+
+    named = tmp_path / "named"
+    make_shapes(named, {"train": 5, "test": 5})  # classes called train and test: images directly inside
+    q = tiny_params(tmp_path / "q", paths={"raw": str(named)})
+    ingest(q)
+    assert set(read_manifest(q.paths.prepared)["label"]) == {"train", "test"}
