@@ -339,9 +339,10 @@ def _rests_on(test_counts: dict[str, int], undetermined: list[str], seeds: list[
             "undetermined_rule": f"fewer than evaluate.min_test_images={cfg.min_test_images} test images",
             # The remedy, where there is one: ganaug cannot carve more test images out of a class of
             # a few without taking them from the GAN; the user's own test images are evidence.
-            "more_evidence": (f"give test images of your own for class(es) {', '.join(undetermined)}: a path,label,split "
-                              "table as paths.raw, split=test on them and empty on the rest (ganaug then takes no test "
-                              "images from those classes, and the gate judges them)") if undetermined else None,
+            "more_evidence": (f"give test images of your own for class(es) {', '.join(undetermined)}: folders per split "
+                              "(raw/train/<class>, raw/test/<class>) or a path,label,split table with split=test on "
+                              "them and empty on the rest; ganaug then carves no test images out of those classes, and "
+                              "the gate judges on yours") if undetermined else None,
             "classifier_seeds": seeds,
             "steps": {name: m["training"]["steps"] for name, m in means.items()},
             "converged": {name: m["training"]["converged"] for name, m in means.items()}}

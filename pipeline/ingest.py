@@ -6,6 +6,8 @@ Input (paths.raw) is one of:
   as given, and ganaug draws from train only what a class was not given;
 - a CSV or Parquet table with columns `path,label` (paths relative to the table's folder, and
   inside it), and optionally `split` (train/val/test) to fix the split, e.g. a balanced test set;
+  an empty cell leaves that row to ganaug (a table may give only a test set). A split column of
+  train alone gives no split: ganaug draws it all;
 - a folder holding a ganaug `manifest.parquet` (e.g. an augmented set): its real rows.
 Rows whose `source` is `synthetic` are skipped: a GAN never trains on its own output.
 Every file is decoded (in ingest.workers processes); bad files are quarantined with the reason
@@ -43,6 +45,7 @@ from .store.pixels import PIXELS, SHAPE, PixelWriter
 from .plumbing.progress import progress
 
 TABLE_SUFFIXES = {".csv", ".parquet"}
+GIVEN_RANK = {"test": 3, "val": 2, "train": 1, None: 0}  # which of identical copies ingest keeps
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Source:
     path: Path      # absolute or relative to cwd
     label: str
     shown: str      # how the report names it (relative to paths.raw)
-    split: str | None = None  # fixed by the user's table, else drawn at ingest
+    split: str | None = None  # fixed by the user (table or split folders), else drawn at ingest
 
 
 def ingest(params: Params) -> dict:
@@ -107,8 +110,9 @@ def ingest(params: Params) -> dict:
 
 def _unique(sources: list[Source], cfg, workers: int, bad) -> tuple[dict[str, Source], list[dict]]:
     """Pass 1: hash the bytes (in worker processes), drop exact duplicates (the sample_id is the
-    content hash). Results come in input order: the first of two copies is kept. One image
-    under two labels: which is right cannot be known, so neither copy is used."""
+    content hash). Results come in input order: the first of two copies is kept, unless a later
+    one has a split the user gave (test before val before train before none). One image under
+    two labels: which is right cannot be known, so neither copy is used."""
     with _pool(workers, len(sources)) as pool:
         hashed = list(progress(pool.map(hash_one, [(str(src.path), cfg.max_file_mb) for src in sources],
                                         chunksize=_chunksize(len(sources), workers)),
@@ -124,6 +128,10 @@ def _unique(sources: list[Source], cfg, workers: int, bad) -> tuple[dict[str, So
             first = unique[digest]
             if first.label != src.label:
                 conflicting.setdefault(digest, [first]).append(src)
+            elif GIVEN_RANK[src.split] > GIVEN_RANK[first.split]:
+                # The user's test (val) image wins over an identical copy ganaug would draw: it
+                # must not land in training, nor the class lose a test image it was given.
+                unique[digest], first, src = src, src, first
             duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
                                "conflict": first.label != src.label})
             continue
@@ -331,7 +339,9 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
 
 
 def _blank(cell) -> bool:
-    return cell is None or (not isinstance(cell, str) and pd.isna(cell)) or (isinstance(cell, str) and not cell.strip())
+    if isinstance(cell, str):
+        return not cell.strip()
+    return cell is None or cell is pd.NA or (isinstance(cell, float) and np.isnan(cell))
 
 
 def label_names(column: pd.Series, table: Path) -> list[str | None]:
@@ -359,21 +369,18 @@ def label_names(column: pd.Series, table: Path) -> list[str | None]:
 
 
 def _from_image_folder(root: Path) -> tuple[list[Source], int, list[str]]:
-    sources, ignored = [], []
-    # ganaug's own batches inside a tracked training set are synthetic: never ingest them as real.
-    batches = root / BATCHES_DIR
-    n_synth = sum(1 for p in batches.rglob("*.png")) if batches.is_dir() else 0
-    class_dirs = sorted(d for d in root.iterdir()
-                        if d.is_dir() and not d.name.startswith(".") and d.name != BATCHES_DIR)
+    class_dirs, n_synth, stray = _subfolders(root)
     if not class_dirs:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/<image files>)")
-    for f in sorted(root.iterdir()):
-        if f.is_file() and not f.name.startswith("."):
-            ignored.append(f"{f.name}: not inside a class folder")
-    if _split_folders(class_dirs):  # raw/train/<class>/..., raw/test/<class>/...
+    ignored = [f"{name}: not inside a class folder" for name in stray]
+    sources = []
+    if _split_layout(root, class_dirs):  # raw/train/<class>/..., raw/test/<class>/...
         for split_dir in class_dirs:
             split = None if split_dir.name == "train" else split_dir.name  # train's val ganaug still draws
-            for d in sorted(c for c in split_dir.iterdir() if c.is_dir() and not c.name.startswith(".")):
+            classes, synth, stray = _subfolders(split_dir)
+            n_synth += synth
+            ignored += [f"{split_dir.name}/{name}: not inside a class folder" for name in stray]
+            for d in classes:
                 sources += _class_folder(d, f"{split_dir.name}/{d.name}", split)
         return sources, n_synth, ignored
     for d in class_dirs:
@@ -381,13 +388,33 @@ def _from_image_folder(root: Path) -> tuple[list[Source], int, list[str]]:
     return sources, n_synth, ignored
 
 
-def _split_folders(top: list[Path]) -> bool:
-    """raw/ holds the user's split, torchvision-style: only folders named train, val, test (at
-    least two of them), each holding only class folders. Then val and test images are the
-    user's, and ganaug carves from train only what a class was not given (see stratified_split)."""
+def _subfolders(folder: Path) -> tuple[list[Path], int, list[str]]:
+    """(the folders in folder, hidden ones and ganaug's batches left out; the PNGs in ganaug's
+    batches there, which are synthetic and never ingested as real; the files beside them)."""
+    batches = folder / BATCHES_DIR  # in place, append writes its batches into the training set
+    n_synth = sum(1 for _ in batches.rglob("*.png")) if batches.is_dir() else 0
+    entries = sorted(e for e in folder.iterdir() if not e.name.startswith("."))
+    return ([e for e in entries if e.is_dir() and e.name != BATCHES_DIR], n_synth,
+            [e.name for e in entries if e.is_file()])
+
+
+def _split_layout(root: Path, top: list[Path]) -> bool:
+    """raw/ holds the user's split, torchvision-style: folders named train and val and/or test,
+    each holding class folders. Then val and test images are the user's, and ganaug carves from
+    train only what a class was not given (see stratified_split). Classes that happen to be
+    named train and test, their images directly inside, stay classes; a split layout with a
+    folder of another name (valid, extra) is an error, not classes named train and valid."""
     names = {d.name for d in top}
-    return (len(names) >= 2 and names <= set(SPLITS) and "train" in names
-            and all(not f.is_file() for d in top for f in d.iterdir() if not f.name.startswith(".")))
+    if "train" not in names or not names & {"val", "test"}:
+        return False
+    holds_classes = [d for d in top if _subfolders(d)[0]]
+    if not holds_classes:
+        return False
+    others = sorted(names - set(SPLITS))
+    if others:
+        raise DataError(f"{root}: train/ beside {'/'.join(sorted(names & {'val', 'test'}))}/ reads as your split, but "
+                        f"{others} is not a split folder (train, val, test): rename it (valid -> val) or move it out")
+    return True
 
 
 def _class_folder(folder: Path, shown: str, split: str | None = None) -> list[Source]:
@@ -432,12 +459,13 @@ def check_given_split(df: pd.DataFrame):
     lacking = {label: [s for s in ("train", "test") if row[s] == 0] for label, row in per.iterrows()
                if (row[["train", "test"]] == 0).any()}
     if lacking:
-        raise DataError(f"the split column leaves class(es) without images in some split: {lacking}; "
-                        "every class needs train and test images")
+        raise DataError(f"the split you gave (a table's split column, or train/val/test folders) leaves class(es) "
+                        f"without images in some split: {lacking}; every class needs train and test images")
 
 
 def carve_outs(n: int, cfg) -> tuple[int, int, str]:
-    """(test, val, why) for a class of n images with no split given.
+    """(test, val, why) for a class of n images (stratified_split takes them from the rows the
+    user gave no split).
 
     A class of at least ingest.full_split_from images gives test_fraction and val_fraction of
     them. A smaller class of n gives n / full_split_from of those shares (so a class of 4 keeps
@@ -458,25 +486,33 @@ def carve_outs(n: int, cfg) -> tuple[int, int, str]:
 
 
 def stratified_split(df: pd.DataFrame, params: Params) -> tuple[list[str], dict[str, str]]:
-    """(split per row, why per class). Rows whose split the user's table gave keep it; the rest
-    of each class are shuffled (seeded, independent of file order) and carved into test, val and
-    train by `carve_outs`, except that a class whose test (val) images the user gave gets no test
-    (val) carve-out: the gate judges on the user's test images and the GAN keeps the rest."""
+    """(split per row, why per class). Rows whose split the user gave keep it; the rest of each
+    class are shuffled (seeded, independent of file order) and carved into test, val and train by
+    `carve_outs` (sized on the class's drawn and given-train rows), except that a class whose test (val) images the user
+    gave gets no test (val) carve-out: the gate judges on the user's test images and the GAN keeps
+    the rest. A split of train alone is no split (an augmented set handed back, whose user's val
+    and test rows stayed out of it): drawn as if none was given, and its flags cleared."""
     cfg = params.ingest
     given = df["split_given"].astype(bool)
+    if not df.loc[given, "split"].isin(["val", "test"]).any():
+        given[:] = False
+        df["split_given"] = False
     split = df["split"].where(given, "train").astype("string")
     why = {}
     for label, group in df.groupby("label"):
         mine = group[~given[group.index]]  # the rows ganaug splits
         gave = group.loc[given[group.index], "split"].value_counts().to_dict()
         if mine.empty:
-            why[str(label)] = "split given by the table"  # every image's split: the user's
+            why[str(label)] = "split given by the table"
             continue
         rng = np.random.default_rng([cfg.seed, int(content_hash(str(label).encode())[:8], 16)])
         order = rng.permutation(np.sort(mine["sample_id"].to_numpy()))
-        n_test, n_val, why[str(label)] = carve_outs(len(order), cfg)
+        # Sized on the images that could train (the user's test and val ones never could).
+        n_test, n_val, why[str(label)] = carve_outs(len(order) + gave.get("train", 0), cfg)
         if gave:
-            n_test, n_val = (0 if gave.get("test") else n_test), (0 if gave.get("val") else n_val)
+            keep = max(0, 2 - gave.get("train", 0))  # of the drawn rows, to leave the GAN 2 images
+            n_test = 0 if gave.get("test") else max(0, min(n_test, len(order) - keep))
+            n_val = 0 if gave.get("val") else max(0, min(n_val, len(order) - n_test - keep))
             why[str(label)] = (f"{', '.join(f'{n} {s}' for s, n in sorted(gave.items()))} given by you; of the "
                                f"other {len(order)}: {n_test} test, {n_val} val, {len(order) - n_test - n_val} train")
         split[mine.index[mine["sample_id"].isin(order[:n_test])]] = "test"

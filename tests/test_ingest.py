@@ -302,3 +302,47 @@ def test_an_image_folder_per_split_gives_the_users_test_set(tmp_path):
     q = tiny_params(tmp_path / "q", paths={"raw": str(named)})
     ingest(q)
     assert set(read_manifest(q.paths.prepared)["label"]) == {"train", "test"}
+
+
+def test_a_given_split_survives_the_users_own_slips(tmp_path):
+    """The review's inputs: a split column of train alone (an augmented set from a table with a
+    full split, handed back) is no split, drawn as for an ImageFolder; a test image also listed
+    earlier with an empty split stays the user's test image; ganaug's batches inside raw/train
+    are synthetic, never a class; a split layout with a `valid` folder is an error naming it."""
+    make_shapes(tmp_path / "imgs", {"circle": 12, "square": 12})
+    files = sorted((tmp_path / "imgs").rglob("*.png"))
+    table = tmp_path / "list.csv"
+    rel = [str(f.relative_to(tmp_path)) for f in files]
+    labels = [f.parent.name for f in files]
+    pd.DataFrame({"path": rel, "label": labels, "split": ["train"] * len(files)}).to_csv(table, index=False)
+    p = tiny_params(tmp_path, paths={"raw": str(table)})
+    ingest(p)
+    df = read_manifest(p.paths.prepared)
+    assert not df["split_given"].astype(bool).any() and {"train", "test"} <= set(df["split"])
+
+    # The whole folder listed with empty splits, then one circle again as split=test (a copy).
+    (tmp_path / "held").mkdir()
+    copy = tmp_path / "held" / "c.png"
+    copy.write_bytes(files[0].read_bytes())
+    pd.DataFrame({"path": rel + ["held/c.png"], "label": labels + ["circle"],
+                  "split": [""] * len(files) + ["test"]}).to_csv(table, index=False)
+    report = ingest(p)
+    df = read_manifest(p.paths.prepared)
+    kept = df[df["split_given"].astype(bool)]
+    assert len(kept) == 1 and kept["split"].iloc[0] == "test" and kept["label"].iloc[0] == "circle"
+    assert (df[df["label"] == "circle"]["split"] == "test").sum() == 1        # no carve-out beside it
+    assert [d["path"] for d in report["duplicates"]] == [rel[0]]
+
+    raw = tmp_path / "raw"
+    make_shapes(raw / "train", {"circle": 8, "square": 8})
+    make_shapes(raw / "test", {"circle": 3, "square": 3}, seed=1)
+    make_shapes(raw / "train" / "ganaug-batches" / "b1", {"circle": 2})
+    (raw / "train" / "README.txt").write_text("our data")
+    q = tiny_params(tmp_path / "q", paths={"raw": str(raw)})
+    report = ingest(q)
+    assert set(read_manifest(q.paths.prepared)["label"]) == {"circle", "square"}
+    assert report["skipped_synthetic"] == 2 and any("train/README.txt" in i for i in report["ignored"])
+    (raw / "test").rename(raw / "valid")
+    make_shapes(raw / "test", {"circle": 3, "square": 3}, seed=2)
+    with pytest.raises(DataError, match=r"\['valid'\] is not a split folder"):
+        ingest(q)
