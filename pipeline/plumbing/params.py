@@ -64,7 +64,7 @@ class Paths(Section):
     demo: str = "data/demo"
     """`ganaug demo-data` writes the demo dataset here"""
     raw: str = "data/demo/index.csv"
-    """your images: ImageFolder (raw/<class>/*.png) or a path,label CSV/Parquet"""
+    """your images: ImageFolder (raw/<class>/*.png; raw/train/<class> beside raw/test/<class> gives your test set) or a path,label[,split] CSV/Parquet"""
     prepared: str = "data/prepared"
     """ingest -> pixels.u8 (every image, one array) + manifest.parquet"""
     model: str = "models/gan.pt"
