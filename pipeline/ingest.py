@@ -131,7 +131,8 @@ def _unique(sources: list[Source], cfg, workers: int, bad) -> tuple[dict[str, So
             elif GIVEN_RANK[src.split] > GIVEN_RANK[first.split]:
                 # The user's test (val) image wins over an identical copy ganaug would draw: it
                 # must not land in training, nor the class lose a test image it was given.
-                unique[digest], first, src = src, src, first
+                unique[digest] = src
+                first, src = src, first  # the copy dropped is the one reported below
             duplicates.append({"path": src.shown, "duplicate_of": first.shown, "label": src.label,
                                "conflict": first.label != src.label})
             continue
@@ -335,6 +336,10 @@ def _from_table(table: Path) -> tuple[list[Source], int, list[str]]:
         sources.append(Source(inside(table.parent, str(path), where), label, str(path), split))
     if not sources:
         raise DataError(f"{table}: no real images listed")
+    if not any(src.split in ("val", "test") for src in sources):
+        # A split of train alone is no split (an augmented set handed back: the user's own val
+        # and test rows stayed out of it): ganaug draws it all, as for an ImageFolder.
+        sources = [dataclasses.replace(src, split=None) for src in sources]
     return sources, n_synth, []
 
 
@@ -407,8 +412,7 @@ def _split_layout(root: Path, top: list[Path]) -> bool:
     names = {d.name for d in top}
     if "train" not in names or not names & {"val", "test"}:
         return False
-    holds_classes = [d for d in top if _subfolders(d)[0]]
-    if not holds_classes:
+    if not any(_subfolders(d)[0] for d in top):  # classes named train and test, images inside
         return False
     others = sorted(names - set(SPLITS))
     if others:
@@ -488,15 +492,11 @@ def carve_outs(n: int, cfg) -> tuple[int, int, str]:
 def stratified_split(df: pd.DataFrame, params: Params) -> tuple[list[str], dict[str, str]]:
     """(split per row, why per class). Rows whose split the user gave keep it; the rest of each
     class are shuffled (seeded, independent of file order) and carved into test, val and train by
-    `carve_outs` (sized on the class's drawn and given-train rows), except that a class whose test (val) images the user
-    gave gets no test (val) carve-out: the gate judges on the user's test images and the GAN keeps
-    the rest. A split of train alone is no split (an augmented set handed back, whose user's val
-    and test rows stayed out of it): drawn as if none was given, and its flags cleared."""
+    `carve_outs` (sized on the class's drawn and given-train rows), except that a class whose test
+    (val) images the user gave gets no test (val) carve-out: the gate judges on the user's test
+    images and the GAN keeps the rest."""
     cfg = params.ingest
     given = df["split_given"].astype(bool)
-    if not df.loc[given, "split"].isin(["val", "test"]).any():
-        given[:] = False
-        df["split_given"] = False
     split = df["split"].where(given, "train").astype("string")
     why = {}
     for label, group in df.groupby("label"):
